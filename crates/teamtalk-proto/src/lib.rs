@@ -1,0 +1,91 @@
+//! The TeamTalk protobuf messages, generated with [prost] from our own `.proto` files.
+//!
+//! The nine packages of the original TeamTalk protocol (`IM.BaseDefine`, `IM.Login`,
+//! `IM.Buddy`, `IM.Message`, `IM.Group`, `IM.File`, `IM.Server`, `IM.Other`,
+//! `IM.SwitchService`) are proto2 with the original message names, field tags, labels and
+//! enum values, so the bytes on the wire are what the original C++ servers and the
+//! Windows/Mac/iOS/Android clients produce and accept.
+//!
+//! # Wire rules worth knowing
+//!
+//! - **Required fields are always emitted**, even at their default value (prost encodes
+//!   `required` fields unconditionally). The original clients refuse a message that misses
+//!   one, so never rely on "default = absent" here.
+//! - **Decoding is lenient**: a missing required field decodes to its default, an enum field
+//!   holding an unknown value keeps the raw number (read it through the `i32` field; the
+//!   generated getter falls back to the default). Decoding never panics.
+//! - Repeated scalars are not packed (proto2), as in the original.
+//! - Every `bytes` field is a [`bytes::Bytes`]: decoding from a `Bytes` buffer slices it
+//!   instead of copying.
+//!
+//! # Layout
+//!
+//! - [`base_define`]: shared enums (service and command ids, result codes, client types …)
+//!   and sub-messages (`UserInfo`, `MsgInfo`, `GroupInfo` …).
+//! - [`login`], [`buddy`], [`message`], [`group`], [`file`](mod@file), [`switch_service`], [`other`]:
+//!   the messages of each client-visible service.
+//! - [`server`]: server-to-server messages (service `SID_OTHER`).
+//!
+//! The Rust code under `src/generated/` is checked in; `tests/codegen.rs` regenerates it with
+//! protox + prost-build (no system `protoc` needed) and fails when it is stale.
+//!
+//! # Example
+//!
+//! ```
+//! use prost::Message;
+//! use teamtalk_proto::{base_define::{ClientType, UserStatType}, login::ImLoginReq};
+//!
+//! let req = ImLoginReq {
+//!     user_name: "alice".into(),
+//!     password: "e10adc3949ba59abbe56e057f20f883e".into(),
+//!     online_status: UserStatType::UserStatusOnline as i32,
+//!     client_type: ClientType::Android as i32,
+//!     client_version: None,
+//! };
+//! let bytes = req.encode_to_vec();
+//! assert_eq!(ImLoginReq::decode(bytes.as_slice()).unwrap(), req);
+//! ```
+
+pub use prost;
+
+/// The `IM` protobuf namespace; each package is a submodule, also re-exported at the crate root.
+pub mod im {
+    /// Package `IM.BaseDefine`: shared enums and sub-messages.
+    pub mod base_define {
+        include!("generated/im.base_define.rs");
+    }
+    /// Package `IM.Login`: service 0x0001 (`SID_LOGIN`).
+    pub mod login {
+        include!("generated/im.login.rs");
+    }
+    /// Package `IM.Buddy`: service 0x0002 (`SID_BUDDY_LIST`).
+    pub mod buddy {
+        include!("generated/im.buddy.rs");
+    }
+    /// Package `IM.Message`: service 0x0003 (`SID_MSG`).
+    pub mod message {
+        include!("generated/im.message.rs");
+    }
+    /// Package `IM.Group`: service 0x0004 (`SID_GROUP`).
+    pub mod group {
+        include!("generated/im.group.rs");
+    }
+    /// Package `IM.File`: service 0x0005 (`SID_FILE`).
+    pub mod file {
+        include!("generated/im.file.rs");
+    }
+    /// Package `IM.SwitchService`: service 0x0006 (`SID_SWITCH_SERVICE`).
+    pub mod switch_service {
+        include!("generated/im.switch_service.rs");
+    }
+    /// Package `IM.Other`: the heartbeat (service 0x0007).
+    pub mod other {
+        include!("generated/im.other.rs");
+    }
+    /// Package `IM.Server`: server-to-server messages (service 0x0007, `SID_OTHER`).
+    pub mod server {
+        include!("generated/im.server.rs");
+    }
+}
+
+pub use im::{base_define, buddy, file, group, login, message, other, server, switch_service};
