@@ -1,1 +1,51 @@
-//! core
+//! The TeamTalk protocol core: framing, ids, message dispatch and (later) domain logic, with
+//! **no I/O, no async runtime and no clock reads**. Everything here takes inputs and returns
+//! outputs; time, sockets and storage belong to the caller. That makes it usable from any
+//! runtime (or none) and testable without sockets.
+//!
+//! Third parties can write their own TeamTalk servers, bots and tools on it; our servers
+//! (`teamtalk-servers`) are thin shells over it.
+//!
+//! # Reading a frame
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use teamtalk_core::{proto::message::ImMsgData, AnyMessage, CommandId, Pdu, PduDecoder};
+//!
+//! let msg = ImMsgData { from_user_id: 1, to_session_id: 2, msg_type: 1,
+//!                       msg_data: "aGVsbG8=".into(), ..Default::default() };
+//! let mut buf = BytesMut::from(&Pdu::encode_message(&msg, 5).to_bytes()[..]);
+//!
+//! let pdu = PduDecoder::default().decode(&mut buf)?.expect("one whole frame");
+//! assert_eq!(pdu.command(), CommandId::MSG_DATA);
+//! match pdu.decode_any()? {
+//!     AnyMessage::MsgData(data) => assert_eq!(data.to_session_id, 2),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! # Ok::<(), teamtalk_core::PduError>(())
+//! ```
+//!
+//! # Layout
+//!
+//! - [`pdu`]: the 16-byte header, [`Pdu`], the streaming [`PduDecoder`] and [`FrameError`].
+//! - [`ids`]: [`ServiceId`] and [`CommandId`], printing their original names.
+//! - [`command`]: the command table: every command, its name and its message; [`AnyMessage`].
+//! - [`message`]: the typed path ([`PduMessage`]) and body errors ([`DecodeError`]).
+//! - [`attach`]: the attach_data layouts servers use to route responses.
+//! - [`error`]: [`PduError`], deciding whether a failure closes the connection.
+//! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).
+
+pub mod attach;
+pub mod command;
+pub mod error;
+pub mod ids;
+pub mod message;
+pub mod pdu;
+
+pub use teamtalk_proto as proto;
+
+pub use attach::{AttachError, AttachType, DbAttach, PduAttach};
+pub use error::PduError;
+pub use ids::{CommandId, ServiceId};
+pub use message::{AnyMessage, DecodeError, PduMessage};
+pub use pdu::{FrameError, Pdu, PduDecoder, PduHeader};

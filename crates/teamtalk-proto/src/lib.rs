@@ -17,6 +17,9 @@
 //! - Repeated scalars are not packed (proto2), as in the original.
 //! - Every `bytes` field is a [`bytes::Bytes`]: decoding from a `Bytes` buffer slices it
 //!   instead of copying.
+//! - `Debug` never prints a password or a message body: the messages carrying them
+//!   (`ImLoginReq`, `ImValidateReq`, `ImMsgData`, `MsgInfo`, `ImPushToUserReq` …) show only the
+//!   size of those fields, so logging a decoded message is safe.
 //!
 //! # Layout
 //!
@@ -87,5 +90,7 @@ pub mod im {
         include!("generated/im.server.rs");
     }
 }
+
+mod redact;
 
 pub use im::{base_define, buddy, file, group, login, message, other, server, switch_service};

@@ -7,7 +7,25 @@
 //! TEAMTALK_REGENERATE=1 cargo test -p teamtalk-proto --test codegen
 //! ```
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::path::{Path, PathBuf};
+
+/// Messages whose derived `Debug` would print a password or a message body; `src/redact.rs`
+/// implements `Debug` for them by hand, showing only the sizes of those fields.
+const REDACTED_DEBUG: [&str; 11] = [
+    ".IM.Login.IMLoginReq",
+    ".IM.Server.IMValidateReq",
+    ".IM.Message.IMMsgData",
+    ".IM.BaseDefine.MsgInfo",
+    ".IM.BaseDefine.ContactSessionInfo",
+    ".IM.BaseDefine.UnreadInfo",
+    ".IM.Server.IMPushToUserReq",
+    ".IM.Server.IMGetDeviceTokenReq",
+    ".IM.Server.IMGetDeviceTokenRsp",
+    ".IM.Server.IMGroupGetShieldReq",
+    ".IM.Server.IMGroupGetShieldRsp",
+];
 
 /// The nine `.proto` files, in dependency order.
 const PROTO_FILES: [&str; 9] = [
@@ -35,6 +53,9 @@ fn generate(out_dir: &Path) {
         .out_dir(out_dir)
         // Every `bytes` field is a `bytes::Bytes`, so decoding from a `Bytes` body is zero-copy.
         .bytes(["."])
+        .skip_debug(REDACTED_DEBUG)
+        // `prost::Name` gives each message its protobuf name (`IM.Message.IMMsgData`).
+        .enable_type_names()
         .compile_fds(descriptors)
         .expect("prost-build generates code");
 }

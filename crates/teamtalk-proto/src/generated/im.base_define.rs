@@ -9,6 +9,16 @@ pub struct IpAddr {
     #[prost(uint32, required, tag = "2")]
     pub port: u32,
 }
+impl ::prost::Name for IpAddr {
+    const NAME: &'static str = "IpAddr";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.IpAddr".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.IpAddr".into()
+    }
+}
 /// Sub-message (never a PDU body on its own). One IMUser row as sent to clients. Filled from IMUser
 /// columns (see storage.md).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -48,9 +58,20 @@ pub struct UserInfo {
     #[prost(string, optional, tag = "11")]
     pub sign_info: ::core::option::Option<::prost::alloc::string::String>,
 }
+impl ::prost::Name for UserInfo {
+    const NAME: &'static str = "UserInfo";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.UserInfo".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.UserInfo".into()
+    }
+}
 /// Sub-message (never a PDU body on its own). One recent-session (IMRecentSession row + last
 /// message of that session).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[prost(skip_debug)]
 pub struct ContactSessionInfo {
     /// peer id: the other user id (single) or the group id (group) - NOT IMRecentSession.id
     #[prost(uint32, required, tag = "1")]
@@ -79,6 +100,16 @@ pub struct ContactSessionInfo {
     #[prost(uint32, required, tag = "8")]
     pub latest_msg_from_user_id: u32,
 }
+impl ::prost::Name for ContactSessionInfo {
+    const NAME: &'static str = "ContactSessionInfo";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.ContactSessionInfo".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.ContactSessionInfo".into()
+    }
+}
 /// Sub-message (never a PDU body on its own). Online status of one user as computed by
 /// route_server.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -91,6 +122,16 @@ pub struct UserStat {
     /// carried by the update
     #[prost(enumeration = "UserStatType", required, tag = "2")]
     pub status: i32,
+}
+impl ::prost::Name for UserStat {
+    const NAME: &'static str = "UserStat";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.UserStat".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.UserStat".into()
+    }
 }
 /// Sub-message (never a PDU body on its own). Per-connection status report msg_server ->
 /// route_server.
@@ -106,9 +147,20 @@ pub struct ServerUserStat {
     #[prost(enumeration = "ClientType", required, tag = "3")]
     pub client_type: i32,
 }
+impl ::prost::Name for ServerUserStat {
+    const NAME: &'static str = "ServerUserStat";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.ServerUserStat".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.ServerUserStat".into()
+    }
+}
 /// Sub-message (never a PDU body on its own). Unread counter of one session plus its newest
 /// message.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[prost(skip_debug)]
 pub struct UnreadInfo {
     /// peer user id (single) or group id (group)
     #[prost(uint32, required, tag = "1")]
@@ -132,9 +184,20 @@ pub struct UnreadInfo {
     #[prost(uint32, required, tag = "7")]
     pub latest_msg_from_user_id: u32,
 }
+impl ::prost::Name for UnreadInfo {
+    const NAME: &'static str = "UnreadInfo";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.UnreadInfo".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.UnreadInfo".into()
+    }
+}
 /// Sub-message (never a PDU body on its own). One stored message (row of IMMessage_N or
 /// IMGroupMessage_N).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[prost(skip_debug)]
 pub struct MsgInfo {
     /// per-conversation message id (msgId column)
     #[prost(uint32, required, tag = "1")]
@@ -153,6 +216,16 @@ pub struct MsgInfo {
     #[prost(bytes = "bytes", required, tag = "5")]
     pub msg_data: ::prost::bytes::Bytes,
 }
+impl ::prost::Name for MsgInfo {
+    const NAME: &'static str = "MsgInfo";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.MsgInfo".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.MsgInfo".into()
+    }
+}
 /// Sub-message (never a PDU body on its own). A group id together with a version number.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GroupVersionInfo {
@@ -162,6 +235,16 @@ pub struct GroupVersionInfo {
     /// IMGroup.version (in requests: the version the client already has; 0 = none)
     #[prost(uint32, required, tag = "2")]
     pub version: u32,
+}
+impl ::prost::Name for GroupVersionInfo {
+    const NAME: &'static str = "GroupVersionInfo";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.GroupVersionInfo".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.GroupVersionInfo".into()
+    }
 }
 /// Sub-message (never a PDU body on its own). Group details (IMGroup row + member list from Redis).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -192,6 +275,16 @@ pub struct GroupInfo {
     #[prost(uint32, repeated, packed = "false", tag = "8")]
     pub group_member_list: ::prost::alloc::vec::Vec<u32>,
 }
+impl ::prost::Name for GroupInfo {
+    const NAME: &'static str = "GroupInfo";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.GroupInfo".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.GroupInfo".into()
+    }
+}
 /// Sub-message (never a PDU body on its own). Push token of one user, as read from the token Redis
 /// instance.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -213,6 +306,16 @@ pub struct UserTokenInfo {
     #[prost(uint32, required, tag = "5")]
     pub push_type: u32,
 }
+impl ::prost::Name for UserTokenInfo {
+    const NAME: &'static str = "UserTokenInfo";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.UserTokenInfo".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.UserTokenInfo".into()
+    }
+}
 /// Sub-message (never a PDU body on its own). Result of one push attempt (push_server).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct PushResult {
@@ -222,6 +325,16 @@ pub struct PushResult {
     /// 0 accepted for sending, 1 failed or not iOS
     #[prost(uint32, required, tag = "2")]
     pub result_code: u32,
+}
+impl ::prost::Name for PushResult {
+    const NAME: &'static str = "PushResult";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.PushResult".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.PushResult".into()
+    }
 }
 /// Sub-message (never a PDU body on its own). Per-user per-group push-shield flag (group_set Redis
 /// instance).
@@ -236,6 +349,16 @@ pub struct ShieldStatus {
     /// 1 shielded (no push), 0 not shielded
     #[prost(uint32, required, tag = "3")]
     pub shield_status: u32,
+}
+impl ::prost::Name for ShieldStatus {
+    const NAME: &'static str = "ShieldStatus";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.ShieldStatus".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.ShieldStatus".into()
+    }
 }
 /// Sub-message (never a PDU body on its own). One IMTransmitFile row waiting for the receiver.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -252,6 +375,16 @@ pub struct OfflineFileInfo {
     /// IMTransmitFile.size (bytes)
     #[prost(uint32, required, tag = "4")]
     pub file_size: u32,
+}
+impl ::prost::Name for OfflineFileInfo {
+    const NAME: &'static str = "OfflineFileInfo";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.OfflineFileInfo".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.OfflineFileInfo".into()
+    }
 }
 /// Sub-message (never a PDU body on its own). One IMDepart row.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -272,6 +405,16 @@ pub struct DepartInfo {
     #[prost(enumeration = "DepartmentStatusType", required, tag = "5")]
     pub dept_status: i32,
 }
+impl ::prost::Name for DepartInfo {
+    const NAME: &'static str = "DepartInfo";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.DepartInfo".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.DepartInfo".into()
+    }
+}
 /// Sub-message (never a PDU body on its own). Defined but not used by any server code.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct PushShieldStatus {
@@ -281,6 +424,16 @@ pub struct PushShieldStatus {
     /// 1 shielded, 0 not
     #[prost(uint32, required, tag = "2")]
     pub shield_status: u32,
+}
+impl ::prost::Name for PushShieldStatus {
+    const NAME: &'static str = "PushShieldStatus";
+    const PACKAGE: &'static str = "IM.BaseDefine";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.BaseDefine.PushShieldStatus".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.BaseDefine.PushShieldStatus".into()
+    }
 }
 /// Value of the header service_id. Servers never dispatch on it, but clients do; every PDU a server
 /// builds carries the SID listed in wire.md.

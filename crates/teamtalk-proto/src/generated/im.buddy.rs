@@ -14,6 +14,16 @@ pub struct ImRecentContactSessionReq {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImRecentContactSessionReq {
+    const NAME: &'static str = "IMRecentContactSessionReq";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMRecentContactSessionReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMRecentContactSessionReq".into()
+    }
+}
 /// Carried by: 0x0202 CID_BUDDY_LIST_RECENT_CONTACT_SESSION_RESPONSE.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ImRecentContactSessionRsp {
@@ -31,12 +41,32 @@ pub struct ImRecentContactSessionRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImRecentContactSessionRsp {
+    const NAME: &'static str = "IMRecentContactSessionRsp";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMRecentContactSessionRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMRecentContactSessionRsp".into()
+    }
+}
 /// Carried by: 0x0203 CID_BUDDY_LIST_STATUS_NOTIFY.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImUserStatNotify {
     /// user and its new status (only PC status changes are announced)
     #[prost(message, required, tag = "1")]
     pub user_stat: super::base_define::UserStat,
+}
+impl ::prost::Name for ImUserStatNotify {
+    const NAME: &'static str = "IMUserStatNotify";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMUserStatNotify".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMUserStatNotify".into()
+    }
 }
 /// Carried by: 0x0204 CID_BUDDY_LIST_USER_INFO_REQUEST.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -53,6 +83,16 @@ pub struct ImUsersInfoReq {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImUsersInfoReq {
+    const NAME: &'static str = "IMUsersInfoReq";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMUsersInfoReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMUsersInfoReq".into()
+    }
+}
 /// Carried by: 0x0205 CID_BUDDY_LIST_USER_INFO_RESPONSE.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ImUsersInfoRsp {
@@ -67,6 +107,16 @@ pub struct ImUsersInfoRsp {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImUsersInfoRsp {
+    const NAME: &'static str = "IMUsersInfoRsp";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMUsersInfoRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMUsersInfoRsp".into()
+    }
 }
 /// Carried by: 0x0206 CID_BUDDY_LIST_REMOVE_SESSION_REQ.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -85,6 +135,16 @@ pub struct ImRemoveSessionReq {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImRemoveSessionReq {
+    const NAME: &'static str = "IMRemoveSessionReq";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMRemoveSessionReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMRemoveSessionReq".into()
+    }
 }
 /// Carried by: 0x0207 CID_BUDDY_LIST_REMOVE_SESSION_RES.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -107,6 +167,16 @@ pub struct ImRemoveSessionRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImRemoveSessionRsp {
+    const NAME: &'static str = "IMRemoveSessionRsp";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMRemoveSessionRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMRemoveSessionRsp".into()
+    }
+}
 /// Carried by: 0x0208 CID_BUDDY_LIST_ALL_USER_REQUEST.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImAllUserReq {
@@ -121,6 +191,16 @@ pub struct ImAllUserReq {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImAllUserReq {
+    const NAME: &'static str = "IMAllUserReq";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMAllUserReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMAllUserReq".into()
+    }
 }
 /// Carried by: 0x0209 CID_BUDDY_LIST_ALL_USER_RESPONSE.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -140,6 +220,16 @@ pub struct ImAllUserRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImAllUserRsp {
+    const NAME: &'static str = "IMAllUserRsp";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMAllUserRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMAllUserRsp".into()
+    }
+}
 /// Carried by: 0x020a CID_BUDDY_LIST_USERS_STATUS_REQUEST.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImUsersStatReq {
@@ -156,6 +246,16 @@ pub struct ImUsersStatReq {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImUsersStatReq {
+    const NAME: &'static str = "IMUsersStatReq";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMUsersStatReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMUsersStatReq".into()
+    }
+}
 /// Carried by: 0x020b CID_BUDDY_LIST_USERS_STATUS_RESPONSE.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ImUsersStatRsp {
@@ -170,6 +270,16 @@ pub struct ImUsersStatRsp {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImUsersStatRsp {
+    const NAME: &'static str = "IMUsersStatRsp";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMUsersStatRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMUsersStatRsp".into()
+    }
 }
 /// Carried by: 0x020c CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST. msg_server forwards it to
 /// db_proxy_server, which has no handler for it (never answered).
@@ -187,6 +297,16 @@ pub struct ImChangeAvatarReq {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImChangeAvatarReq {
+    const NAME: &'static str = "IMChangeAvatarReq";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMChangeAvatarReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMChangeAvatarReq".into()
+    }
+}
 /// Carried by: 0x020d CID_BUDDY_LIST_CHANGE_AVATAR_RESPONSE. Never produced (db_proxy has no
 /// handler). msg_server would broadcast it to all connections of user_id.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -203,6 +323,16 @@ pub struct ImChangeAvatarRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImChangeAvatarRsp {
+    const NAME: &'static str = "IMChangeAvatarRsp";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMChangeAvatarRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMChangeAvatarRsp".into()
+    }
+}
 /// Carried by: 0x020e CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImpcLoginStatusNotify {
@@ -212,6 +342,16 @@ pub struct ImpcLoginStatusNotify {
     /// USER_STATUS_ONLINE (PC logged in) or USER_STATUS_OFFLINE (no PC left)
     #[prost(enumeration = "super::base_define::UserStatType", required, tag = "2")]
     pub login_stat: i32,
+}
+impl ::prost::Name for ImpcLoginStatusNotify {
+    const NAME: &'static str = "IMPCLoginStatusNotify";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMPCLoginStatusNotify".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMPCLoginStatusNotify".into()
+    }
 }
 /// Carried by: 0x020f CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -225,6 +365,16 @@ pub struct ImRemoveSessionNotify {
     /// peer user id
     #[prost(uint32, required, tag = "3")]
     pub session_id: u32,
+}
+impl ::prost::Name for ImRemoveSessionNotify {
+    const NAME: &'static str = "IMRemoveSessionNotify";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMRemoveSessionNotify".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMRemoveSessionNotify".into()
+    }
 }
 /// Carried by: 0x0210 CID_BUDDY_LIST_DEPARTMENT_REQUEST.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -240,6 +390,16 @@ pub struct ImDepartmentReq {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImDepartmentReq {
+    const NAME: &'static str = "IMDepartmentReq";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMDepartmentReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMDepartmentReq".into()
+    }
 }
 /// Carried by: 0x0211 CID_BUDDY_LIST_DEPARTMENT_RESPONSE.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -259,6 +419,16 @@ pub struct ImDepartmentRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImDepartmentRsp {
+    const NAME: &'static str = "IMDepartmentRsp";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMDepartmentRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMDepartmentRsp".into()
+    }
+}
 /// Carried by: 0x0212 CID_BUDDY_LIST_AVATAR_CHANGED_NOTIFY (comment in the .proto says "0x02012", a
 /// typo). Defined, but never produced or consumed by any server.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -269,6 +439,16 @@ pub struct ImAvatarChangedNotify {
     /// new URL
     #[prost(string, required, tag = "2")]
     pub avatar_url: ::prost::alloc::string::String,
+}
+impl ::prost::Name for ImAvatarChangedNotify {
+    const NAME: &'static str = "IMAvatarChangedNotify";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMAvatarChangedNotify".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMAvatarChangedNotify".into()
+    }
 }
 /// Carried by: 0x0213 CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -284,6 +464,16 @@ pub struct ImChangeSignInfoReq {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImChangeSignInfoReq {
+    const NAME: &'static str = "IMChangeSignInfoReq";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMChangeSignInfoReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMChangeSignInfoReq".into()
+    }
 }
 /// Carried by: 0x0214 CID_BUDDY_LIST_CHANGE_SIGN_INFO_RESPONSE.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -303,6 +493,16 @@ pub struct ImChangeSignInfoRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImChangeSignInfoRsp {
+    const NAME: &'static str = "IMChangeSignInfoRsp";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMChangeSignInfoRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMChangeSignInfoRsp".into()
+    }
+}
 /// Carried by: 0x0215 CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImSignInfoChangedNotify {
@@ -312,4 +512,14 @@ pub struct ImSignInfoChangedNotify {
     /// new signature
     #[prost(string, required, tag = "2")]
     pub sign_info: ::prost::alloc::string::String,
+}
+impl ::prost::Name for ImSignInfoChangedNotify {
+    const NAME: &'static str = "IMSignInfoChangedNotify";
+    const PACKAGE: &'static str = "IM.Buddy";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Buddy.IMSignInfoChangedNotify".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Buddy.IMSignInfoChangedNotify".into()
+    }
 }

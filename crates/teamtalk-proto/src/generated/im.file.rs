@@ -12,6 +12,16 @@ pub struct ImFileLoginReq {
     #[prost(enumeration = "super::base_define::ClientFileRole", required, tag = "3")]
     pub file_role: i32,
 }
+impl ::prost::Name for ImFileLoginReq {
+    const NAME: &'static str = "IMFileLoginReq";
+    const PACKAGE: &'static str = "IM.File";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.File.IMFileLoginReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.File.IMFileLoginReq".into()
+    }
+}
 /// Carried by: 0x0502 CID_FILE_LOGIN_RES.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImFileLoginRsp {
@@ -21,6 +31,16 @@ pub struct ImFileLoginRsp {
     /// echo
     #[prost(string, required, tag = "2")]
     pub task_id: ::prost::alloc::string::String,
+}
+impl ::prost::Name for ImFileLoginRsp {
+    const NAME: &'static str = "IMFileLoginRsp";
+    const PACKAGE: &'static str = "IM.File";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.File.IMFileLoginRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.File.IMFileLoginRsp".into()
+    }
 }
 /// Carried by: 0x0503 CID_FILE_STATE.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -34,6 +54,16 @@ pub struct ImFileState {
     /// sender of the state (must equal the logged-in user of that connection)
     #[prost(uint32, required, tag = "3")]
     pub user_id: u32,
+}
+impl ::prost::Name for ImFileState {
+    const NAME: &'static str = "IMFileState";
+    const PACKAGE: &'static str = "IM.File";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.File.IMFileState".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.File.IMFileState".into()
+    }
 }
 /// Carried by: 0x0504 CID_FILE_PULL_DATA_REQ.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -54,6 +84,16 @@ pub struct ImFilePullDataReq {
     #[prost(uint32, required, tag = "5")]
     pub data_size: u32,
 }
+impl ::prost::Name for ImFilePullDataReq {
+    const NAME: &'static str = "IMFilePullDataReq";
+    const PACKAGE: &'static str = "IM.File";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.File.IMFilePullDataReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.File.IMFilePullDataReq".into()
+    }
+}
 /// Carried by: 0x0505 CID_FILE_PULL_DATA_RSP.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImFilePullDataRsp {
@@ -73,6 +113,16 @@ pub struct ImFilePullDataRsp {
     #[prost(bytes = "bytes", required, tag = "5")]
     pub file_data: ::prost::bytes::Bytes,
 }
+impl ::prost::Name for ImFilePullDataRsp {
+    const NAME: &'static str = "IMFilePullDataRsp";
+    const PACKAGE: &'static str = "IM.File";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.File.IMFilePullDataRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.File.IMFilePullDataRsp".into()
+    }
+}
 /// Carried by: 0x0506 CID_FILE_REQUEST.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImFileReq {
@@ -91,6 +141,16 @@ pub struct ImFileReq {
     /// ONLINE (P2P via file_server relay) or OFFLINE (store on file_server)
     #[prost(enumeration = "super::base_define::TransferFileType", required, tag = "5")]
     pub trans_mode: i32,
+}
+impl ::prost::Name for ImFileReq {
+    const NAME: &'static str = "IMFileReq";
+    const PACKAGE: &'static str = "IM.File";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.File.IMFileReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.File.IMFileReq".into()
+    }
 }
 /// Carried by: 0x0507 CID_FILE_RESPONSE.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -116,6 +176,16 @@ pub struct ImFileRsp {
     /// effective mode (ONLINE may be downgraded to OFFLINE when the receiver has no PC online)
     #[prost(enumeration = "super::base_define::TransferFileType", required, tag = "7")]
     pub trans_mode: i32,
+}
+impl ::prost::Name for ImFileRsp {
+    const NAME: &'static str = "IMFileRsp";
+    const PACKAGE: &'static str = "IM.File";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.File.IMFileRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.File.IMFileRsp".into()
+    }
 }
 /// Carried by: 0x0508 CID_FILE_NOTIFY.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -145,6 +215,16 @@ pub struct ImFileNotify {
     #[prost(uint32, required, tag = "8")]
     pub offline_ready: u32,
 }
+impl ::prost::Name for ImFileNotify {
+    const NAME: &'static str = "IMFileNotify";
+    const PACKAGE: &'static str = "IM.File";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.File.IMFileNotify".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.File.IMFileNotify".into()
+    }
+}
 /// Carried by: 0x0509 CID_FILE_HAS_OFFLINE_REQ.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImFileHasOfflineReq {
@@ -156,6 +236,16 @@ pub struct ImFileHasOfflineReq {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImFileHasOfflineReq {
+    const NAME: &'static str = "IMFileHasOfflineReq";
+    const PACKAGE: &'static str = "IM.File";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.File.IMFileHasOfflineReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.File.IMFileHasOfflineReq".into()
+    }
 }
 /// Carried by: 0x050a CID_FILE_HAS_OFFLINE_RES.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -174,6 +264,16 @@ pub struct ImFileHasOfflineRsp {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImFileHasOfflineRsp {
+    const NAME: &'static str = "IMFileHasOfflineRsp";
+    const PACKAGE: &'static str = "IM.File";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.File.IMFileHasOfflineRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.File.IMFileHasOfflineRsp".into()
+    }
 }
 /// Carried by: 0x050b CID_FILE_ADD_OFFLINE_REQ.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -194,6 +294,16 @@ pub struct ImFileAddOfflineReq {
     #[prost(uint32, required, tag = "5")]
     pub file_size: u32,
 }
+impl ::prost::Name for ImFileAddOfflineReq {
+    const NAME: &'static str = "IMFileAddOfflineReq";
+    const PACKAGE: &'static str = "IM.File";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.File.IMFileAddOfflineReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.File.IMFileAddOfflineReq".into()
+    }
+}
 /// Carried by: 0x050c CID_FILE_DEL_OFFLINE_REQ.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImFileDelOfflineReq {
@@ -206,4 +316,14 @@ pub struct ImFileDelOfflineReq {
     /// task UUID
     #[prost(string, required, tag = "3")]
     pub task_id: ::prost::alloc::string::String,
+}
+impl ::prost::Name for ImFileDelOfflineReq {
+    const NAME: &'static str = "IMFileDelOfflineReq";
+    const PACKAGE: &'static str = "IM.File";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.File.IMFileDelOfflineReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.File.IMFileDelOfflineReq".into()
+    }
 }

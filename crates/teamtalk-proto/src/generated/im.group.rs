@@ -11,6 +11,16 @@ pub struct ImNormalGroupListReq {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImNormalGroupListReq {
+    const NAME: &'static str = "IMNormalGroupListReq";
+    const PACKAGE: &'static str = "IM.Group";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Group.IMNormalGroupListReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Group.IMNormalGroupListReq".into()
+    }
+}
 /// Carried by: 0x0402 CID_GROUP_NORMAL_LIST_RESPONSE.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ImNormalGroupListRsp {
@@ -29,6 +39,16 @@ pub struct ImNormalGroupListRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImNormalGroupListRsp {
+    const NAME: &'static str = "IMNormalGroupListRsp";
+    const PACKAGE: &'static str = "IM.Group";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Group.IMNormalGroupListRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Group.IMNormalGroupListRsp".into()
+    }
+}
 /// Carried by: 0x0403 CID_GROUP_INFO_REQUEST.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ImGroupInfoListReq {
@@ -46,6 +66,16 @@ pub struct ImGroupInfoListReq {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImGroupInfoListReq {
+    const NAME: &'static str = "IMGroupInfoListReq";
+    const PACKAGE: &'static str = "IM.Group";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Group.IMGroupInfoListReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Group.IMGroupInfoListReq".into()
+    }
+}
 /// Carried by: 0x0404 CID_GROUP_INFO_RESPONSE.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ImGroupInfoListRsp {
@@ -60,6 +90,16 @@ pub struct ImGroupInfoListRsp {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImGroupInfoListRsp {
+    const NAME: &'static str = "IMGroupInfoListRsp";
+    const PACKAGE: &'static str = "IM.Group";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Group.IMGroupInfoListRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Group.IMGroupInfoListRsp".into()
+    }
 }
 /// Carried by: 0x0405 CID_GROUP_CREATE_REQUEST.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -91,6 +131,16 @@ pub struct ImGroupCreateReq {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImGroupCreateReq {
+    const NAME: &'static str = "IMGroupCreateReq";
+    const PACKAGE: &'static str = "IM.Group";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Group.IMGroupCreateReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Group.IMGroupCreateReq".into()
+    }
+}
 /// Carried by: 0x0406 CID_GROUP_CREATE_RESPONSE.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImGroupCreateRsp {
@@ -115,6 +165,16 @@ pub struct ImGroupCreateRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImGroupCreateRsp {
+    const NAME: &'static str = "IMGroupCreateRsp";
+    const PACKAGE: &'static str = "IM.Group";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Group.IMGroupCreateRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Group.IMGroupCreateRsp".into()
+    }
+}
 /// Carried by: 0x0407 CID_GROUP_CHANGE_MEMBER_REQUEST.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImGroupChangeMemberReq {
@@ -135,6 +195,16 @@ pub struct ImGroupChangeMemberReq {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImGroupChangeMemberReq {
+    const NAME: &'static str = "IMGroupChangeMemberReq";
+    const PACKAGE: &'static str = "IM.Group";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Group.IMGroupChangeMemberReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Group.IMGroupChangeMemberReq".into()
+    }
 }
 /// Carried by: 0x0408 CID_GROUP_CHANGE_MEMBER_RESPONSE.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -163,6 +233,16 @@ pub struct ImGroupChangeMemberRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImGroupChangeMemberRsp {
+    const NAME: &'static str = "IMGroupChangeMemberRsp";
+    const PACKAGE: &'static str = "IM.Group";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Group.IMGroupChangeMemberRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Group.IMGroupChangeMemberRsp".into()
+    }
+}
 /// Carried by: 0x0409 CID_GROUP_SHIELD_GROUP_REQUEST.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImGroupShieldReq {
@@ -180,6 +260,16 @@ pub struct ImGroupShieldReq {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImGroupShieldReq {
+    const NAME: &'static str = "IMGroupShieldReq";
+    const PACKAGE: &'static str = "IM.Group";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Group.IMGroupShieldReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Group.IMGroupShieldReq".into()
+    }
 }
 /// Carried by: 0x040a CID_GROUP_SHIELD_GROUP_RESPONSE.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -199,6 +289,16 @@ pub struct ImGroupShieldRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImGroupShieldRsp {
+    const NAME: &'static str = "IMGroupShieldRsp";
+    const PACKAGE: &'static str = "IM.Group";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Group.IMGroupShieldRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Group.IMGroupShieldRsp".into()
+    }
+}
 /// Carried by: 0x040b CID_GROUP_CHANGE_MEMBER_NOTIFY.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImGroupChangeMemberNotify {
@@ -217,4 +317,14 @@ pub struct ImGroupChangeMemberNotify {
     /// added / removed ids
     #[prost(uint32, repeated, packed = "false", tag = "5")]
     pub chg_user_id_list: ::prost::alloc::vec::Vec<u32>,
+}
+impl ::prost::Name for ImGroupChangeMemberNotify {
+    const NAME: &'static str = "IMGroupChangeMemberNotify";
+    const PACKAGE: &'static str = "IM.Group";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Group.IMGroupChangeMemberNotify".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Group.IMGroupChangeMemberNotify".into()
+    }
 }

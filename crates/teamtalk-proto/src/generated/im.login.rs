@@ -3,6 +3,16 @@
 /// that path is effectively dead (see quirks.md).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImMsgServReq {}
+impl ::prost::Name for ImMsgServReq {
+    const NAME: &'static str = "IMMsgServReq";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMMsgServReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMMsgServReq".into()
+    }
+}
 /// Carried by: 0x0102 CID_LOGIN_RES_MSGSERVER.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImMsgServRsp {
@@ -19,8 +29,19 @@ pub struct ImMsgServRsp {
     #[prost(uint32, optional, tag = "4")]
     pub port: ::core::option::Option<u32>,
 }
+impl ::prost::Name for ImMsgServRsp {
+    const NAME: &'static str = "IMMsgServRsp";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMMsgServRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMMsgServRsp".into()
+    }
+}
 /// Carried by: 0x0103 CID_LOGIN_REQ_USERLOGIN.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[prost(skip_debug)]
 pub struct ImLoginReq {
     /// login name = IMUser.name (matched exactly)
     #[prost(string, required, tag = "1")]
@@ -38,6 +59,16 @@ pub struct ImLoginReq {
     /// free text, e.g. "MAC/2.2"; stored, not checked
     #[prost(string, optional, tag = "5")]
     pub client_version: ::core::option::Option<::prost::alloc::string::String>,
+}
+impl ::prost::Name for ImLoginReq {
+    const NAME: &'static str = "IMLoginReq";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMLoginReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMLoginReq".into()
+    }
 }
 /// Carried by: 0x0104 CID_LOGIN_RES_USERLOGIN.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -59,15 +90,45 @@ pub struct ImLoginRes {
     #[prost(message, optional, tag = "5")]
     pub user_info: ::core::option::Option<super::base_define::UserInfo>,
 }
+impl ::prost::Name for ImLoginRes {
+    const NAME: &'static str = "IMLoginRes";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMLoginRes".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMLoginRes".into()
+    }
+}
 /// Carried by: 0x0105 CID_LOGIN_REQ_LOGINOUT. Empty.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImLogoutReq {}
+impl ::prost::Name for ImLogoutReq {
+    const NAME: &'static str = "IMLogoutReq";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMLogoutReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMLogoutReq".into()
+    }
+}
 /// Carried by: 0x0106 CID_LOGIN_RES_LOGINOUT.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImLogoutRsp {
     /// always 0
     #[prost(uint32, required, tag = "1")]
     pub result_code: u32,
+}
+impl ::prost::Name for ImLogoutRsp {
+    const NAME: &'static str = "IMLogoutRsp";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMLogoutRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMLogoutRsp".into()
+    }
 }
 /// Carried by: 0x0107 CID_LOGIN_KICK_USER.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -78,6 +139,16 @@ pub struct ImKickUser {
     /// 1 duplicate login of the same device class, 2 kicked by own mobile client
     #[prost(enumeration = "super::base_define::KickReasonType", required, tag = "2")]
     pub kick_reason: i32,
+}
+impl ::prost::Name for ImKickUser {
+    const NAME: &'static str = "IMKickUser";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMKickUser".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMKickUser".into()
+    }
 }
 /// Carried by: 0x0108 CID_LOGIN_REQ_DEVICETOKEN.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -98,6 +169,16 @@ pub struct ImDeviceTokenReq {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImDeviceTokenReq {
+    const NAME: &'static str = "IMDeviceTokenReq";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMDeviceTokenReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMDeviceTokenReq".into()
+    }
+}
 /// Carried by: 0x0109 CID_LOGIN_RES_DEVICETOKEN.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImDeviceTokenRsp {
@@ -110,12 +191,32 @@ pub struct ImDeviceTokenRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImDeviceTokenRsp {
+    const NAME: &'static str = "IMDeviceTokenRsp";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMDeviceTokenRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMDeviceTokenRsp".into()
+    }
+}
 /// Carried by: 0x010a CID_LOGIN_REQ_KICKPCCLIENT.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImKickPcClientReq {
     /// ignored; the connection's user is used
     #[prost(uint32, required, tag = "1")]
     pub user_id: u32,
+}
+impl ::prost::Name for ImKickPcClientReq {
+    const NAME: &'static str = "IMKickPCClientReq";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMKickPCClientReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMKickPCClientReq".into()
+    }
 }
 /// Carried by: 0x010b CID_LOGIN_RES_KICKPCCLIENT.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -126,6 +227,16 @@ pub struct ImKickPcClientRsp {
     /// always 0
     #[prost(uint32, required, tag = "2")]
     pub result_code: u32,
+}
+impl ::prost::Name for ImKickPcClientRsp {
+    const NAME: &'static str = "IMKickPCClientRsp";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMKickPCClientRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMKickPCClientRsp".into()
+    }
 }
 /// Carried by: 0x010c CID_LOGIN_REQ_PUSH_SHIELD.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -141,6 +252,16 @@ pub struct ImPushShieldReq {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImPushShieldReq {
+    const NAME: &'static str = "IMPushShieldReq";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMPushShieldReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMPushShieldReq".into()
+    }
 }
 /// Carried by: 0x010d CID_LOGIN_RES_PUSH_SHIELD.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -160,6 +281,16 @@ pub struct ImPushShieldRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImPushShieldRsp {
+    const NAME: &'static str = "IMPushShieldRsp";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMPushShieldRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMPushShieldRsp".into()
+    }
+}
 /// Carried by: 0x010e CID_LOGIN_REQ_QUERY_PUSH_SHIELD.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImQueryPushShieldReq {
@@ -171,6 +302,16 @@ pub struct ImQueryPushShieldReq {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImQueryPushShieldReq {
+    const NAME: &'static str = "IMQueryPushShieldReq";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMQueryPushShieldReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMQueryPushShieldReq".into()
+    }
 }
 /// Carried by: 0x010f CID_LOGIN_RES_QUERY_PUSH_SHIELD.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -189,4 +330,14 @@ pub struct ImQueryPushShieldRsp {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImQueryPushShieldRsp {
+    const NAME: &'static str = "IMQueryPushShieldRsp";
+    const PACKAGE: &'static str = "IM.Login";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Login.IMQueryPushShieldRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Login.IMQueryPushShieldRsp".into()
+    }
 }

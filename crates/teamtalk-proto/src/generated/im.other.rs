@@ -2,3 +2,13 @@
 /// Carried by: 0x0701 CID_OTHER_HEARTBEAT. Empty. Used on every link, in both directions.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImHeartBeat {}
+impl ::prost::Name for ImHeartBeat {
+    const NAME: &'static str = "IMHeartBeat";
+    const PACKAGE: &'static str = "IM.Other";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Other.IMHeartBeat".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Other.IMHeartBeat".into()
+    }
+}

@@ -6,8 +6,19 @@ pub struct ImStopReceivePacket {
     #[prost(uint32, required, tag = "1")]
     pub result: u32,
 }
+impl ::prost::Name for ImStopReceivePacket {
+    const NAME: &'static str = "IMStopReceivePacket";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMStopReceivePacket".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMStopReceivePacket".into()
+    }
+}
 /// Carried by: 0x0703 CID_OTHER_VALIDATE_REQ.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[prost(skip_debug)]
 pub struct ImValidateReq {
     /// login name from IMLoginReq
     #[prost(string, required, tag = "1")]
@@ -20,6 +31,16 @@ pub struct ImValidateReq {
     /// quirks.md)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImValidateReq {
+    const NAME: &'static str = "IMValidateReq";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMValidateReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMValidateReq".into()
+    }
 }
 /// Carried by: 0x0704 CID_OTHER_VALIDATE_RSP.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -42,8 +63,19 @@ pub struct ImValidateRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImValidateRsp {
+    const NAME: &'static str = "IMValidateRsp";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMValidateRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMValidateRsp".into()
+    }
+}
 /// Carried by: 0x0705 CID_OTHER_GET_DEVICE_TOKEN_REQ.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[prost(skip_debug)]
 pub struct ImGetDeviceTokenReq {
     /// users whose tokens are wanted
     #[prost(uint32, repeated, packed = "false", tag = "1")]
@@ -52,8 +84,19 @@ pub struct ImGetDeviceTokenReq {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImGetDeviceTokenReq {
+    const NAME: &'static str = "IMGetDeviceTokenReq";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMGetDeviceTokenReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMGetDeviceTokenReq".into()
+    }
+}
 /// Carried by: 0x0706 CID_OTHER_GET_DEVICE_TOKEN_RSP.
 #[derive(Clone, PartialEq, ::prost::Message)]
+#[prost(skip_debug)]
 pub struct ImGetDeviceTokenRsp {
     /// tokens found (users without token, with unknown prefix, or shielded during quiet hours are
     /// left out)
@@ -63,6 +106,16 @@ pub struct ImGetDeviceTokenRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImGetDeviceTokenRsp {
+    const NAME: &'static str = "IMGetDeviceTokenRsp";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMGetDeviceTokenRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMGetDeviceTokenRsp".into()
+    }
+}
 /// Carried by: 0x0707 CID_OTHER_ROLE_SET.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImRoleSet {
@@ -70,12 +123,32 @@ pub struct ImRoleSet {
     #[prost(uint32, required, tag = "1")]
     pub master: u32,
 }
+impl ::prost::Name for ImRoleSet {
+    const NAME: &'static str = "IMRoleSet";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMRoleSet".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMRoleSet".into()
+    }
+}
 /// Carried by: 0x0708 CID_OTHER_ONLINE_USER_INFO.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ImOnlineUserInfo {
     /// one entry per open, validated client connection on the msg_server
     #[prost(message, repeated, tag = "1")]
     pub user_stat_list: ::prost::alloc::vec::Vec<super::base_define::ServerUserStat>,
+}
+impl ::prost::Name for ImOnlineUserInfo {
+    const NAME: &'static str = "IMOnlineUserInfo";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMOnlineUserInfo".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMOnlineUserInfo".into()
+    }
 }
 /// Carried by: 0x0709 CID_OTHER_MSG_SERV_INFO.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -99,6 +172,16 @@ pub struct ImMsgServInfo {
     #[prost(string, required, tag = "6")]
     pub host_name: ::prost::alloc::string::String,
 }
+impl ::prost::Name for ImMsgServInfo {
+    const NAME: &'static str = "IMMsgServInfo";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMMsgServInfo".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMMsgServInfo".into()
+    }
+}
 /// Carried by: 0x070a CID_OTHER_USER_STATUS_UPDATE.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImUserStatusUpdate {
@@ -112,6 +195,16 @@ pub struct ImUserStatusUpdate {
     #[prost(enumeration = "super::base_define::ClientType", required, tag = "3")]
     pub client_type: i32,
 }
+impl ::prost::Name for ImUserStatusUpdate {
+    const NAME: &'static str = "IMUserStatusUpdate";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMUserStatusUpdate".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMUserStatusUpdate".into()
+    }
+}
 /// Carried by: 0x070b CID_OTHER_USER_CNT_UPDATE.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImUserCntUpdate {
@@ -121,6 +214,16 @@ pub struct ImUserCntUpdate {
     /// user (informational)
     #[prost(uint32, required, tag = "2")]
     pub user_id: u32,
+}
+impl ::prost::Name for ImUserCntUpdate {
+    const NAME: &'static str = "IMUserCntUpdate";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMUserCntUpdate".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMUserCntUpdate".into()
+    }
 }
 /// Carried by: 0x070d CID_OTHER_SERVER_KICK_USER.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -135,6 +238,16 @@ pub struct ImServerKickUser {
     #[prost(uint32, required, tag = "3")]
     pub reason: u32,
 }
+impl ::prost::Name for ImServerKickUser {
+    const NAME: &'static str = "IMServerKickUser";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMServerKickUser".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMServerKickUser".into()
+    }
+}
 /// Carried by: 0x070e CID_OTHER_LOGIN_STATUS_NOTIFY.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImServerPcLoginStatusNotify {
@@ -145,8 +258,19 @@ pub struct ImServerPcLoginStatusNotify {
     #[prost(uint32, required, tag = "2")]
     pub login_status: u32,
 }
+impl ::prost::Name for ImServerPcLoginStatusNotify {
+    const NAME: &'static str = "IMServerPCLoginStatusNotify";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMServerPCLoginStatusNotify".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMServerPCLoginStatusNotify".into()
+    }
+}
 /// Carried by: 0x070f CID_OTHER_PUSH_TO_USER_REQ.
 #[derive(Clone, PartialEq, ::prost::Message)]
+#[prost(skip_debug)]
 pub struct ImPushToUserReq {
     /// alert text (decrypted message, prefixed with sender nick, max 40 bytes incl. "...")
     #[prost(string, required, tag = "1")]
@@ -158,6 +282,16 @@ pub struct ImPushToUserReq {
     #[prost(message, repeated, tag = "3")]
     pub user_token_list: ::prost::alloc::vec::Vec<super::base_define::UserTokenInfo>,
 }
+impl ::prost::Name for ImPushToUserReq {
+    const NAME: &'static str = "IMPushToUserReq";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMPushToUserReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMPushToUserReq".into()
+    }
+}
 /// Carried by: 0x0710 CID_OTHER_PUSH_TO_USER_RSP.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ImPushToUserRsp {
@@ -165,8 +299,19 @@ pub struct ImPushToUserRsp {
     #[prost(message, repeated, tag = "1")]
     pub push_result_list: ::prost::alloc::vec::Vec<super::base_define::PushResult>,
 }
+impl ::prost::Name for ImPushToUserRsp {
+    const NAME: &'static str = "IMPushToUserRsp";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMPushToUserRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMPushToUserRsp".into()
+    }
+}
 /// Carried by: 0x0711 CID_OTHER_GET_SHIELD_REQ.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[prost(skip_debug)]
 pub struct ImGroupGetShieldReq {
     /// group
     #[prost(uint32, required, tag = "1")]
@@ -178,8 +323,19 @@ pub struct ImGroupGetShieldReq {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImGroupGetShieldReq {
+    const NAME: &'static str = "IMGroupGetShieldReq";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMGroupGetShieldReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMGroupGetShieldReq".into()
+    }
+}
 /// Carried by: 0x0712 CID_OTHER_GET_SHIELD_RSP.
 #[derive(Clone, PartialEq, ::prost::Message)]
+#[prost(skip_debug)]
 pub struct ImGroupGetShieldRsp {
     /// group
     #[prost(uint32, required, tag = "1")]
@@ -190,6 +346,16 @@ pub struct ImGroupGetShieldRsp {
     /// echo
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImGroupGetShieldRsp {
+    const NAME: &'static str = "IMGroupGetShieldRsp";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMGroupGetShieldRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMGroupGetShieldRsp".into()
+    }
 }
 /// Carried by: 0x0731 CID_OTHER_FILE_TRANSFER_REQ (the .proto comment says 0x0715 - wrong, the enum
 /// value 0x0731 is what is sent).
@@ -213,6 +379,16 @@ pub struct ImFileTransferReq {
     /// CDbAttachData with the client connection handle
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
+}
+impl ::prost::Name for ImFileTransferReq {
+    const NAME: &'static str = "IMFileTransferReq";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMFileTransferReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMFileTransferReq".into()
+    }
 }
 /// Carried by: 0x0732 CID_OTHER_FILE_TRANSFER_RSP (.proto comment says 0x0716).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -242,13 +418,43 @@ pub struct ImFileTransferRsp {
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
+impl ::prost::Name for ImFileTransferRsp {
+    const NAME: &'static str = "IMFileTransferRsp";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMFileTransferRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMFileTransferRsp".into()
+    }
+}
 /// Carried by: 0x0733 CID_OTHER_FILE_SERVER_IP_REQ (.proto comment says 0x0717). Empty.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ImFileServerIpReq {}
+impl ::prost::Name for ImFileServerIpReq {
+    const NAME: &'static str = "IMFileServerIPReq";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMFileServerIPReq".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMFileServerIPReq".into()
+    }
+}
 /// Carried by: 0x0734 CID_OTHER_FILE_SERVER_IP_RSP (.proto comment says 0x0718).
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ImFileServerIpRsp {
     /// one entry per FileServerIp address, each with ClientListenPort
     #[prost(message, repeated, tag = "1")]
     pub ip_addr_list: ::prost::alloc::vec::Vec<super::base_define::IpAddr>,
+}
+impl ::prost::Name for ImFileServerIpRsp {
+    const NAME: &'static str = "IMFileServerIPRsp";
+    const PACKAGE: &'static str = "IM.Server";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.Server.IMFileServerIPRsp".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.Server.IMFileServerIPRsp".into()
+    }
 }

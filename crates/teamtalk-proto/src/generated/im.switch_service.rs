@@ -12,3 +12,13 @@ pub struct Imp2pCmdMsg {
     #[prost(string, required, tag = "3")]
     pub cmd_msg_data: ::prost::alloc::string::String,
 }
+impl ::prost::Name for Imp2pCmdMsg {
+    const NAME: &'static str = "IMP2PCmdMsg";
+    const PACKAGE: &'static str = "IM.SwitchService";
+    fn full_name() -> ::prost::alloc::string::String {
+        "IM.SwitchService.IMP2PCmdMsg".into()
+    }
+    fn type_url() -> ::prost::alloc::string::String {
+        "/IM.SwitchService.IMP2PCmdMsg".into()
+    }
+}
