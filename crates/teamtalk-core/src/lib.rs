@@ -49,3 +49,8 @@ pub use error::PduError;
 pub use ids::{CommandId, ServiceId};
 pub use message::{AnyMessage, DecodeError, PduMessage};
 pub use pdu::{FrameError, Pdu, PduDecoder, PduHeader};
+
+/// The code in docs/protocol.md is compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/protocol.md")]
+struct ProtocolDoc;

@@ -185,6 +185,17 @@ fn empty(command: CommandId) -> AnyMessage {
         .unwrap_or_else(|e| panic!("{command}: an empty body must decode leniently: {e}"))
 }
 
+/// With `TEAMTALK_FUZZ_SEEDS=<dir>`, writes `frame` as a seed of the `pdu_stream` fuzz target
+/// (leading 0 = no chunk cuts): `TEAMTALK_FUZZ_SEEDS=$PWD/fuzz/corpus/pdu_stream cargo test
+/// -p teamtalk-core --test every_message`.
+fn write_fuzz_seed(name: &str, frame: &[u8]) {
+    if let Some(dir) = std::env::var_os("TEAMTALK_FUZZ_SEEDS") {
+        let mut seed = vec![0u8];
+        seed.extend_from_slice(frame);
+        std::fs::write(PathBuf::from(dir).join(name), seed).unwrap();
+    }
+}
+
 #[test]
 fn every_command_has_a_message() {
     assert_eq!(CommandId::ALL.len(), 95);
@@ -221,6 +232,7 @@ fn every_message_round_trips_with_every_field_set() {
             assert_ne!(decoded, empty(command), "{command}: fields were read");
         }
         let pdu = decoded.to_pdu(77);
+        write_fuzz_seed(&format!("seed-{:04x}", command.0), &pdu.to_bytes());
         assert_eq!(pdu.command(), command);
         assert_eq!(pdu.header.service_id, command.service());
         assert_eq!(pdu.decode_any().unwrap(), decoded);
