@@ -33,14 +33,25 @@
 //! - [`message`]: the typed path ([`PduMessage`]) and body errors ([`DecodeError`]).
 //! - [`attach`]: the attach_data layouts servers use to route responses.
 //! - [`error`]: [`PduError`], deciding whether a failure closes the connection.
+//! - [`domain`]: typed ids ([`domain::UserId`], [`domain::MsgId`] …), timestamps, the
+//!   injected [`domain::Clock`] and the protocol enums as Rust enums.
+//! - [`password`]: the TeamTalk password scheme; [`guard`]: the login brute-force rule.
+//! - [`store`]: the storage traits, one per concern, with their invariants.
+//! - [`service`]: the db_proxy business over those traits ([`service::DbProxy`]) and the
+//!   [`service::Handler`] a server dispatches decoded requests through.
 //! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).
 
 pub mod attach;
 pub mod command;
+pub mod domain;
 pub mod error;
+pub mod guard;
 pub mod ids;
 pub mod message;
+pub mod password;
 pub mod pdu;
+pub mod service;
+pub mod store;
 
 pub use teamtalk_proto as proto;
 

@@ -1,0 +1,161 @@
+//! [`Handler`]: how a server hands a decoded request to the business.
+
+use std::future::Future;
+
+use crate::command::AnyMessage;
+use crate::domain::Clock;
+use crate::service::DbProxy;
+use crate::store::Store;
+
+/// Answers decoded db_proxy requests.
+///
+/// [`DbProxy`] implements it for a complete [`Store`]. A third-party server can wrap it to
+/// replace single handlers (match the commands it wants, delegate the rest) or implement it
+/// from scratch.
+pub trait Handler: Send + Sync {
+    /// Handles one request; `None` when the protocol sends no answer (no response, an unknown
+    /// command, a request the original ignores). Storage failures are answered like the
+    /// original answers a failure ([`failure_reply`]), never with a panic.
+    fn handle(&self, request: AnyMessage) -> impl Future<Output = Option<AnyMessage>> + Send;
+}
+
+impl<S: Store, C: Clock> Handler for DbProxy<S, C> {
+    async fn handle(&self, request: AnyMessage) -> Option<AnyMessage> {
+        let command = request.command();
+        let fallback = failure_reply(&request);
+        match self.dispatch(request).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::warn!(%command, %error, "storage error; answering as a failure");
+                fallback
+            }
+        }
+    }
+}
+
+impl<S: Store, C: Clock> DbProxy<S, C> {
+    /// Routes a request to its entry point (one exhaustive match over the db_proxy commands).
+    async fn dispatch(&self, request: AnyMessage) -> crate::store::StoreResult<Option<AnyMessage>> {
+        use AnyMessage as M;
+        Ok(match request {
+            M::ValidateReq(req) => Some(self.validate(req).await?.into()),
+            M::PushShieldReq(req) => Some(self.set_push_shield(req).await?.into()),
+            M::QueryPushShieldReq(req) => Some(self.query_push_shield(req).await?.into()),
+            M::RecentContactSessionReq(req) => Some(self.recent_sessions(req).await?.into()),
+            M::RemoveSessionReq(req) => Some(self.remove_session(req).await?.into()),
+            M::UsersInfoReq(req) => Some(self.users_info(req).await?.into()),
+            M::AllUserReq(req) => Some(self.changed_users(req).await?.into()),
+            M::DepartmentReq(req) => Some(self.changed_departments(req).await?.into()),
+            M::ChangeSignInfoReq(req) => Some(self.change_sign_info(req).await?.into()),
+            M::MsgData(req) => self.send_message(req).await?.map(Into::into),
+            M::GetMsgListReq(req) => Some(self.message_list(req).await?.into()),
+            M::UnreadMsgCntReq(req) => Some(self.unread_counts(req).await?.into()),
+            M::MsgDataReadAck(req) => {
+                self.read_ack(req).await?;
+                None
+            }
+            M::GetMsgByIdReq(req) => Some(self.messages_by_id(req).await?.into()),
+            M::GetLatestMsgIdReq(req) => Some(self.latest_msg_id(req).await?.into()),
+            M::DeviceTokenReq(req) => Some(self.set_device_token(req).await?.into()),
+            M::GetDeviceTokenReq(req) => Some(self.device_tokens(req).await?.into()),
+            M::GroupShieldReq(req) => self.set_group_shield(req).await?.map(Into::into),
+            M::GroupGetShieldReq(req) => self.group_shields(req).await?.map(Into::into),
+            M::NormalGroupListReq(req) => Some(self.normal_groups(req).await?.into()),
+            M::GroupInfoListReq(req) => Some(self.group_info(req).await?.into()),
+            M::GroupCreateReq(req) => self.create_group(req).await?.map(Into::into),
+            M::GroupChangeMemberReq(req) => self.change_members(req).await?.map(Into::into),
+            M::FileHasOfflineReq(req) => Some(self.offline_files(req).await?.into()),
+            M::FileAddOfflineReq(req) => {
+                self.add_offline_file(req).await?;
+                None
+            }
+            M::FileDelOfflineReq(req) => {
+                self.remove_offline_file(req).await?;
+                None
+            }
+            other => {
+                tracing::debug!(command = %other.command(), "no db_proxy handler for command");
+                None
+            }
+        })
+    }
+}
+
+/// The answer db_proxy gives when it cannot serve `request` (a storage error): the failure
+/// result code of the response where it has one, `msg_id` 0 for a message; `None` for requests
+/// whose response has no way to say "failed" (the client's request then times out).
+pub fn failure_reply(request: &AnyMessage) -> Option<AnyMessage> {
+    use teamtalk_proto::{buddy, group, login, server};
+    use AnyMessage as M;
+    Some(match request {
+        M::ValidateReq(req) => server::ImValidateRsp {
+            user_name: req.user_name.clone(),
+            result_code: super::users::validate::INTERNAL_ERROR,
+            result_string: Some("服务端内部错误".to_owned()),
+            user_info: None,
+            attach_data: req.attach_data.clone(),
+        }
+        .into(),
+        M::MsgData(req) => {
+            let mut answer = req.clone();
+            answer.msg_id = 0;
+            answer.into()
+        }
+        M::PushShieldReq(req) => login::ImPushShieldRsp {
+            user_id: req.user_id,
+            result_code: 1,
+            shield_status: None,
+            attach_data: req.attach_data.clone(),
+        }
+        .into(),
+        M::QueryPushShieldReq(req) => login::ImQueryPushShieldRsp {
+            user_id: req.user_id,
+            result_code: 1,
+            shield_status: None,
+            attach_data: req.attach_data.clone(),
+        }
+        .into(),
+        M::RemoveSessionReq(req) => buddy::ImRemoveSessionRsp {
+            user_id: req.user_id,
+            result_code: 1,
+            session_type: req.session_type,
+            session_id: req.session_id,
+            attach_data: req.attach_data.clone(),
+        }
+        .into(),
+        M::ChangeSignInfoReq(req) => buddy::ImChangeSignInfoRsp {
+            user_id: req.user_id,
+            result_code: 1,
+            sign_info: None,
+            attach_data: req.attach_data.clone(),
+        }
+        .into(),
+        M::GroupCreateReq(req) => group::ImGroupCreateRsp {
+            user_id: req.user_id,
+            result_code: 1,
+            group_id: None,
+            group_name: req.group_name.clone(),
+            user_id_list: Vec::new(),
+            attach_data: req.attach_data.clone(),
+        }
+        .into(),
+        M::GroupChangeMemberReq(req) => group::ImGroupChangeMemberRsp {
+            user_id: req.user_id,
+            change_type: req.change_type,
+            result_code: 1,
+            group_id: req.group_id,
+            cur_user_id_list: Vec::new(),
+            chg_user_id_list: Vec::new(),
+            attach_data: req.attach_data.clone(),
+        }
+        .into(),
+        M::GroupShieldReq(req) => group::ImGroupShieldRsp {
+            user_id: req.user_id,
+            group_id: req.group_id,
+            result_code: 1,
+            attach_data: req.attach_data.clone(),
+        }
+        .into(),
+        _ => return None,
+    })
+}

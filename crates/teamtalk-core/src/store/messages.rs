@@ -1,0 +1,124 @@
+//! Messages and their per-conversation ids.
+
+use core::fmt;
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::domain::{GroupId, MsgId, MsgType, RelationId, Timestamp, UserId};
+use crate::store::StoreResult;
+
+/// A message to store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Sender.
+    pub from: UserId,
+    /// Text or audio, single or group.
+    pub msg_type: MsgType,
+    /// The payload as the client sent it (ciphertext for text; duration + bytes for audio).
+    pub content: Bytes,
+    /// Receive time (IMMsgData.create_time as set by the msg_server).
+    pub created: Timestamp,
+}
+
+/// A stored message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Id within its conversation.
+    pub id: MsgId,
+    /// Sender.
+    pub from: UserId,
+    /// Receive time.
+    pub created: Timestamp,
+    /// Type.
+    pub msg_type: MsgType,
+    /// Payload.
+    pub content: Bytes,
+}
+
+impl fmt::Debug for NewMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewMessage")
+            .field("from", &self.from)
+            .field("msg_type", &self.msg_type)
+            .field("content_len", &self.content.len())
+            .field("created", &self.created)
+            .finish()
+    }
+}
+
+impl fmt::Debug for StoredMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredMessage")
+            .field("id", &self.id)
+            .field("from", &self.from)
+            .field("created", &self.created)
+            .field("msg_type", &self.msg_type)
+            .field("content_len", &self.content.len())
+            .finish()
+    }
+}
+
+/// Which messages of a conversation to read. Results are always newest first (by `created`,
+/// then by storage order), restricted to `created >= since` (a group member's join time; 0 for
+/// single chats), at most `limit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageQuery {
+    /// A history page: messages with id ≤ `up_to` (`None`: from the newest).
+    Page {
+        /// Highest id to include.
+        up_to: Option<MsgId>,
+        /// Oldest creation time to include.
+        since: Timestamp,
+        /// Maximum number of messages.
+        limit: usize,
+    },
+    /// The messages with these ids.
+    Ids {
+        /// Wanted ids.
+        ids: Vec<MsgId>,
+        /// Oldest creation time to include.
+        since: Timestamp,
+        /// Maximum number of messages.
+        limit: usize,
+    },
+}
+
+/// Messages of single chats (per relation) and groups.
+///
+/// Invariant: the ids of a conversation (a relation, or a group) start at 1, strictly increase
+/// and are never reused, also across restarts and with concurrent callers: `append_*` allocates
+/// the next id and stores the message as one step. (A failed append may leave a gap; it never
+/// hands out an id twice.)
+pub trait MessageStore: Send + Sync {
+    /// Stores a single-chat message between `message.from` and `to` under the next id of
+    /// `relation`, and returns that id.
+    fn append_single(
+        &self,
+        relation: RelationId,
+        to: UserId,
+        message: &NewMessage,
+    ) -> impl Future<Output = StoreResult<MsgId>> + Send;
+
+    /// Stores a group message under the next id of `group`, records `message.created` as the
+    /// group's last chat time, and returns the id.
+    fn append_group(
+        &self,
+        group: GroupId,
+        message: &NewMessage,
+    ) -> impl Future<Output = StoreResult<MsgId>> + Send;
+
+    /// Messages of a single conversation.
+    fn single_messages(
+        &self,
+        relation: RelationId,
+        query: &MessageQuery,
+    ) -> impl Future<Output = StoreResult<Vec<StoredMessage>>> + Send;
+
+    /// Messages of a group.
+    fn group_messages(
+        &self,
+        group: GroupId,
+        query: &MessageQuery,
+    ) -> impl Future<Output = StoreResult<Vec<StoredMessage>>> + Send;
+}

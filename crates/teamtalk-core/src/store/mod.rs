@@ -1,0 +1,73 @@
+//! Storage traits: one narrow trait per concern, each stating the invariants a backend must
+//! keep. The domain services in [`crate::service`] are generic over them.
+//!
+//! | trait | concern | original storage |
+//! |---|---|---|
+//! | [`UserStore`] | users, credentials, departments, sign info, push shield | IMUser, IMDepart |
+//! | [`SessionStore`] | user pairs (relations) and recent sessions | IMRelationShip, IMRecentSession |
+//! | [`MessageStore`] | messages and their per-conversation ids | IMMessage_N, IMGroupMessage_N, `msg_id_*`, `group_msg_id_*` |
+//! | [`UnreadStore`] | unread counters | `unread_{u}`, `{g}_im_group_msg`, `{u}_{g}_im_user_group` |
+//! | [`GroupStore`] | groups and membership | IMGroup, IMGroupMember, `group_member_{g}` |
+//! | [`DeviceStore`] | push tokens and group push shields | `device_*`, `group_set_{g}` |
+//! | [`FileStore`] | offline file records | IMTransmitFile |
+//!
+//! [`Store`] is all seven together, implemented automatically for any type that implements
+//! them. Backends live in `teamtalk-store` (memory, SQLite, MySQL + Redis); a third party can
+//! bring its own by implementing the traits.
+//!
+//! Methods return `impl Future + Send`, so implementations may be written as `async fn` and
+//! the services can run on a multi-threaded runtime. Every method is a single logical
+//! operation: a backend that answers `Ok` has made the effect durable to the degree its
+//! configuration promises (see each backend's documentation).
+
+mod devices;
+mod files;
+mod groups;
+mod messages;
+mod sessions;
+mod unread;
+mod users;
+
+pub use devices::{DeviceStore, DeviceToken};
+pub use files::{FileStore, OfflineFile};
+pub use groups::{Group, GroupStore, Member, NewGroup};
+pub use messages::{MessageQuery, MessageStore, NewMessage, StoredMessage};
+pub use sessions::{Peer, RecentSession, SessionStore};
+pub use unread::UnreadStore;
+pub use users::{
+    Credentials, Department, NewDepartment, NewUser, User, UserStore, STATUS_ACTIVE,
+    STATUS_RESIGNED,
+};
+
+/// A storage backend failed. The request is answered as a server error; the cause is logged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend (database, cache, file) reported an error.
+    #[error("storage backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Stored data violates an invariant the backend relies on.
+    #[error("inconsistent stored data: {0}")]
+    Inconsistent(String),
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+/// Result of a storage operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Every storage concern of a db_proxy: what [`crate::service::DbProxy`] needs.
+pub trait Store:
+    UserStore + SessionStore + MessageStore + UnreadStore + GroupStore + DeviceStore + FileStore
+{
+}
+
+impl<T> Store for T where
+    T: UserStore + SessionStore + MessageStore + UnreadStore + GroupStore + DeviceStore + FileStore
+{
+}

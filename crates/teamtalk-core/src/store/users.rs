@@ -1,0 +1,171 @@
+//! Users and departments.
+
+use core::fmt;
+use std::future::Future;
+
+use crate::domain::{DepartmentId, Timestamp, UserId};
+use crate::store::StoreResult;
+
+/// IMUser.status of users allowed to log in and listed in a first full sync.
+pub const STATUS_ACTIVE: u32 = 0;
+/// IMUser.status of resigned (deleted) users: left out of the first full sync, still sent in
+/// incremental syncs so clients can hide them.
+pub const STATUS_RESIGNED: u32 = 3;
+
+/// A user as clients see it (one IMUser row without its credentials).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct User {
+    /// IMUser.id.
+    pub id: UserId,
+    /// Login name, also the real name (IMUser.name, case-sensitive).
+    pub name: String,
+    /// Nickname.
+    pub nick: String,
+    /// 1 male, 2 female, 0 unknown.
+    pub gender: u32,
+    /// Avatar URL.
+    pub avatar: String,
+    /// Department.
+    pub department: DepartmentId,
+    /// E-mail address.
+    pub email: String,
+    /// Phone number.
+    pub phone: String,
+    /// Pinyin of the name.
+    pub domain: String,
+    /// 0 active (the only status that may log in), 3 resigned, 1/2/4 other HR states.
+    pub status: u32,
+    /// Personal signature (at most 128 bytes).
+    pub sign_info: String,
+    /// Do-not-disturb: no iOS push during quiet hours.
+    pub push_shield: bool,
+    /// Last change; drives incremental sync.
+    pub updated: Timestamp,
+}
+
+/// Stored password hash and salt (spec/storage.md §4). `Debug` hides both.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Credentials {
+    /// `md5hex(md5hex(plain) ‖ salt)`, lowercase.
+    pub password_hash: String,
+    /// Decimal salt, 1–4 digits.
+    pub salt: String,
+}
+
+impl Credentials {
+    /// Credentials for the plain password `plain` with `salt`.
+    pub fn from_plain(plain: &str, salt: &str) -> Credentials {
+        let client = crate::password::client_password(plain);
+        Credentials {
+            password_hash: crate::password::stored_password(&client, salt),
+            salt: salt.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
+}
+
+/// A user to create (provisioning, tests, the admin command line).
+#[derive(Clone, Debug, Default)]
+pub struct NewUser {
+    /// Profile fields; `id` and `updated` are assigned by the store.
+    pub profile: User,
+    /// Password hash and salt.
+    pub credentials: Credentials,
+}
+
+/// One IMDepart row.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Department {
+    /// IMDepart.id.
+    pub id: DepartmentId,
+    /// Name.
+    pub name: String,
+    /// Display priority.
+    pub priority: u32,
+    /// Parent department (0 for a root).
+    pub parent: DepartmentId,
+    /// 0 ok, 1 deleted.
+    pub status: u32,
+    /// Last change; drives incremental sync.
+    pub updated: Timestamp,
+}
+
+/// A department to create.
+#[derive(Clone, Debug, Default)]
+pub struct NewDepartment {
+    /// Name.
+    pub name: String,
+    /// Display priority.
+    pub priority: u32,
+    /// Parent department (0 for a root).
+    pub parent: DepartmentId,
+}
+
+/// Users, credentials and departments.
+///
+/// Invariants: user names are matched exactly (case-sensitive, no trimming); every `updated`
+/// change is at least the `now` passed in, so incremental syncs see it.
+pub trait UserStore: Send + Sync {
+    /// The active (status 0) user named exactly `name`, with credentials. When several rows
+    /// match, the one with the highest id.
+    fn login_candidate(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<Option<(User, Credentials)>>> + Send;
+
+    /// The users with these ids, any status, in ascending id order; unknown ids are skipped.
+    fn users(&self, ids: &[UserId]) -> impl Future<Output = StoreResult<Vec<User>>> + Send;
+
+    /// Users changed since `since`: with `since` = 0 every user whose status is not
+    /// [`STATUS_RESIGNED`] (first full sync), otherwise every user with `updated >= since`
+    /// (any status). Ascending id order.
+    fn users_changed_since(
+        &self,
+        since: Timestamp,
+    ) -> impl Future<Output = StoreResult<Vec<User>>> + Send;
+
+    /// Departments with `updated > since` and status 0 or 1, ascending id order.
+    fn departments_changed_since(
+        &self,
+        since: Timestamp,
+    ) -> impl Future<Output = StoreResult<Vec<Department>>> + Send;
+
+    /// Sets the signature of `user` and `updated = now`. `false` when the user does not exist.
+    fn set_sign_info(
+        &self,
+        user: UserId,
+        sign_info: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Sets the do-not-disturb flag of `user` and `updated = now`. `false` when the user does
+    /// not exist.
+    fn set_push_shield(
+        &self,
+        user: UserId,
+        shield: bool,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// The do-not-disturb flag of `user`, `None` when the user does not exist.
+    fn push_shield(&self, user: UserId) -> impl Future<Output = StoreResult<Option<bool>>> + Send;
+
+    /// Creates a user (`updated = created = now`) and returns its id.
+    fn add_user(
+        &self,
+        user: &NewUser,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<UserId>> + Send;
+
+    /// Creates a department (status 0, `updated = now`) and returns its id.
+    fn add_department(
+        &self,
+        department: &NewDepartment,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<DepartmentId>> + Send;
+}
