@@ -1613,11 +1613,46 @@ macro_rules! backends {
     (@checks $make:expr; $($check:ident,)*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $check() {
-            super::$check($make).await;
+            let (store, _cleanup) = $make.await;
+            super::$check(store).await;
         }
     )*};
 }
 
+/// Removes a test's scratch directory when dropped (also when the check panics).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(backend: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("teamtalk-{backend}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn memory() -> (teamtalk_store::MemoryStore, ()) {
+    (teamtalk_store::MemoryStore::new(), ())
+}
+
+async fn sqlite() -> (teamtalk_store::SqliteStore, TempDir) {
+    let dir = TempDir::new("sqlite");
+    let config = teamtalk_store::SqliteConfig::new(dir.0.join("teamtalk.db"));
+    (
+        teamtalk_store::SqliteStore::open(&config).await.unwrap(),
+        dir,
+    )
+}
+
 backends! {
-    memory => teamtalk_store::MemoryStore::new();
+    memory => super::memory();
+    sqlite => super::sqlite();
 }

@@ -1,0 +1,1116 @@
+//! The embedded SQLite backend, the default: one database file, no server to run.
+//!
+//! - **Durability.** WAL journal. [`Durability::ProcessCrash`] (`synchronous = NORMAL`, the
+//!   default): everything a call reported as done survives a crash or `kill -9` of the process;
+//!   the last transactions may be lost on power failure or an OS crash.
+//!   [`Durability::PowerLoss`] (`synchronous = FULL`): every reported write is on disk (one
+//!   fsync per transaction), at a large cost in write throughput on most disks.
+//! - **Concurrency.** All writes go through one connection (SQLite has a single writer anyway;
+//!   this serializes them without `SQLITE_BUSY` errors); reads use a pool of read-only
+//!   connections that never block the writer.
+//! - **Message ids.** Allocating a conversation's next id and storing the message is one
+//!   transaction: ids start at 1, strictly increase, and are never reused, also after a crash.
+//! - **Schema.** Created and upgraded on open (`PRAGMA user_version`); see `schema_v1.sql`.
+//! - **SQL.** Every statement is a constant with bound parameters; variable-length id lists are
+//!   bound as one JSON array and read with `json_each`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+use teamtalk_core::domain::{
+    ClientType, DepartmentId, GroupId, GroupType, MsgId, MsgType, RelationId, Timestamp, UserId,
+};
+use teamtalk_core::store::{
+    Credentials, Department, DeviceStore, DeviceToken, FileStore, Group, GroupStore, Member,
+    MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer,
+    RecentSession, SessionStore, StoreError, StoreResult, StoredMessage, UnreadStore, User,
+    UserStore,
+};
+
+/// How much of what a call reported as done must survive which failure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives a crash or kill of the process (`synchronous = NORMAL` in WAL mode). Default.
+    #[default]
+    ProcessCrash,
+    /// Also survives power loss and OS crashes (`synchronous = FULL`: an fsync per commit).
+    PowerLoss,
+}
+
+/// Where and how to open the database.
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    /// The database file; created when missing.
+    pub path: PathBuf,
+    /// Durability of reported writes. Default: [`Durability::ProcessCrash`].
+    pub durability: Durability,
+    /// Read-only connections in the read pool. Default: 4.
+    pub read_connections: u32,
+}
+
+impl SqliteConfig {
+    /// Default settings for the database file `path`.
+    pub fn new(path: impl Into<PathBuf>) -> SqliteConfig {
+        SqliteConfig {
+            path: path.into(),
+            durability: Durability::default(),
+            read_connections: 4,
+        }
+    }
+}
+
+/// The SQLite store. Clones share the same connections.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+/// Schema scripts; script `i` takes the database from `user_version` i to i + 1.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    include_str!("sqlite/schema_v1.sql"),
+    "PRAGMA user_version = 1",
+)];
+
+fn db(error: sqlx::Error) -> StoreError {
+    StoreError::backend(error)
+}
+
+/// A JSON array of ids, bound as one parameter and expanded by `json_each(?)`.
+fn id_array(ids: impl IntoIterator<Item = u32>) -> String {
+    let mut out = String::from("[");
+    for (i, id) in ids.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.to_string());
+    }
+    out.push(']');
+    out
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) and migrates the database.
+    pub async fn open(config: &SqliteConfig) -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::new()
+            .filename(&config.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match config.durability {
+                Durability::ProcessCrash => SqliteSynchronous::Normal,
+                Durability::PowerLoss => SqliteSynchronous::Full,
+            })
+            .busy_timeout(Duration::from_secs(30));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await
+            .map_err(db)?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(config.read_connections.max(1))
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(db)?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Closes every connection (checkpointing the WAL into the database file).
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(pool)
+        .await
+        .map_err(db)?;
+    let applied = usize::try_from(version).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Inconsistent(format!(
+            "database schema version {version} is newer than this program ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (script, set_version) in MIGRATIONS.iter().skip(applied) {
+        let mut tx = pool.begin().await.map_err(db)?;
+        sqlx::raw_sql(*script).execute(&mut *tx).await.map_err(db)?;
+        sqlx::raw_sql(*set_version)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+    }
+    Ok(())
+}
+
+fn user_from(row: &SqliteRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: UserId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        nick: row.try_get("nick")?,
+        gender: row.try_get("gender")?,
+        avatar: row.try_get("avatar")?,
+        department: DepartmentId(row.try_get("department")?),
+        email: row.try_get("email")?,
+        phone: row.try_get("phone")?,
+        domain: row.try_get("domain")?,
+        status: row.try_get("status")?,
+        sign_info: row.try_get("sign_info")?,
+        push_shield: row.try_get::<i64, _>("push_shield")? != 0,
+        updated: Timestamp(row.try_get("updated")?),
+    })
+}
+
+fn users_from(rows: &[SqliteRow]) -> StoreResult<Vec<User>> {
+    rows.iter().map(|r| user_from(r).map_err(db)).collect()
+}
+
+fn department_from(row: &SqliteRow) -> Result<Department, sqlx::Error> {
+    Ok(Department {
+        id: DepartmentId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        priority: row.try_get("priority")?,
+        parent: DepartmentId(row.try_get("parent")?),
+        status: row.try_get("status")?,
+        updated: Timestamp(row.try_get("updated")?),
+    })
+}
+
+/// A message row; rows with a type outside the protocol are skipped (`None`).
+fn message_from(row: &SqliteRow) -> Result<Option<StoredMessage>, sqlx::Error> {
+    let Some(msg_type) = MsgType::from_wire(row.try_get("type")?) else {
+        return Ok(None);
+    };
+    Ok(Some(StoredMessage {
+        id: MsgId(row.try_get("msg_id")?),
+        from: UserId(row.try_get("from_id")?),
+        created: Timestamp(row.try_get("created")?),
+        msg_type,
+        content: Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
+    }))
+}
+
+fn messages_from(rows: &[SqliteRow]) -> StoreResult<Vec<StoredMessage>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(message) = message_from(row).map_err(db)? {
+            out.push(message);
+        }
+    }
+    Ok(out)
+}
+
+/// (since, limit, highest id, id list) of a query; the id list is `None` for a page.
+fn query_parts(query: &MessageQuery) -> (u32, i64, u32, Option<String>) {
+    match query {
+        MessageQuery::Page {
+            up_to,
+            since,
+            limit,
+        } => (
+            since.0,
+            limit_of(*limit),
+            up_to.map_or(u32::MAX, |id| id.0),
+            None,
+        ),
+        MessageQuery::Ids { ids, since, limit } => (
+            since.0,
+            limit_of(*limit),
+            u32::MAX,
+            Some(id_array(ids.iter().map(|id| id.0))),
+        ),
+    }
+}
+
+fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+impl UserStore for SqliteStore {
+    async fn login_candidate(&self, name: &str) -> StoreResult<Option<(User, Credentials)>> {
+        let row = sqlx::query(
+            "SELECT * FROM users WHERE name = ? AND status = 0 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(name.to_owned())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let user = user_from(&row).map_err(db)?;
+        let credentials = Credentials {
+            password_hash: row.try_get("password_hash").map_err(db)?,
+            salt: row.try_get("salt").map_err(db)?,
+        };
+        Ok(Some((user, credentials)))
+    }
+
+    async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT * FROM users WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        )
+        .bind(id_array(ids.iter().map(|u| u.0)))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        users_from(&rows)
+    }
+
+    async fn users_changed_since(&self, since: Timestamp) -> StoreResult<Vec<User>> {
+        let rows = if since.0 == 0 {
+            sqlx::query("SELECT * FROM users WHERE status != 3 ORDER BY id")
+                .fetch_all(&self.reader)
+                .await
+        } else {
+            sqlx::query("SELECT * FROM users WHERE updated >= ? ORDER BY id")
+                .bind(since.0)
+                .fetch_all(&self.reader)
+                .await
+        }
+        .map_err(db)?;
+        users_from(&rows)
+    }
+
+    async fn departments_changed_since(&self, since: Timestamp) -> StoreResult<Vec<Department>> {
+        let rows = sqlx::query(
+            "SELECT * FROM departments WHERE updated > ? AND status IN (0, 1) ORDER BY id",
+        )
+        .bind(since.0)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| department_from(r).map_err(db))
+            .collect()
+    }
+
+    async fn set_sign_info(
+        &self,
+        user: UserId,
+        sign_info: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET sign_info = ?, updated = ? WHERE id = ?")
+            .bind(sign_info.to_owned())
+            .bind(now.0)
+            .bind(user.0)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_push_shield(
+        &self,
+        user: UserId,
+        shield: bool,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET push_shield = ?, updated = ? WHERE id = ?")
+            .bind(i64::from(shield))
+            .bind(now.0)
+            .bind(user.0)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn push_shield(&self, user: UserId) -> StoreResult<Option<bool>> {
+        let value: Option<i64> = sqlx::query_scalar("SELECT push_shield FROM users WHERE id = ?")
+            .bind(user.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(value.map(|v| v != 0))
+    }
+
+    async fn add_user(&self, user: &NewUser, now: Timestamp) -> StoreResult<UserId> {
+        let p = &user.profile;
+        let id: u32 = sqlx::query_scalar(
+            "INSERT INTO users (name, nick, gender, avatar, department, email, phone, domain, \
+             status, sign_info, push_shield, password_hash, salt, created, updated) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(p.name.clone())
+        .bind(p.nick.clone())
+        .bind(p.gender)
+        .bind(p.avatar.clone())
+        .bind(p.department.0)
+        .bind(p.email.clone())
+        .bind(p.phone.clone())
+        .bind(p.domain.clone())
+        .bind(p.status)
+        .bind(p.sign_info.clone())
+        .bind(i64::from(p.push_shield))
+        .bind(user.credentials.password_hash.clone())
+        .bind(user.credentials.salt.clone())
+        .bind(now.0)
+        .bind(now.0)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(UserId(id))
+    }
+
+    async fn add_department(
+        &self,
+        department: &NewDepartment,
+        now: Timestamp,
+    ) -> StoreResult<DepartmentId> {
+        let id: u32 = sqlx::query_scalar(
+            "INSERT INTO departments (name, priority, parent, status, created, updated) \
+             VALUES (?, ?, ?, 0, ?, ?) RETURNING id",
+        )
+        .bind(department.name.clone())
+        .bind(department.priority)
+        .bind(department.parent.0)
+        .bind(now.0)
+        .bind(now.0)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(DepartmentId(id))
+    }
+}
+
+impl SessionStore for SqliteStore {
+    async fn relation(
+        &self,
+        a: UserId,
+        b: UserId,
+        create: bool,
+    ) -> StoreResult<Option<RelationId>> {
+        if a.0 == 0 || b.0 == 0 {
+            return Ok(None);
+        }
+        let (small, big) = (a.min(b).0, a.max(b).0);
+        let find = "SELECT id FROM relations WHERE small_id = ? AND big_id = ?";
+        let existing: Option<u32> = sqlx::query_scalar(find)
+            .bind(small)
+            .bind(big)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        if existing.is_some() || !create {
+            return Ok(existing.map(RelationId));
+        }
+        // The unique key makes concurrent creators agree on one row.
+        sqlx::query(
+            "INSERT INTO relations (small_id, big_id, created) VALUES (?, ?, unixepoch()) \
+             ON CONFLICT (small_id, big_id) DO NOTHING",
+        )
+        .bind(small)
+        .bind(big)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        let id: u32 = sqlx::query_scalar(find)
+            .bind(small)
+            .bind(big)
+            .fetch_one(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(Some(RelationId(id)))
+    }
+
+    async fn touch_session(&self, owner: UserId, peer: Peer, now: Timestamp) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (owner, kind, peer, visible, created, updated) \
+             VALUES (?, ?, ?, 1, ?, ?) \
+             ON CONFLICT (owner, kind, peer) DO UPDATE SET visible = 1, updated = excluded.updated",
+        )
+        .bind(owner.0)
+        .bind(peer.kind().to_wire())
+        .bind(peer.raw())
+        .bind(now.0)
+        .bind(now.0)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn recent_sessions(
+        &self,
+        owner: UserId,
+        since: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<RecentSession>> {
+        let rows = sqlx::query(
+            "SELECT kind, peer, updated FROM sessions \
+             WHERE owner = ? AND visible = 1 AND updated > ? \
+             ORDER BY updated DESC, id DESC LIMIT ?",
+        )
+        .bind(owner.0)
+        .bind(since.0)
+        .bind(limit_of(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in rows {
+            let kind: i32 = row.try_get("kind").map_err(db)?;
+            let Some(kind) = teamtalk_core::domain::SessionKind::from_wire(kind) else {
+                continue;
+            };
+            sessions.push(RecentSession {
+                peer: Peer::new(kind, row.try_get("peer").map_err(db)?),
+                updated: Timestamp(row.try_get("updated").map_err(db)?),
+            });
+        }
+        Ok(sessions)
+    }
+
+    async fn remove_session(&self, owner: UserId, peer: Peer, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET visible = 0, updated = ? \
+             WHERE owner = ? AND kind = ? AND peer = ? AND visible = 1",
+        )
+        .bind(now.0)
+        .bind(owner.0)
+        .bind(peer.kind().to_wire())
+        .bind(peer.raw())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn remove_group_sessions(
+        &self,
+        group: GroupId,
+        users: &[UserId],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sessions SET visible = 0, updated = ? \
+             WHERE kind = 2 AND peer = ? AND owner IN (SELECT value FROM json_each(?))",
+        )
+        .bind(now.0)
+        .bind(group.0)
+        .bind(id_array(users.iter().map(|u| u.0)))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn refresh_group_sessions(
+        &self,
+        group: GroupId,
+        members: &[UserId],
+        last_chated: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (owner, kind, peer, visible, created, updated) \
+             SELECT value, 2, ?, 1, ?, ? FROM json_each(?) WHERE true \
+             ON CONFLICT (owner, kind, peer) DO UPDATE SET updated = ?",
+        )
+        .bind(group.0)
+        .bind(now.0)
+        .bind(now.0)
+        .bind(id_array(members.iter().map(|u| u.0)))
+        .bind(last_chated.0)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+}
+
+impl MessageStore for SqliteStore {
+    async fn append_single(
+        &self,
+        relation: RelationId,
+        to: UserId,
+        message: &NewMessage,
+    ) -> StoreResult<MsgId> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let id: Option<u32> = sqlx::query_scalar(
+            "UPDATE relations SET last_msg_id = last_msg_id + 1 WHERE id = ? RETURNING last_msg_id",
+        )
+        .bind(relation.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let id = id.ok_or_else(|| StoreError::Inconsistent(format!("no relation {relation:?}")))?;
+        sqlx::query(
+            "INSERT INTO messages (relation, msg_id, from_id, to_id, type, content, created) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(relation.0)
+        .bind(id)
+        .bind(message.from.0)
+        .bind(to.0)
+        .bind(message.msg_type.to_wire())
+        .bind(message.content.to_vec())
+        .bind(message.created.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(MsgId(id))
+    }
+
+    async fn append_group(&self, group: GroupId, message: &NewMessage) -> StoreResult<MsgId> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let id: Option<u32> = sqlx::query_scalar(
+            "UPDATE groups SET last_msg_id = last_msg_id + 1, last_chated = ? WHERE id = ? \
+             RETURNING last_msg_id",
+        )
+        .bind(message.created.0)
+        .bind(group.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let id = id.ok_or_else(|| StoreError::Inconsistent(format!("no group {group:?}")))?;
+        sqlx::query(
+            "INSERT INTO group_messages (group_id, msg_id, from_id, type, content, created) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(group.0)
+        .bind(id)
+        .bind(message.from.0)
+        .bind(message.msg_type.to_wire())
+        .bind(message.content.to_vec())
+        .bind(message.created.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(MsgId(id))
+    }
+
+    async fn single_messages(
+        &self,
+        relation: RelationId,
+        query: &MessageQuery,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let (since, limit, up_to, ids) = query_parts(query);
+        let rows = match ids {
+            None => {
+                sqlx::query(
+                    "SELECT msg_id, from_id, created, type, content FROM messages \
+                 WHERE relation = ? AND created >= ? AND msg_id <= ? \
+                 ORDER BY created DESC, id DESC LIMIT ?",
+                )
+                .bind(relation.0)
+                .bind(since)
+                .bind(up_to)
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await
+            }
+            Some(ids) => {
+                sqlx::query(
+                    "SELECT msg_id, from_id, created, type, content FROM messages \
+                 WHERE relation = ? AND created >= ? \
+                 AND msg_id IN (SELECT value FROM json_each(?)) \
+                 ORDER BY created DESC, id DESC LIMIT ?",
+                )
+                .bind(relation.0)
+                .bind(since)
+                .bind(ids)
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await
+            }
+        }
+        .map_err(db)?;
+        messages_from(&rows)
+    }
+
+    async fn group_messages(
+        &self,
+        group: GroupId,
+        query: &MessageQuery,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let (since, limit, up_to, ids) = query_parts(query);
+        let rows = match ids {
+            None => {
+                sqlx::query(
+                    "SELECT msg_id, from_id, created, type, content FROM group_messages \
+                 WHERE group_id = ? AND created >= ? AND msg_id <= ? \
+                 ORDER BY created DESC, id DESC LIMIT ?",
+                )
+                .bind(group.0)
+                .bind(since)
+                .bind(up_to)
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await
+            }
+            Some(ids) => {
+                sqlx::query(
+                    "SELECT msg_id, from_id, created, type, content FROM group_messages \
+                 WHERE group_id = ? AND created >= ? \
+                 AND msg_id IN (SELECT value FROM json_each(?)) \
+                 ORDER BY created DESC, id DESC LIMIT ?",
+                )
+                .bind(group.0)
+                .bind(since)
+                .bind(ids)
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await
+            }
+        }
+        .map_err(db)?;
+        messages_from(&rows)
+    }
+}
+
+impl UnreadStore for SqliteStore {
+    async fn add_unread(&self, owner: UserId, peer: UserId) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO unread (owner, peer, count) VALUES (?, ?, 1) \
+             ON CONFLICT (owner, peer) DO UPDATE SET count = count + 1",
+        )
+        .bind(owner.0)
+        .bind(peer.0)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn clear_unread(&self, owner: UserId, peer: UserId) -> StoreResult<()> {
+        sqlx::query("DELETE FROM unread WHERE owner = ? AND peer = ?")
+            .bind(owner.0)
+            .bind(peer.0)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn unread_counts(&self, owner: UserId) -> StoreResult<Vec<(UserId, u32)>> {
+        let rows = sqlx::query(
+            "SELECT peer, count FROM unread WHERE owner = ? AND count > 0 ORDER BY peer",
+        )
+        .bind(owner.0)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    UserId(r.try_get("peer").map_err(db)?),
+                    r.try_get("count").map_err(db)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn add_group_message(&self, group: GroupId) -> StoreResult<()> {
+        sqlx::query("UPDATE groups SET msg_count = msg_count + 1 WHERE id = ?")
+            .bind(group.0)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn catch_up(&self, user: UserId, group: GroupId) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE group_members SET caught_up = (SELECT msg_count FROM groups WHERE id = ?) \
+             WHERE group_id = ? AND user_id = ?",
+        )
+        .bind(group.0)
+        .bind(group.0)
+        .bind(user.0)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn group_unread(&self, user: UserId, group: GroupId) -> StoreResult<Option<u32>> {
+        let row = sqlx::query(
+            "SELECT g.msg_count AS total, m.caught_up AS seen FROM groups g \
+             LEFT JOIN group_members m ON m.group_id = g.id AND m.user_id = ? \
+             WHERE g.id = ? AND g.msg_count > 0",
+        )
+        .bind(user.0)
+        .bind(group.0)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let total: u32 = row.try_get("total").map_err(db)?;
+        let seen: Option<u32> = row.try_get("seen").map_err(db)?;
+        Ok(Some(total.saturating_sub(seen.unwrap_or(0))))
+    }
+}
+
+fn group_from(row: &SqliteRow) -> Result<Option<Group>, sqlx::Error> {
+    let Some(group_type) = GroupType::from_wire(row.try_get("type")?) else {
+        return Ok(None);
+    };
+    Ok(Some(Group {
+        id: GroupId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        avatar: row.try_get("avatar")?,
+        creator: UserId(row.try_get("creator")?),
+        group_type,
+        version: row.try_get("version")?,
+        updated: Timestamp(row.try_get("updated")?),
+        last_chated: Timestamp(row.try_get("last_chated")?),
+    }))
+}
+
+impl GroupStore for SqliteStore {
+    async fn create_group(&self, group: &NewGroup, now: Timestamp) -> StoreResult<GroupId> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let id: u32 = sqlx::query_scalar(
+            "INSERT INTO groups (name, avatar, creator, type, version, user_cnt, created, updated) \
+             VALUES (?, ?, ?, ?, 1, ?, ?, ?) RETURNING id",
+        )
+        .bind(group.name.clone())
+        .bind(group.avatar.clone())
+        .bind(group.creator.0)
+        .bind(group.group_type.to_wire())
+        .bind(u32::try_from(group.members.len()).unwrap_or(u32::MAX))
+        .bind(now.0)
+        .bind(now.0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO group_members (group_id, user_id, joined, updated) \
+             SELECT ?, value, ?, ? FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(now.0)
+        .bind(now.0)
+        .bind(id_array(group.members.iter().map(|u| u.0)))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(GroupId(id))
+    }
+
+    async fn group(&self, group: GroupId) -> StoreResult<Option<Group>> {
+        let row = sqlx::query("SELECT * FROM groups WHERE id = ?")
+            .bind(group.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        match row {
+            Some(row) => group_from(&row).map_err(db),
+            None => Ok(None),
+        }
+    }
+
+    async fn members(&self, group: GroupId) -> StoreResult<Option<Vec<Member>>> {
+        let rows = sqlx::query(
+            "SELECT user_id, joined FROM group_members WHERE group_id = ? ORDER BY user_id",
+        )
+        .bind(group.0)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        rows.iter()
+            .map(|r| {
+                Ok(Member {
+                    user: UserId(r.try_get("user_id").map_err(db)?),
+                    joined: Timestamp(r.try_get("joined").map_err(db)?),
+                })
+            })
+            .collect::<StoreResult<Vec<Member>>>()
+            .map(Some)
+    }
+
+    async fn member(&self, group: GroupId, user: UserId) -> StoreResult<Option<Member>> {
+        let joined: Option<u32> = sqlx::query_scalar(
+            "SELECT joined FROM group_members WHERE group_id = ? AND user_id = ?",
+        )
+        .bind(group.0)
+        .bind(user.0)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(joined.map(|j| Member {
+            user,
+            joined: Timestamp(j),
+        }))
+    }
+
+    async fn add_members(
+        &self,
+        group: GroupId,
+        users: &[UserId],
+        now: Timestamp,
+    ) -> StoreResult<Vec<UserId>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut added = Vec::new();
+        for user in users {
+            let done = sqlx::query(
+                "INSERT INTO group_members (group_id, user_id, joined, updated) \
+                 SELECT id, ?, ?, ? FROM groups WHERE id = ? ON CONFLICT DO NOTHING",
+            )
+            .bind(user.0)
+            .bind(now.0)
+            .bind(now.0)
+            .bind(group.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if done.rows_affected() > 0 {
+                added.push(*user);
+            }
+        }
+        if !added.is_empty() {
+            bump_group(&mut tx, group).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(added)
+    }
+
+    async fn remove_members(
+        &self,
+        group: GroupId,
+        users: &[UserId],
+        _now: Timestamp,
+    ) -> StoreResult<Vec<UserId>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut removed = Vec::new();
+        for user in users {
+            let done = sqlx::query("DELETE FROM group_members WHERE group_id = ? AND user_id = ?")
+                .bind(group.0)
+                .bind(user.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            if done.rows_affected() > 0 {
+                removed.push(*user);
+            }
+        }
+        if !removed.is_empty() {
+            bump_group(&mut tx, group).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(removed)
+    }
+
+    async fn groups_of(&self, user: UserId) -> StoreResult<Vec<GroupId>> {
+        let ids: Vec<u32> = sqlx::query_scalar(
+            "SELECT group_id FROM group_members WHERE user_id = ? ORDER BY updated DESC, id DESC",
+        )
+        .bind(user.0)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(ids.into_iter().map(GroupId).collect())
+    }
+
+    async fn groups_chatted_since(
+        &self,
+        since: Timestamp,
+    ) -> StoreResult<Vec<(GroupId, Timestamp)>> {
+        let rows =
+            sqlx::query("SELECT id, last_chated FROM groups WHERE last_chated >= ? ORDER BY id")
+                .bind(since.0)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    GroupId(r.try_get("id").map_err(db)?),
+                    Timestamp(r.try_get("last_chated").map_err(db)?),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Version +1 and the member count recomputed, after a membership change.
+async fn bump_group(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    group: GroupId,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE groups SET version = version + 1, \
+         user_cnt = (SELECT count(*) FROM group_members WHERE group_id = ?) WHERE id = ?",
+    )
+    .bind(group.0)
+    .bind(group.0)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+impl DeviceStore for SqliteStore {
+    async fn set_device_token(
+        &self,
+        user: UserId,
+        client_type: Option<ClientType>,
+        token: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query("DELETE FROM device_tokens WHERE user_id = ? OR token = ?")
+            .bind(user.0)
+            .bind(token.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if !token.is_empty() {
+            sqlx::query("INSERT INTO device_tokens (user_id, client_type, token) VALUES (?, ?, ?)")
+                .bind(user.0)
+                .bind(client_type.map(ClientType::to_wire))
+                .bind(token.to_owned())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn device_tokens(&self, users: &[UserId]) -> StoreResult<Vec<DeviceToken>> {
+        let rows = sqlx::query(
+            "SELECT user_id, client_type, token FROM device_tokens \
+             WHERE user_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(id_array(users.iter().map(|u| u.0)))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        let mut found = std::collections::HashMap::new();
+        for row in rows {
+            let client_type: Option<i32> = row.try_get("client_type").map_err(db)?;
+            let Some(client_type @ (ClientType::Ios | ClientType::Android)) =
+                client_type.and_then(ClientType::from_wire)
+            else {
+                continue;
+            };
+            let user = UserId(row.try_get("user_id").map_err(db)?);
+            found.insert(
+                user,
+                DeviceToken {
+                    user,
+                    client_type,
+                    token: row.try_get("token").map_err(db)?,
+                },
+            );
+        }
+        Ok(users.iter().filter_map(|u| found.remove(u)).collect())
+    }
+
+    async fn set_group_shield(
+        &self,
+        group: GroupId,
+        user: UserId,
+        shielded: bool,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO group_shields (group_id, user_id, shielded) VALUES (?, ?, ?) \
+             ON CONFLICT (group_id, user_id) DO UPDATE SET shielded = excluded.shielded",
+        )
+        .bind(group.0)
+        .bind(user.0)
+        .bind(i64::from(shielded))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn group_shields(&self, group: GroupId, users: &[UserId]) -> StoreResult<Vec<bool>> {
+        let rows = sqlx::query(
+            "SELECT user_id, shielded FROM group_shields \
+             WHERE group_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(group.0)
+        .bind(id_array(users.iter().map(|u| u.0)))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        let mut flags = std::collections::HashMap::new();
+        for row in rows {
+            let user: u32 = row.try_get("user_id").map_err(db)?;
+            let shielded: i64 = row.try_get("shielded").map_err(db)?;
+            flags.insert(user, shielded != 0);
+        }
+        Ok(users
+            .iter()
+            .map(|u| flags.get(&u.0).copied().unwrap_or(false))
+            .collect())
+    }
+}
+
+impl FileStore for SqliteStore {
+    async fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>> {
+        let rows = sqlx::query("SELECT * FROM offline_files WHERE to_id = ? ORDER BY created, id")
+            .bind(to.0)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(OfflineFile {
+                    from: UserId(r.try_get("from_id").map_err(db)?),
+                    to: UserId(r.try_get("to_id").map_err(db)?),
+                    task_id: r.try_get("task_id").map_err(db)?,
+                    file_name: r.try_get("file_name").map_err(db)?,
+                    size: r.try_get("size").map_err(db)?,
+                    created: Timestamp(r.try_get("created").map_err(db)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn add_offline_file(&self, file: &OfflineFile) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO offline_files (from_id, to_id, task_id, file_name, size, created) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(file.from.0)
+        .bind(file.to.0)
+        .bind(file.task_id.clone())
+        .bind(file.file_name.clone())
+        .bind(file.size)
+        .bind(file.created.0)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn remove_offline_file(
+        &self,
+        from: UserId,
+        to: UserId,
+        task_id: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM offline_files WHERE from_id = ? AND to_id = ? AND task_id = ?",
+        )
+        .bind(from.0)
+        .bind(to.0)
+        .bind(task_id.to_owned())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
