@@ -55,8 +55,10 @@ struct SessionRow {
 #[derive(Debug, Default)]
 struct Conversation {
     last_id: u32,
-    /// (row id, message), in insertion order.
-    rows: Vec<(u64, StoredMessage)>,
+    /// Messages by (creation time, row id): iterating backwards yields newest first.
+    rows: BTreeMap<(Timestamp, u64), StoredMessage>,
+    /// Where each message id sits in `rows`.
+    by_id: HashMap<MsgId, (Timestamp, u64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -93,8 +95,10 @@ impl Conversation {
     fn append(&mut self, row: u64, message: &NewMessage) -> MsgId {
         self.last_id += 1;
         let id = MsgId(self.last_id);
-        self.rows.push((
-            row,
+        let key = (message.created, row);
+        self.by_id.insert(id, key);
+        self.rows.insert(
+            key,
             StoredMessage {
                 id,
                 from: message.from,
@@ -102,31 +106,41 @@ impl Conversation {
                 msg_type: message.msg_type,
                 content: message.content.clone(),
             },
-        ));
+        );
         id
     }
 
+    /// Newest first; cost proportional to the messages returned (and, for a page below the
+    /// newest, to those skipped), not to the conversation's length.
     fn query(&self, query: &MessageQuery) -> Vec<StoredMessage> {
-        let (since, limit) = match query {
-            MessageQuery::Page { since, limit, .. } | MessageQuery::Ids { since, limit, .. } => {
-                (*since, *limit)
+        match query {
+            MessageQuery::Page {
+                up_to,
+                since,
+                limit,
+            } => self
+                .rows
+                .range((*since, 0)..)
+                .rev()
+                .map(|(_, m)| m)
+                .filter(|m| up_to.is_none_or(|max| m.id <= max))
+                .take(*limit)
+                .cloned()
+                .collect(),
+            MessageQuery::Ids { ids, since, limit } => {
+                let mut keys: Vec<(Timestamp, u64)> = ids
+                    .iter()
+                    .filter_map(|id| self.by_id.get(id).copied())
+                    .filter(|(created, _)| created >= since)
+                    .collect();
+                keys.sort_unstable_by(|a, b| b.cmp(a));
+                keys.dedup();
+                keys.iter()
+                    .take(*limit)
+                    .filter_map(|k| self.rows.get(k).cloned())
+                    .collect()
             }
-        };
-        let mut found: Vec<&(u64, StoredMessage)> = self
-            .rows
-            .iter()
-            .filter(|(_, m)| m.created >= since)
-            .filter(|(_, m)| match query {
-                MessageQuery::Page { up_to, .. } => up_to.is_none_or(|max| m.id <= max),
-                MessageQuery::Ids { ids, .. } => ids.contains(&m.id),
-            })
-            .collect();
-        found.sort_by(|(ra, a), (rb, b)| b.created.cmp(&a.created).then(rb.cmp(ra)));
-        found
-            .into_iter()
-            .take(limit)
-            .map(|(_, m)| m.clone())
-            .collect()
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{ConnectOptions, Row};
 use teamtalk_core::domain::{
     ClientType, DepartmentId, GroupId, GroupType, MsgId, MsgType, RelationId, Timestamp, UserId,
 };
@@ -106,8 +106,11 @@ impl SqliteStore {
                 Durability::ProcessCrash => SqliteSynchronous::Normal,
                 Durability::PowerLoss => SqliteSynchronous::Full,
             })
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            .disable_statement_logging();
+        // A local file cannot go stale: no ping before every use.
         let writer = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(60))
@@ -116,6 +119,7 @@ impl SqliteStore {
             .map_err(db)?;
         migrate(&writer).await?;
         let reader = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(config.read_connections.max(1))
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options.read_only(true))

@@ -1,0 +1,171 @@
+//! Storage benchmarks through the db_proxy services: sending single and group messages and
+//! reading unread counts, on the memory and SQLite backends.
+//!
+//! `cargo bench -p teamtalk-store --bench store`; results in docs/benchmarks.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use teamtalk_core::domain::{GroupId, ManualClock, Timestamp, UserId};
+use teamtalk_core::proto::{group, message};
+use teamtalk_core::service::{DbProxy, DbProxyConfig};
+use teamtalk_core::store::{Credentials, NewUser, Store, User, UserStore};
+use teamtalk_store::sqlite::Durability;
+use teamtalk_store::{MemoryStore, SqliteConfig, SqliteStore};
+use tokio::runtime::Runtime;
+
+type Proxy<S> = Arc<DbProxy<S, ManualClock>>;
+
+const SENDERS: u32 = 50;
+const PER_SENDER: u32 = 20;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn text(from: UserId, to: u32, msg_type: i32) -> message::ImMsgData {
+    message::ImMsgData {
+        from_user_id: from.0,
+        to_session_id: to,
+        create_time: 1_700_000_000,
+        msg_type,
+        msg_data: Bytes::from(vec![b'A'; 100]),
+        ..Default::default()
+    }
+}
+
+/// A proxy over `store` with 100 users (ids 1..=100) and a group of the first 50.
+async fn setup<S: Store>(store: S) -> (Proxy<S>, GroupId) {
+    let proxy = Arc::new(DbProxy::new(
+        store,
+        ManualClock::new(Timestamp(1_700_000_000)),
+        DbProxyConfig::default(),
+    ));
+    for i in 1..=100 {
+        let user = NewUser {
+            profile: User {
+                name: format!("u{i}"),
+                ..User::default()
+            },
+            credentials: Credentials::from_plain("123456", "1"),
+        };
+        proxy
+            .store()
+            .add_user(&user, Timestamp(1_700_000_000))
+            .await
+            .unwrap();
+    }
+    let created = proxy
+        .create_group(group::ImGroupCreateReq {
+            user_id: 1,
+            group_type: 2,
+            group_name: "bench".into(),
+            group_avatar: String::new(),
+            member_id_list: (1..=50).collect(),
+            attach_data: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    (proxy, GroupId(created.group_id.unwrap()))
+}
+
+fn sqlite(rt: &Runtime, durability: Durability) -> (SqliteStore, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "teamtalk-bench-{}-{durability:?}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = SqliteConfig::new(dir.join("bench.db"));
+    config.durability = durability;
+    (rt.block_on(SqliteStore::open(&config)).unwrap(), dir)
+}
+
+fn bench_backend<S: Store + 'static>(c: &mut Criterion, rt: &Runtime, name: &str, store: S) {
+    let (proxy, group_id) = rt.block_on(setup(store));
+
+    let mut g = c.benchmark_group("send_single");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            rt.block_on(proxy.send_message(text(UserId(1), 2, 1)))
+                .unwrap()
+                .unwrap()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("send_single_50_concurrent_senders");
+    g.throughput(Throughput::Elements(u64::from(SENDERS * PER_SENDER)));
+    g.sample_size(10);
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut tasks = Vec::new();
+                for s in 0..SENDERS {
+                    let proxy = proxy.clone();
+                    tasks.push(tokio::spawn(async move {
+                        for _ in 0..PER_SENDER {
+                            // 50 distinct pairs: sender s+1 to user s+51
+                            proxy
+                                .send_message(text(UserId(s + 1), s + 51, 1))
+                                .await
+                                .unwrap();
+                        }
+                    }));
+                }
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            })
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("send_group_of_50");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            rt.block_on(proxy.send_message(text(UserId(3), group_id.0, 17)))
+                .unwrap()
+                .unwrap()
+        })
+    });
+    g.finish();
+
+    // User 2 now has unread messages from user 1, and unread group messages.
+    let mut g = c.benchmark_group("unread_count");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            rt.block_on(proxy.unread_counts(message::ImUnreadMsgCntReq {
+                user_id: 2,
+                attach_data: None,
+            }))
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = runtime();
+    bench_backend(c, &rt, "memory", MemoryStore::new());
+    let (store, dir) = sqlite(&rt, Durability::ProcessCrash);
+    bench_backend(c, &rt, "sqlite", store);
+    let _ = std::fs::remove_dir_all(dir);
+    let (store, dir) = sqlite(&rt, Durability::PowerLoss);
+    bench_backend(c, &rt, "sqlite_fsync", store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+criterion_group!(store_benches, benches);
+criterion_main!(store_benches);
