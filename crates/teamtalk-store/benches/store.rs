@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use teamtalk_core::domain::{GroupId, ManualClock, Timestamp, UserId};
 use teamtalk_core::proto::{group, message};
 use teamtalk_core::service::{DbProxy, DbProxyConfig};
-use teamtalk_core::store::{Credentials, NewUser, Store, User, UserStore};
+use teamtalk_core::store::{Credentials, NewUser, Store, User};
 use teamtalk_store::sqlite::Durability;
 use teamtalk_store::{MemoryStore, SqliteConfig, SqliteStore};
 use tokio::runtime::Runtime;
