@@ -167,6 +167,10 @@ impl UserStore for MemoryStore {
             .collect())
     }
 
+    async fn user_exists(&self, user: UserId) -> StoreResult<bool> {
+        Ok(self.state().users.contains_key(&user))
+    }
+
     async fn users_changed_since(&self, since: Timestamp) -> StoreResult<Vec<User>> {
         let state = self.state();
         Ok(state

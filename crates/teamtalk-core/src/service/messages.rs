@@ -56,16 +56,20 @@ where
                 if !valid_payload || from == to || from.0 == 0 {
                     return Ok(Some(req));
                 }
-                if self.store.users(&[to]).await?.is_empty() {
+                if !self.store.user_exists(to).await? {
                     return Ok(Some(req));
                 }
                 let Some(relation) = self.store.relation(from, to, true).await? else {
                     return Ok(Some(req));
                 };
                 let id = self.store.append_single(relation, to, &message).await?;
-                self.store.add_unread(to, from).await?;
-                self.store.touch_session(from, Peer::User(to), now).await?;
-                self.store.touch_session(to, Peer::User(from), now).await?;
+                // Independent bookkeeping: issued together, so a batching store commits them
+                // at once.
+                futures_util::try_join!(
+                    self.store.add_unread(to, from),
+                    self.store.touch_session(from, Peer::User(to), now),
+                    self.store.touch_session(to, Peer::User(from), now),
+                )?;
                 req.msg_id = id.0;
                 Ok(Some(req))
             }

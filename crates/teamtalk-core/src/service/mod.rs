@@ -33,6 +33,9 @@
 //!     async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
 //!         Ok(self.0.iter().map(|(u, _)| u).filter(|u| ids.contains(&u.id)).cloned().collect())
 //!     }
+//!     async fn user_exists(&self, id: UserId) -> StoreResult<bool> {
+//!         Ok(self.0.iter().any(|(u, _)| u.id == id))
+//!     }
 //!     async fn users_changed_since(&self, _: Timestamp) -> StoreResult<Vec<User>> {
 //!         Ok(self.0.iter().map(|(u, _)| u.clone()).collect())
 //!     }

@@ -121,6 +121,10 @@ pub trait UserStore: Send + Sync {
     /// The users with these ids, any status, in ascending id order; unknown ids are skipped.
     fn users(&self, ids: &[UserId]) -> impl Future<Output = StoreResult<Vec<User>>> + Send;
 
+    /// Whether a user with this id exists (any status). Users are never deleted (resigning
+    /// sets status 3), so a backend may cache positive answers.
+    fn user_exists(&self, user: UserId) -> impl Future<Output = StoreResult<bool>> + Send;
+
     /// Users changed since `since`: with `since` = 0 every user whose status is not
     /// [`STATUS_RESIGNED`] (first full sync), otherwise every user with `updated >= since`
     /// (any status). Ascending id order.

@@ -5,9 +5,10 @@
 //!   the last transactions may be lost on power failure or an OS crash.
 //!   [`Durability::PowerLoss`] (`synchronous = FULL`): every reported write is on disk (one
 //!   fsync per transaction), at a large cost in write throughput on most disks.
-//! - **Concurrency.** All writes go through one connection (SQLite has a single writer anyway;
-//!   this serializes them without `SQLITE_BUSY` errors); reads use a pool of read-only
-//!   connections that never block the writer.
+//! - **Concurrency and group commit.** All writes go through one writer task on one connection
+//!   (SQLite has a single writer anyway; this avoids `SQLITE_BUSY`), which commits every write
+//!   pending at that moment in one transaction and answers each only after the commit (see
+//!   `writer.rs`). Reads use a pool of read-only connections that never block the writer.
 //! - **Message ids.** Allocating a conversation's next id and storing the message is one
 //!   transaction: ids start at 1, strictly increase, and are never reused, also after a crash.
 //! - **Schema.** Created and upgraded on open (`PRAGMA user_version`); see `schema_v1.sql`.
@@ -18,11 +19,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 use teamtalk_core::domain::{
     ClientType, DepartmentId, GroupId, GroupType, MsgId, MsgType, RelationId, Timestamp, UserId,
 };
@@ -32,6 +38,7 @@ use teamtalk_core::store::{
     RecentSession, SessionStore, StoreError, StoreResult, StoredMessage, UnreadStore, User,
     UserStore,
 };
+use writer::{Done, Write, Writer};
 
 /// How much of what a call reported as done must survive which failure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,18 +72,20 @@ impl SqliteConfig {
     }
 }
 
-/// The SQLite store. Clones share the same connections.
+/// The SQLite store. Clones share the same connections; the writer task stops when the last
+/// clone is dropped.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
+    /// Relation ids never change once created: (small, big) → id.
+    relations: Arc<Mutex<HashMap<(u32, u32), RelationId>>>,
+    /// Users known to exist (users are never deleted).
+    known_users: Arc<Mutex<std::collections::HashSet<UserId>>>,
 }
 
 /// Schema scripts; script `i` takes the database from `user_version` i to i + 1.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    include_str!("sqlite/schema_v1.sql"),
-    "PRAGMA user_version = 1",
-)];
+const MIGRATIONS: &[(&str, &str)] = &[(include_str!("schema_v1.sql"), "PRAGMA user_version = 1")];
 
 fn db(error: sqlx::Error) -> StoreError {
     StoreError::backend(error)
@@ -108,16 +117,10 @@ impl SqliteStore {
             })
             .busy_timeout(Duration::from_secs(30))
             .disable_statement_logging();
+        let mut connection = options.connect().await.map_err(db)?;
+        migrate(&mut connection).await?;
+        let writer = Writer::spawn(connection);
         // A local file cannot go stale: no ping before every use.
-        let writer = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options.clone())
-            .await
-            .map_err(db)?;
-        migrate(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(config.read_connections.max(1))
@@ -125,19 +128,36 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(db)?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            relations: Arc::default(),
+            known_users: Arc::default(),
+        })
     }
 
-    /// Closes every connection (checkpointing the WAL into the database file).
+    /// Closes the read connections. The writer finishes its pending writes and closes (which
+    /// checkpoints the WAL) when the last clone of the store is dropped.
     pub async fn close(&self) {
         self.reader.close().await;
-        self.writer.close().await;
+    }
+
+    async fn write(&self, write: Write) -> StoreResult<Done> {
+        self.writer.write(write).await
+    }
+
+    fn cached_relation(&self, key: (u32, u32)) -> Option<RelationId> {
+        self.relations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .copied()
     }
 }
 
-async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
+async fn migrate(connection: &mut SqliteConnection) -> StoreResult<()> {
     let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(pool)
+        .fetch_one(&mut *connection)
         .await
         .map_err(db)?;
     let applied = usize::try_from(version).unwrap_or(usize::MAX);
@@ -148,7 +168,7 @@ async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
         )));
     }
     for (script, set_version) in MIGRATIONS.iter().skip(applied) {
-        let mut tx = pool.begin().await.map_err(db)?;
+        let mut tx = connection.begin().await.map_err(db)?;
         sqlx::raw_sql(*script).execute(&mut *tx).await.map_err(db)?;
         sqlx::raw_sql(*set_version)
             .execute(&mut *tx)
@@ -271,6 +291,30 @@ impl UserStore for SqliteStore {
         users_from(&rows)
     }
 
+    async fn user_exists(&self, user: UserId) -> StoreResult<bool> {
+        let known = |s: &Self| {
+            s.known_users
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&user)
+        };
+        if known(self) {
+            return Ok(true);
+        }
+        let found: Option<u32> = sqlx::query_scalar("SELECT id FROM users WHERE id = ?")
+            .bind(user.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        if found.is_some() {
+            self.known_users
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(user);
+        }
+        Ok(found.is_some())
+    }
+
     async fn users_changed_since(&self, since: Timestamp) -> StoreResult<Vec<User>> {
         let rows = if since.0 == 0 {
             sqlx::query("SELECT * FROM users WHERE status != 3 ORDER BY id")
@@ -305,14 +349,13 @@ impl UserStore for SqliteStore {
         sign_info: &str,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE users SET sign_info = ?, updated = ? WHERE id = ?")
-            .bind(sign_info.to_owned())
-            .bind(now.0)
-            .bind(user.0)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() > 0)
+        self.write(Write::SetSignInfo {
+            user,
+            sign_info: sign_info.to_owned(),
+            now,
+        })
+        .await?
+        .changed()
     }
 
     async fn set_push_shield(
@@ -321,14 +364,9 @@ impl UserStore for SqliteStore {
         shield: bool,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE users SET push_shield = ?, updated = ? WHERE id = ?")
-            .bind(i64::from(shield))
-            .bind(now.0)
-            .bind(user.0)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() > 0)
+        self.write(Write::SetPushShield { user, shield, now })
+            .await?
+            .changed()
     }
 
     async fn push_shield(&self, user: UserId) -> StoreResult<Option<bool>> {
@@ -341,31 +379,14 @@ impl UserStore for SqliteStore {
     }
 
     async fn add_user(&self, user: &NewUser, now: Timestamp) -> StoreResult<UserId> {
-        let p = &user.profile;
-        let id: u32 = sqlx::query_scalar(
-            "INSERT INTO users (name, nick, gender, avatar, department, email, phone, domain, \
-             status, sign_info, push_shield, password_hash, salt, created, updated) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(p.name.clone())
-        .bind(p.nick.clone())
-        .bind(p.gender)
-        .bind(p.avatar.clone())
-        .bind(p.department.0)
-        .bind(p.email.clone())
-        .bind(p.phone.clone())
-        .bind(p.domain.clone())
-        .bind(p.status)
-        .bind(p.sign_info.clone())
-        .bind(i64::from(p.push_shield))
-        .bind(user.credentials.password_hash.clone())
-        .bind(user.credentials.salt.clone())
-        .bind(now.0)
-        .bind(now.0)
-        .fetch_one(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(UserId(id))
+        Ok(UserId(
+            self.write(Write::AddUser {
+                user: Box::new(user.clone()),
+                now,
+            })
+            .await?
+            .id()?,
+        ))
     }
 
     async fn add_department(
@@ -373,19 +394,12 @@ impl UserStore for SqliteStore {
         department: &NewDepartment,
         now: Timestamp,
     ) -> StoreResult<DepartmentId> {
-        let id: u32 = sqlx::query_scalar(
-            "INSERT INTO departments (name, priority, parent, status, created, updated) \
-             VALUES (?, ?, ?, 0, ?, ?) RETURNING id",
-        )
-        .bind(department.name.clone())
-        .bind(department.priority)
-        .bind(department.parent.0)
-        .bind(now.0)
-        .bind(now.0)
-        .fetch_one(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(DepartmentId(id))
+        let department = department.clone();
+        Ok(DepartmentId(
+            self.write(Write::AddDepartment { department, now })
+                .await?
+                .id()?,
+        ))
     }
 }
 
@@ -399,51 +413,44 @@ impl SessionStore for SqliteStore {
         if a.0 == 0 || b.0 == 0 {
             return Ok(None);
         }
-        let (small, big) = (a.min(b).0, a.max(b).0);
-        let find = "SELECT id FROM relations WHERE small_id = ? AND big_id = ?";
-        let existing: Option<u32> = sqlx::query_scalar(find)
-            .bind(small)
-            .bind(big)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?;
-        if existing.is_some() || !create {
-            return Ok(existing.map(RelationId));
+        let key = (a.min(b).0, a.max(b).0);
+        if let Some(id) = self.cached_relation(key) {
+            return Ok(Some(id));
         }
-        // The unique key makes concurrent creators agree on one row.
-        sqlx::query(
-            "INSERT INTO relations (small_id, big_id, created) VALUES (?, ?, unixepoch()) \
-             ON CONFLICT (small_id, big_id) DO NOTHING",
-        )
-        .bind(small)
-        .bind(big)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        let id: u32 = sqlx::query_scalar(find)
-            .bind(small)
-            .bind(big)
-            .fetch_one(&self.writer)
-            .await
-            .map_err(db)?;
-        Ok(Some(RelationId(id)))
+        let existing: Option<u32> =
+            sqlx::query_scalar("SELECT id FROM relations WHERE small_id = ? AND big_id = ?")
+                .bind(key.0)
+                .bind(key.1)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        let id = match existing {
+            Some(id) => id,
+            None if create => {
+                let (small, big) = (UserId(key.0), UserId(key.1));
+                // Unix time of creation is informational only; the store has no clock.
+                self.write(Write::CreateRelation {
+                    small,
+                    big,
+                    now: Timestamp(0),
+                })
+                .await?
+                .id()?
+            }
+            None => return Ok(None),
+        };
+        let id = RelationId(id);
+        self.relations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, id);
+        Ok(Some(id))
     }
 
     async fn touch_session(&self, owner: UserId, peer: Peer, now: Timestamp) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO sessions (owner, kind, peer, visible, created, updated) \
-             VALUES (?, ?, ?, 1, ?, ?) \
-             ON CONFLICT (owner, kind, peer) DO UPDATE SET visible = 1, updated = excluded.updated",
-        )
-        .bind(owner.0)
-        .bind(peer.kind().to_wire())
-        .bind(peer.raw())
-        .bind(now.0)
-        .bind(now.0)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(())
+        self.write(Write::TouchSession { owner, peer, now })
+            .await
+            .map(drop)
     }
 
     async fn recent_sessions(
@@ -478,18 +485,9 @@ impl SessionStore for SqliteStore {
     }
 
     async fn remove_session(&self, owner: UserId, peer: Peer, now: Timestamp) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE sessions SET visible = 0, updated = ? \
-             WHERE owner = ? AND kind = ? AND peer = ? AND visible = 1",
-        )
-        .bind(now.0)
-        .bind(owner.0)
-        .bind(peer.kind().to_wire())
-        .bind(peer.raw())
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected() > 0)
+        self.write(Write::RemoveSession { owner, peer, now })
+            .await?
+            .changed()
     }
 
     async fn remove_group_sessions(
@@ -498,17 +496,10 @@ impl SessionStore for SqliteStore {
         users: &[UserId],
         now: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE sessions SET visible = 0, updated = ? \
-             WHERE kind = 2 AND peer = ? AND owner IN (SELECT value FROM json_each(?))",
-        )
-        .bind(now.0)
-        .bind(group.0)
-        .bind(id_array(users.iter().map(|u| u.0)))
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(())
+        let users = users.to_vec();
+        self.write(Write::RemoveGroupSessions { group, users, now })
+            .await
+            .map(drop)
     }
 
     async fn refresh_group_sessions(
@@ -518,20 +509,15 @@ impl SessionStore for SqliteStore {
         last_chated: Timestamp,
         now: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO sessions (owner, kind, peer, visible, created, updated) \
-             SELECT value, 2, ?, 1, ?, ? FROM json_each(?) WHERE true \
-             ON CONFLICT (owner, kind, peer) DO UPDATE SET updated = ?",
-        )
-        .bind(group.0)
-        .bind(now.0)
-        .bind(now.0)
-        .bind(id_array(members.iter().map(|u| u.0)))
-        .bind(last_chated.0)
-        .execute(&self.writer)
+        let members = members.to_vec();
+        self.write(Write::RefreshGroupSessions {
+            group,
+            members,
+            last_chated,
+            now,
+        })
         .await
-        .map_err(db)?;
-        Ok(())
+        .map(drop)
     }
 }
 
@@ -542,60 +528,25 @@ impl MessageStore for SqliteStore {
         to: UserId,
         message: &NewMessage,
     ) -> StoreResult<MsgId> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let id: Option<u32> = sqlx::query_scalar(
-            "UPDATE relations SET last_msg_id = last_msg_id + 1 WHERE id = ? RETURNING last_msg_id",
-        )
-        .bind(relation.0)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        let id = id.ok_or_else(|| StoreError::Inconsistent(format!("no relation {relation:?}")))?;
-        sqlx::query(
-            "INSERT INTO messages (relation, msg_id, from_id, to_id, type, content, created) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(relation.0)
-        .bind(id)
-        .bind(message.from.0)
-        .bind(to.0)
-        .bind(message.msg_type.to_wire())
-        .bind(message.content.to_vec())
-        .bind(message.created.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(MsgId(id))
+        let message = message.clone();
+        Ok(MsgId(
+            self.write(Write::AppendSingle {
+                relation,
+                to,
+                message,
+            })
+            .await?
+            .id()?,
+        ))
     }
 
     async fn append_group(&self, group: GroupId, message: &NewMessage) -> StoreResult<MsgId> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let id: Option<u32> = sqlx::query_scalar(
-            "UPDATE groups SET last_msg_id = last_msg_id + 1, last_chated = ? WHERE id = ? \
-             RETURNING last_msg_id",
-        )
-        .bind(message.created.0)
-        .bind(group.0)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        let id = id.ok_or_else(|| StoreError::Inconsistent(format!("no group {group:?}")))?;
-        sqlx::query(
-            "INSERT INTO group_messages (group_id, msg_id, from_id, type, content, created) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(group.0)
-        .bind(id)
-        .bind(message.from.0)
-        .bind(message.msg_type.to_wire())
-        .bind(message.content.to_vec())
-        .bind(message.created.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(MsgId(id))
+        let message = message.clone();
+        Ok(MsgId(
+            self.write(Write::AppendGroup { group, message })
+                .await?
+                .id()?,
+        ))
     }
 
     async fn single_messages(
@@ -679,26 +630,13 @@ impl MessageStore for SqliteStore {
 
 impl UnreadStore for SqliteStore {
     async fn add_unread(&self, owner: UserId, peer: UserId) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO unread (owner, peer, count) VALUES (?, ?, 1) \
-             ON CONFLICT (owner, peer) DO UPDATE SET count = count + 1",
-        )
-        .bind(owner.0)
-        .bind(peer.0)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(())
+        self.write(Write::AddUnread { owner, peer }).await.map(drop)
     }
 
     async fn clear_unread(&self, owner: UserId, peer: UserId) -> StoreResult<()> {
-        sqlx::query("DELETE FROM unread WHERE owner = ? AND peer = ?")
-            .bind(owner.0)
-            .bind(peer.0)
-            .execute(&self.writer)
+        self.write(Write::ClearUnread { owner, peer })
             .await
-            .map_err(db)?;
-        Ok(())
+            .map(drop)
     }
 
     async fn unread_counts(&self, owner: UserId) -> StoreResult<Vec<(UserId, u32)>> {
@@ -720,26 +658,11 @@ impl UnreadStore for SqliteStore {
     }
 
     async fn add_group_message(&self, group: GroupId) -> StoreResult<()> {
-        sqlx::query("UPDATE groups SET msg_count = msg_count + 1 WHERE id = ?")
-            .bind(group.0)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
-        Ok(())
+        self.write(Write::AddGroupMessage { group }).await.map(drop)
     }
 
     async fn catch_up(&self, user: UserId, group: GroupId) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE group_members SET caught_up = (SELECT msg_count FROM groups WHERE id = ?) \
-             WHERE group_id = ? AND user_id = ?",
-        )
-        .bind(group.0)
-        .bind(group.0)
-        .bind(user.0)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(())
+        self.write(Write::CatchUp { user, group }).await.map(drop)
     }
 
     async fn group_unread(&self, user: UserId, group: GroupId) -> StoreResult<Option<u32>> {
@@ -778,34 +701,10 @@ fn group_from(row: &SqliteRow) -> Result<Option<Group>, sqlx::Error> {
 
 impl GroupStore for SqliteStore {
     async fn create_group(&self, group: &NewGroup, now: Timestamp) -> StoreResult<GroupId> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let id: u32 = sqlx::query_scalar(
-            "INSERT INTO groups (name, avatar, creator, type, version, user_cnt, created, updated) \
-             VALUES (?, ?, ?, ?, 1, ?, ?, ?) RETURNING id",
-        )
-        .bind(group.name.clone())
-        .bind(group.avatar.clone())
-        .bind(group.creator.0)
-        .bind(group.group_type.to_wire())
-        .bind(u32::try_from(group.members.len()).unwrap_or(u32::MAX))
-        .bind(now.0)
-        .bind(now.0)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-        sqlx::query(
-            "INSERT INTO group_members (group_id, user_id, joined, updated) \
-             SELECT ?, value, ?, ? FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(now.0)
-        .bind(now.0)
-        .bind(id_array(group.members.iter().map(|u| u.0)))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(GroupId(id))
+        let group = Box::new(group.clone());
+        Ok(GroupId(
+            self.write(Write::CreateGroup { group, now }).await?.id()?,
+        ))
     }
 
     async fn group(&self, group: GroupId) -> StoreResult<Option<Group>> {
@@ -863,29 +762,10 @@ impl GroupStore for SqliteStore {
         users: &[UserId],
         now: Timestamp,
     ) -> StoreResult<Vec<UserId>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let mut added = Vec::new();
-        for user in users {
-            let done = sqlx::query(
-                "INSERT INTO group_members (group_id, user_id, joined, updated) \
-                 SELECT id, ?, ?, ? FROM groups WHERE id = ? ON CONFLICT DO NOTHING",
-            )
-            .bind(user.0)
-            .bind(now.0)
-            .bind(now.0)
-            .bind(group.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            if done.rows_affected() > 0 {
-                added.push(*user);
-            }
-        }
-        if !added.is_empty() {
-            bump_group(&mut tx, group).await?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(added)
+        let users = users.to_vec();
+        self.write(Write::AddMembers { group, users, now })
+            .await?
+            .users()
     }
 
     async fn remove_members(
@@ -894,24 +774,10 @@ impl GroupStore for SqliteStore {
         users: &[UserId],
         _now: Timestamp,
     ) -> StoreResult<Vec<UserId>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let mut removed = Vec::new();
-        for user in users {
-            let done = sqlx::query("DELETE FROM group_members WHERE group_id = ? AND user_id = ?")
-                .bind(group.0)
-                .bind(user.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            if done.rows_affected() > 0 {
-                removed.push(*user);
-            }
-        }
-        if !removed.is_empty() {
-            bump_group(&mut tx, group).await?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(removed)
+        let users = users.to_vec();
+        self.write(Write::RemoveMembers { group, users })
+            .await?
+            .users()
     }
 
     async fn groups_of(&self, user: UserId) -> StoreResult<Vec<GroupId>> {
@@ -946,23 +812,6 @@ impl GroupStore for SqliteStore {
     }
 }
 
-/// Version +1 and the member count recomputed, after a membership change.
-async fn bump_group(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    group: GroupId,
-) -> StoreResult<()> {
-    sqlx::query(
-        "UPDATE groups SET version = version + 1, \
-         user_cnt = (SELECT count(*) FROM group_members WHERE group_id = ?) WHERE id = ?",
-    )
-    .bind(group.0)
-    .bind(group.0)
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
-    Ok(())
-}
-
 impl DeviceStore for SqliteStore {
     async fn set_device_token(
         &self,
@@ -970,24 +819,14 @@ impl DeviceStore for SqliteStore {
         client_type: Option<ClientType>,
         token: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        sqlx::query("DELETE FROM device_tokens WHERE user_id = ? OR token = ?")
-            .bind(user.0)
-            .bind(token.to_owned())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if !token.is_empty() {
-            sqlx::query("INSERT INTO device_tokens (user_id, client_type, token) VALUES (?, ?, ?)")
-                .bind(user.0)
-                .bind(client_type.map(ClientType::to_wire))
-                .bind(token.to_owned())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(())
+        let token = token.to_owned();
+        self.write(Write::SetDeviceToken {
+            user,
+            client_type,
+            token,
+        })
+        .await
+        .map(drop)
     }
 
     async fn device_tokens(&self, users: &[UserId]) -> StoreResult<Vec<DeviceToken>> {
@@ -1026,17 +865,13 @@ impl DeviceStore for SqliteStore {
         user: UserId,
         shielded: bool,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO group_shields (group_id, user_id, shielded) VALUES (?, ?, ?) \
-             ON CONFLICT (group_id, user_id) DO UPDATE SET shielded = excluded.shielded",
-        )
-        .bind(group.0)
-        .bind(user.0)
-        .bind(i64::from(shielded))
-        .execute(&self.writer)
+        self.write(Write::SetGroupShield {
+            group,
+            user,
+            shielded,
+        })
         .await
-        .map_err(db)?;
-        Ok(())
+        .map(drop)
     }
 
     async fn group_shields(&self, group: GroupId, users: &[UserId]) -> StoreResult<Vec<bool>> {
@@ -1084,20 +919,9 @@ impl FileStore for SqliteStore {
     }
 
     async fn add_offline_file(&self, file: &OfflineFile) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO offline_files (from_id, to_id, task_id, file_name, size, created) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(file.from.0)
-        .bind(file.to.0)
-        .bind(file.task_id.clone())
-        .bind(file.file_name.clone())
-        .bind(file.size)
-        .bind(file.created.0)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(())
+        self.write(Write::AddOfflineFile { file: file.clone() })
+            .await
+            .map(drop)
     }
 
     async fn remove_offline_file(
@@ -1106,15 +930,9 @@ impl FileStore for SqliteStore {
         to: UserId,
         task_id: &str,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "DELETE FROM offline_files WHERE from_id = ? AND to_id = ? AND task_id = ?",
-        )
-        .bind(from.0)
-        .bind(to.0)
-        .bind(task_id.to_owned())
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected() > 0)
+        let task_id = task_id.to_owned();
+        self.write(Write::RemoveOfflineFile { from, to, task_id })
+            .await?
+            .changed()
     }
 }
