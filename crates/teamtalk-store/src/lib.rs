@@ -4,20 +4,24 @@
 //! |---|---|---|
 //! | [`memory::MemoryStore`] | tests, demos | none: everything is lost with the process |
 //! | [`sqlite::SqliteStore`] (feature `sqlite`, default) | the embedded default: one file, no server | survives a process crash; optionally power loss |
+//! | [`mysql::MysqlRedisStore`] (feature `mysql`, default) | existing TeamTalk deployments: the original tables and Redis keys | as configured for MySQL and Redis |
 //!
-//! The SQLite backend (the embedded default) and the MySQL + Redis backend (the original
-//! TeamTalk schema and key layout) follow; every backend passes the same conformance suite
-//! (`tests/conformance.rs`).
+//! Every backend passes the same conformance suite (`tests/conformance.rs`).
 //!
 //! # Layout
 //!
 //! - [`memory`]: the in-memory backend.
 //! - [`sqlite`]: the embedded SQLite backend.
+//! - [`mysql`]: the MySQL + Redis backend on the original schema and keys.
 
 pub mod memory;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "mysql")]
+pub use mysql::{MysqlRedisConfig, MysqlRedisStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteConfig, SqliteStore};
