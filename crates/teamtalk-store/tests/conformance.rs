@@ -1543,6 +1543,184 @@ async fn strings_round_trip_intact<S: Store + 'static>(store: S) {
     assert_eq!(&history.msg_list[0].msg_data[..], body.as_bytes());
 }
 
+/// Every string the stores keep, with quotes, SQL comment markers, LIKE wildcards,
+/// backslashes, NUL and 4-byte UTF-8, within the original column widths.
+async fn every_string_field_round_trips<S: Store + 'static>(store: S) {
+    use teamtalk_core::domain::DepartmentId;
+    let f = Fixture::new(store);
+    let hostile = |i: usize| -> String {
+        ["a'b\"c;--", "%_\\`x", "张三😀ñ", "x\u{0}y", "');DROP--"][i % 5].to_owned()
+    };
+    for i in 0..5 {
+        let department = f
+            .store()
+            .add_department(
+                &NewDepartment {
+                    name: hostile(i),
+                    priority: 1,
+                    parent: DepartmentId(0),
+                },
+                Timestamp(T0 + 1),
+            )
+            .await
+            .unwrap();
+        let profile = User {
+            name: format!("u{i}{}", hostile(i)),
+            nick: hostile(i + 1),
+            avatar: format!("http://h/{}", hostile(i + 2)),
+            department,
+            email: hostile(i + 3),
+            phone: hostile(i + 4).chars().take(11).collect(),
+            domain: hostile(i),
+            sign_info: hostile(i + 1),
+            ..User::default()
+        };
+        let user = NewUser {
+            profile: profile.clone(),
+            credentials: Credentials::from_plain(PASSWORD, "1"),
+        };
+        let id = f.store().add_user(&user, Timestamp(T0)).await.unwrap();
+
+        let login = f
+            .proxy
+            .validate(login_req(&profile.name, PASSWORD))
+            .await
+            .unwrap();
+        assert_eq!(login.result_code, 0, "login of {:?}", profile.name);
+        let info = login.user_info.unwrap();
+        assert_eq!(info.user_id, id.0);
+        assert_eq!(
+            (
+                &info.user_real_name,
+                &info.user_nick_name,
+                &info.avatar_url,
+                &info.email,
+                &info.user_tel,
+                &info.user_domain
+            ),
+            (
+                &profile.name,
+                &profile.nick,
+                &profile.avatar,
+                &profile.email,
+                &profile.phone,
+                &profile.domain
+            )
+        );
+        assert_eq!(info.sign_info.as_deref(), Some(profile.sign_info.as_str()));
+        let depts = f
+            .proxy
+            .changed_departments(buddy::ImDepartmentReq {
+                user_id: id.0,
+                latest_update_time: T0,
+                attach_data: None,
+            })
+            .await
+            .unwrap();
+        assert!(depts
+            .dept_list
+            .iter()
+            .any(|d| d.dept_id == department.0 && d.dept_name == hostile(i)));
+    }
+
+    let (a, b) = (f.user("plain-a").await, f.user("plain-b").await);
+    for i in 0..5 {
+        let created = f
+            .proxy
+            .create_group(group::ImGroupCreateReq {
+                user_id: a.0,
+                group_type: 2,
+                group_name: hostile(i),
+                group_avatar: hostile(i + 1),
+                member_id_list: vec![a.0, b.0],
+                attach_data: None,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let g = created.group_id.unwrap();
+        let info = f
+            .proxy
+            .group_info(group::ImGroupInfoListReq {
+                user_id: a.0,
+                group_version_list: vec![bd::GroupVersionInfo {
+                    group_id: g,
+                    version: 0,
+                }],
+                attach_data: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                &info.group_info_list[0].group_name,
+                &info.group_info_list[0].group_avatar
+            ),
+            (&hostile(i), &hostile(i + 1))
+        );
+
+        let task = format!("task{i}{}", hostile(i));
+        f.proxy
+            .add_offline_file(file::ImFileAddOfflineReq {
+                from_user_id: a.0,
+                to_user_id: b.0,
+                task_id: task.clone(),
+                file_name: hostile(i + 2),
+                file_size: 1,
+            })
+            .await
+            .unwrap();
+        let files = f
+            .proxy
+            .offline_files(file::ImFileHasOfflineReq {
+                user_id: b.0,
+                attach_data: None,
+            })
+            .await
+            .unwrap();
+        assert!(files
+            .offline_file_list
+            .iter()
+            .any(|o| o.task_id == task && o.file_name == hostile(i + 2)));
+
+        let token = format!("tok{i}{}", hostile(i));
+        f.proxy
+            .set_device_token(login::ImDeviceTokenReq {
+                user_id: a.0,
+                device_token: token.clone(),
+                client_type: Some(bd::ClientType::Android as i32),
+                attach_data: None,
+            })
+            .await
+            .unwrap();
+        let tokens = f
+            .proxy
+            .device_tokens(server::ImGetDeviceTokenReq {
+                user_id: vec![a.0],
+                attach_data: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(tokens.user_token_info[0].token, token);
+
+        let body = format!("{}{}", hostile(i), hostile(i + 1));
+        f.text(a, b, &body).await;
+        let page = f
+            .proxy
+            .message_list(message::ImGetMsgListReq {
+                user_id: b.0,
+                session_type: 1,
+                session_id: a.0,
+                msg_id_begin: 0,
+                msg_cnt: 1,
+                attach_data: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(&page.msg_list[0].msg_data[..], body.as_bytes());
+    }
+}
+
 async fn handler_dispatches_and_answers_like_db_proxy<S: Store + 'static>(store: S) {
     let f = Fixture::new(store);
     let (a, b) = (f.user("a").await, f.user("b").await);
@@ -1618,6 +1796,7 @@ macro_rules! backends {
                 device_tokens,
                 offline_files,
                 strings_round_trip_intact,
+                every_string_field_round_trips,
                 handler_dispatches_and_answers_like_db_proxy,
             );
         }
