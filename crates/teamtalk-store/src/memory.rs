@@ -10,8 +10,8 @@ use teamtalk_core::domain::{
 use teamtalk_core::store::{
     Credentials, Department, DeviceStore, DeviceToken, FileStore, Group, GroupStore, Member,
     MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer,
-    RecentSession, SessionStore, StoreResult, StoredMessage, UnreadStore, User, UserStore,
-    STATUS_ACTIVE, STATUS_RESIGNED,
+    RecentSession, RecordMessage, SessionStore, StoreResult, StoredMessage, UnreadStore, User,
+    UserStore, STATUS_ACTIVE, STATUS_RESIGNED,
 };
 
 /// The in-memory store. Cheap to create; share it behind an `Arc` for concurrent use.
@@ -445,6 +445,9 @@ impl MessageStore for MemoryStore {
             .unwrap_or_default())
     }
 }
+
+/// The default (one call per effect) is already a single lock each.
+impl RecordMessage for MemoryStore {}
 
 impl UnreadStore for MemoryStore {
     async fn add_unread(&self, owner: UserId, peer: UserId) -> StoreResult<()> {

@@ -6,7 +6,9 @@
 
 use bytes::Bytes;
 use teamtalk_core::domain::{MsgType, RelationId, Timestamp, UserId};
-use teamtalk_core::store::{MessageStore, NewMessage, SessionStore, StoreError};
+use teamtalk_core::store::{
+    MessageStore, NewMessage, RecordMessage, SessionStore, StoreError, UnreadStore,
+};
 use teamtalk_store::{SqliteConfig, SqliteStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,18 +28,24 @@ async fn failing_writes_do_not_fail_their_batch() {
         msg_type: MsgType::SingleText,
         content: Bytes::from_static(b"\x00\xffbinary"),
         created: Timestamp(1),
-    };
-
+    }; // Half plain appends, half full records (append + unread + sessions); every other write
+       // targets a relation that does not exist and must fail alone, leaving no trace.
     let mut tasks = Vec::new();
     for i in 0..200 {
         let (store, message) = (store.clone(), message.clone());
-        let relation = if i % 2 == 0 {
-            good
+        let (relation, to) = if i % 2 == 0 {
+            (good, UserId(2))
         } else {
-            RelationId(999_999)
+            (RelationId(999_999), UserId(3))
         };
         tasks.push(tokio::spawn(async move {
-            store.append_single(relation, UserId(2), &message).await
+            if i % 4 < 2 {
+                store.append_single(relation, to, &message).await
+            } else {
+                store
+                    .record_single(relation, to, &message, Timestamp(5))
+                    .await
+            }
         }));
     }
     let mut ids = Vec::new();
@@ -56,6 +64,31 @@ async fn failing_writes_do_not_fail_their_batch() {
         "consecutive ids for the good writes"
     );
     assert_eq!(failures, 100, "each bad write failed alone");
+    assert_eq!(
+        store.unread_counts(UserId(2)).await.unwrap(),
+        vec![(UserId(1), 50)],
+        "one unread per good record"
+    );
+    assert!(
+        store.unread_counts(UserId(3)).await.unwrap().is_empty(),
+        "failed records leave no unread count"
+    );
+    assert!(
+        store
+            .recent_sessions(UserId(3), Timestamp(0), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nor sessions"
+    );
+    assert_eq!(
+        store
+            .recent_sessions(UserId(1), Timestamp(0), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     let stored = store
         .single_messages(

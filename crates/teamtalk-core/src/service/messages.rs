@@ -10,8 +10,8 @@ use teamtalk_proto::message::{
 use super::DbProxy;
 use crate::domain::{Clock, GroupId, MsgId, MsgType, SessionKind, Timestamp, UserId};
 use crate::store::{
-    GroupStore, MessageQuery, MessageStore, NewMessage, Peer, SessionStore, StoreResult,
-    StoredMessage, UnreadStore, UserStore,
+    GroupStore, MessageQuery, MessageStore, NewMessage, Peer, RecordMessage, SessionStore,
+    StoreResult, StoredMessage, UnreadStore, UserStore,
 };
 
 /// Audio payloads start with a 4-byte duration and must carry audio after it.
@@ -19,7 +19,7 @@ const AUDIO_HEADER_LEN: usize = 4;
 
 impl<S, C> DbProxy<S, C>
 where
-    S: UserStore + SessionStore + MessageStore + UnreadStore + GroupStore,
+    S: UserStore + SessionStore + MessageStore + RecordMessage + UnreadStore + GroupStore,
     C: Clock,
 {
     /// CID_MSG_DATA: stores a message and answers the request with `msg_id` set (0 when it
@@ -62,14 +62,10 @@ where
                 let Some(relation) = self.store.relation(from, to, true).await? else {
                     return Ok(Some(req));
                 };
-                let id = self.store.append_single(relation, to, &message).await?;
-                // Independent bookkeeping: issued together, so a batching store commits them
-                // at once.
-                futures_util::try_join!(
-                    self.store.add_unread(to, from),
-                    self.store.touch_session(from, Peer::User(to), now),
-                    self.store.touch_session(to, Peer::User(from), now),
-                )?;
+                let id = self
+                    .store
+                    .record_single(relation, to, &message, now)
+                    .await?;
                 req.msg_id = id.0;
                 Ok(Some(req))
             }
@@ -82,12 +78,7 @@ where
                 if !valid_payload {
                     return Ok(Some(req));
                 }
-                let id = self.store.append_group(group, &message).await?;
-                self.store.add_group_message(group).await?;
-                self.store.catch_up(from, group).await?;
-                self.store
-                    .touch_session(from, Peer::Group(group), now)
-                    .await?;
+                let id = self.store.record_group(group, &message, now).await?;
                 req.msg_id = id.0;
                 Ok(Some(req))
             }
@@ -222,19 +213,6 @@ where
         Ok(())
     }
 
-    /// Sum of a user's unread messages (single and group): the push badge.
-    pub async fn total_unread(&self, user: UserId) -> StoreResult<u32> {
-        let mut total = 0u32;
-        for (_, count) in self.store.unread_counts(user).await? {
-            total = total.saturating_add(count);
-        }
-        for group in self.store.groups_of(user).await? {
-            let count = self.store.group_unread(user, group).await?.unwrap_or(0);
-            total = total.saturating_add(count);
-        }
-        Ok(total)
-    }
-
     fn unread_info(
         &self,
         peer: Peer,
@@ -284,6 +262,21 @@ where
                 None => Ok(Vec::new()),
             },
         }
+    }
+}
+
+impl<S: UnreadStore + GroupStore, C: Clock> DbProxy<S, C> {
+    /// Sum of a user's unread messages (single and group): the push badge.
+    pub async fn total_unread(&self, user: UserId) -> StoreResult<u32> {
+        let mut total = 0u32;
+        for (_, count) in self.store.unread_counts(user).await? {
+            total = total.saturating_add(count);
+        }
+        for group in self.store.groups_of(user).await? {
+            let count = self.store.group_unread(user, group).await?.unwrap_or(0);
+            total = total.saturating_add(count);
+        }
+        Ok(total)
     }
 }
 

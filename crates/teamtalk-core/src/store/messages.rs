@@ -6,7 +6,7 @@ use std::future::Future;
 use bytes::Bytes;
 
 use crate::domain::{GroupId, MsgId, MsgType, RelationId, Timestamp, UserId};
-use crate::store::StoreResult;
+use crate::store::{Peer, SessionStore, StoreResult, UnreadStore};
 
 /// A message to store.
 #[derive(Clone, PartialEq, Eq)]
@@ -121,4 +121,54 @@ pub trait MessageStore: Send + Sync {
         group: GroupId,
         query: &MessageQuery,
     ) -> impl Future<Output = StoreResult<Vec<StoredMessage>>> + Send;
+}
+
+/// Recording a sent message with its bookkeeping: the hot path of a chat server.
+///
+/// The default methods are the narrow calls in order (append, then counters and sessions), so
+/// any store gets them with an empty `impl RecordMessage for MyStore {}`. A backend that can do
+/// the whole step at once (one transaction, one round trip) overrides them; the effects must be
+/// the same.
+pub trait RecordMessage: MessageStore + UnreadStore + SessionStore {
+    /// A single message from `message.from` to `to`: stored under the relation's next id, one
+    /// more unread message for `to`, both users' sessions created or refreshed (`now`).
+    fn record_single(
+        &self,
+        relation: RelationId,
+        to: UserId,
+        message: &NewMessage,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<MsgId>> + Send {
+        async move {
+            let from = message.from;
+            let id = self.append_single(relation, to, message).await?;
+            futures_util::try_join!(
+                self.add_unread(to, from),
+                self.touch_session(from, Peer::User(to), now),
+                self.touch_session(to, Peer::User(from), now),
+            )?;
+            Ok(id)
+        }
+    }
+
+    /// A group message from `message.from`: stored under the group's next id, the group's
+    /// message count grows, the sender catches up (after the count grew) and their session is
+    /// refreshed (`now`).
+    fn record_group(
+        &self,
+        group: GroupId,
+        message: &NewMessage,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<MsgId>> + Send {
+        async move {
+            let from = message.from;
+            let id = self.append_group(group, message).await?;
+            self.add_group_message(group).await?;
+            futures_util::try_join!(
+                self.catch_up(from, group),
+                self.touch_session(from, Peer::Group(group), now),
+            )?;
+            Ok(id)
+        }
+    }
 }

@@ -6,12 +6,13 @@
 //! | [`UserStore`] | users, credentials, departments, sign info, push shield | IMUser, IMDepart |
 //! | [`SessionStore`] | user pairs (relations) and recent sessions | IMRelationShip, IMRecentSession |
 //! | [`MessageStore`] | messages and their per-conversation ids | IMMessage_N, IMGroupMessage_N, `msg_id_*`, `group_msg_id_*` |
+//! | [`RecordMessage`] | a sent message with its counters and sessions in one step (defaults compose the above) | — |
 //! | [`UnreadStore`] | unread counters | `unread_{u}`, `{g}_im_group_msg`, `{u}_{g}_im_user_group` |
 //! | [`GroupStore`] | groups and membership | IMGroup, IMGroupMember, `group_member_{g}` |
 //! | [`DeviceStore`] | push tokens and group push shields | `device_*`, `group_set_{g}` |
 //! | [`FileStore`] | offline file records | IMTransmitFile |
 //!
-//! [`Store`] is all seven together, implemented automatically for any type that implements
+//! [`Store`] is all of them together, implemented automatically for any type that implements
 //! them. Backends live in `teamtalk-store` (memory, SQLite, MySQL + Redis); a third party can
 //! bring its own by implementing the traits.
 //!
@@ -31,7 +32,7 @@ mod users;
 pub use devices::{DeviceStore, DeviceToken};
 pub use files::{FileStore, OfflineFile};
 pub use groups::{Group, GroupStore, Member, NewGroup};
-pub use messages::{MessageQuery, MessageStore, NewMessage, StoredMessage};
+pub use messages::{MessageQuery, MessageStore, NewMessage, RecordMessage, StoredMessage};
 pub use sessions::{Peer, RecentSession, SessionStore};
 pub use unread::UnreadStore;
 pub use users::{
@@ -63,11 +64,25 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Every storage concern of a db_proxy: what [`crate::service::DbProxy`] needs.
 pub trait Store:
-    UserStore + SessionStore + MessageStore + UnreadStore + GroupStore + DeviceStore + FileStore
+    UserStore
+    + SessionStore
+    + MessageStore
+    + RecordMessage
+    + UnreadStore
+    + GroupStore
+    + DeviceStore
+    + FileStore
 {
 }
 
 impl<T> Store for T where
-    T: UserStore + SessionStore + MessageStore + UnreadStore + GroupStore + DeviceStore + FileStore
+    T: UserStore
+        + SessionStore
+        + MessageStore
+        + RecordMessage
+        + UnreadStore
+        + GroupStore
+        + DeviceStore
+        + FileStore
 {
 }

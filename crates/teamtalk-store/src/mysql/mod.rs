@@ -42,8 +42,8 @@ use teamtalk_core::domain::{
 use teamtalk_core::store::{
     Credentials, Department, DeviceStore, DeviceToken, FileStore, Group, GroupStore, Member,
     MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer,
-    RecentSession, SessionStore, StoreError, StoreResult, StoredMessage, UnreadStore, User,
-    UserStore,
+    RecentSession, RecordMessage, SessionStore, StoreError, StoreResult, StoredMessage,
+    UnreadStore, User, UserStore,
 };
 
 use keys::{Keys, COUNT};
@@ -1066,6 +1066,9 @@ impl MysqlRedisStore {
 fn parse_u32(value: &str) -> u32 {
     value.trim().parse().unwrap_or(0)
 }
+
+/// The original's order of effects (MySQL insert, then Redis counters and sessions).
+impl RecordMessage for MysqlRedisStore {}
 
 impl UnreadStore for MysqlRedisStore {
     async fn add_unread(&self, owner: UserId, peer: UserId) -> StoreResult<()> {

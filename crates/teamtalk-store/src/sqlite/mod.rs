@@ -35,8 +35,8 @@ use teamtalk_core::domain::{
 use teamtalk_core::store::{
     Credentials, Department, DeviceStore, DeviceToken, FileStore, Group, GroupStore, Member,
     MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer,
-    RecentSession, SessionStore, StoreError, StoreResult, StoredMessage, UnreadStore, User,
-    UserStore,
+    RecentSession, RecordMessage, SessionStore, StoreError, StoreResult, StoredMessage,
+    UnreadStore, User, UserStore,
 };
 use writer::{Done, Write, Writer};
 
@@ -625,6 +625,45 @@ impl MessageStore for SqliteStore {
         }
         .map_err(db)?;
         messages_from(&rows)
+    }
+}
+
+/// One writer operation per message: its append joins the batch's bulk insert and its
+/// counters and sessions the batch's bulk statements, all in one commit.
+impl RecordMessage for SqliteStore {
+    async fn record_single(
+        &self,
+        relation: RelationId,
+        to: UserId,
+        message: &NewMessage,
+        now: Timestamp,
+    ) -> StoreResult<MsgId> {
+        let message = message.clone();
+        let write = Write::RecordSingle {
+            relation,
+            to,
+            message,
+            now,
+        };
+        Ok(MsgId(self.write(write).await?.id()?))
+    }
+
+    async fn record_group(
+        &self,
+        group: GroupId,
+        message: &NewMessage,
+        now: Timestamp,
+    ) -> StoreResult<MsgId> {
+        let message = message.clone();
+        Ok(MsgId(
+            self.write(Write::RecordGroup {
+                group,
+                message,
+                now,
+            })
+            .await?
+            .id()?,
+        ))
     }
 }
 

@@ -82,6 +82,19 @@ pub(super) enum Write {
         group: GroupId,
         message: NewMessage,
     },
+    /// Append + receiver's unread + both sessions (`RecordMessage::record_single`).
+    RecordSingle {
+        relation: RelationId,
+        to: UserId,
+        message: NewMessage,
+        now: Timestamp,
+    },
+    /// Append + group count + sender's catch-up + session (`RecordMessage::record_group`).
+    RecordGroup {
+        group: GroupId,
+        message: NewMessage,
+        now: Timestamp,
+    },
     AddUnread {
         owner: UserId,
         peer: UserId,
@@ -169,20 +182,51 @@ impl Writer {
     }
 }
 
+/// The last message id (and, for groups, last chat time) of each conversation as committed.
+/// The writer is the only writer of the database, so once read these stay exact; they are
+/// updated only after a commit and forgotten when a batch fails.
+#[derive(Debug, Default)]
+struct LastIds {
+    relations: HashMap<u32, u32>,
+    groups: HashMap<u32, (u32, u32)>,
+}
+
+impl LastIds {
+    /// Conversations remembered at most (then the memory is simply cleared).
+    const MAX: usize = 1_000_000;
+
+    fn merge(&mut self, committed: LastIds) {
+        if self.relations.len() + self.groups.len() > Self::MAX {
+            *self = LastIds::default();
+        }
+        self.relations.extend(committed.relations);
+        self.groups.extend(committed.groups);
+    }
+}
+
 /// The writer task: batches until every handle is dropped, then closes the connection.
 async fn run(mut connection: SqliteConnection, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut batch = Vec::new();
+    let mut committed = LastIds::default();
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match apply_batch(&mut connection, &batch).await {
-            Ok(results) => {
+        match apply_batch(&mut connection, &batch, &committed).await {
+            Ok((results, last_ids)) => {
+                committed.merge(last_ids);
                 for (job, result) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(result);
                 }
             }
             Err(_) => {
                 // Isolate the failure: every write alone, in its own transaction.
+                committed = LastIds::default();
                 for job in batch.drain(..) {
-                    let result = apply_alone(&mut connection, &job.write).await;
+                    let result = match apply_alone(&mut connection, &job.write, &committed).await {
+                        Ok((done, last_ids)) => {
+                            committed.merge(last_ids);
+                            Ok(done)
+                        }
+                        Err(error) => Err(error),
+                    };
                     let _ = job.reply.send(result);
                 }
             }
@@ -191,19 +235,24 @@ async fn run(mut connection: SqliteConnection, mut jobs: mpsc::UnboundedReceiver
     let _ = connection.close().await;
 }
 
-async fn apply_alone(connection: &mut SqliteConnection, write: &Write) -> StoreResult<Done> {
+async fn apply_alone(
+    connection: &mut SqliteConnection,
+    write: &Write,
+    committed: &LastIds,
+) -> StoreResult<(Done, LastIds)> {
     let mut tx = connection.begin().await.map_err(db)?;
-    let done = match write {
-        Write::AppendSingle { .. } | Write::AppendGroup { .. } => {
-            let mut results = append(&mut tx, &[write]).await?;
-            results
-                .pop()
-                .unwrap_or_else(|| Err(StoreError::Inconsistent("no append result".into())))?
-        }
-        _ => apply_one(&mut tx, write).await?,
+    let (done, last_ids) = if is_append(write) {
+        let (mut results, last_ids) = append(&mut tx, &[write], committed).await?;
+        let done = results
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Inconsistent("no append result".into())))?;
+        bookkeeping(&mut tx, &[write]).await?;
+        (done, last_ids)
+    } else {
+        (apply_one(&mut tx, write).await?, LastIds::default())
     };
     tx.commit().await.map_err(db)?;
-    Ok(done)
+    Ok((done, last_ids))
 }
 
 /// Applies a whole batch in one transaction: grouped writes as one statement per kind, then
@@ -211,38 +260,73 @@ async fn apply_alone(connection: &mut SqliteConnection, write: &Write) -> StoreR
 async fn apply_batch(
     connection: &mut SqliteConnection,
     batch: &[Job],
-) -> StoreResult<Vec<StoreResult<Done>>> {
+    committed: &LastIds,
+) -> StoreResult<(Vec<StoreResult<Done>>, LastIds)> {
     let mut tx = connection.begin().await.map_err(db)?;
     let writes: Vec<&Write> = batch.iter().map(|job| &job.write).collect();
     let appends: Vec<&Write> = writes.iter().copied().filter(|w| is_append(w)).collect();
-    let mut appended = append(&mut tx, &appends).await?.into_iter();
-    // Each of these picks its own kind out of the batch.
-    add_group_messages(&mut tx, writes.iter().copied()).await?;
-    catch_up(&mut tx, writes.iter().copied()).await?;
-    add_unread(&mut tx, writes.iter().copied()).await?;
-    touch_sessions(&mut tx, writes.iter().copied()).await?;
+    let (appended, last_ids) = append(&mut tx, &appends, committed).await?;
+    let mut appended = appended.into_iter();
 
-    let mut results = Vec::with_capacity(writes.len());
-    for write in writes {
-        results.push(match write {
-            Write::AppendSingle { .. } | Write::AppendGroup { .. } => appended
+    // Appends are answered here; everything else, and the bookkeeping of the records that were
+    // stored, below.
+    let mut results: Vec<Option<StoreResult<Done>>> = Vec::with_capacity(writes.len());
+    let mut rest: Vec<&Write> = Vec::with_capacity(writes.len());
+    for &write in &writes {
+        if is_append(write) {
+            let result = appended
                 .next()
-                .unwrap_or_else(|| Err(StoreError::Inconsistent("missing append result".into()))),
-            Write::AddGroupMessage { .. }
-            | Write::CatchUp { .. }
-            | Write::AddUnread { .. }
-            | Write::TouchSession { .. } => Ok(Done::Unit),
-            other => Ok(apply_one(&mut tx, other).await?),
+                .unwrap_or_else(|| Err(StoreError::Inconsistent("missing append result".into())));
+            if result.is_ok() {
+                rest.push(write);
+            }
+            results.push(Some(result));
+        } else {
+            rest.push(write);
+            results.push(None);
+        }
+    }
+    bookkeeping(&mut tx, &rest).await?;
+
+    let mut done = Vec::with_capacity(writes.len());
+    for (write, result) in writes.into_iter().zip(results) {
+        done.push(match result {
+            Some(result) => result,
+            None if is_grouped(write) => Ok(Done::Unit),
+            None => Ok(apply_one(&mut tx, write).await?),
         });
     }
     tx.commit().await.map_err(db)?;
-    Ok(results)
+    Ok((done, last_ids))
+}
+
+/// The counters and sessions of `writes` (each helper picks its own kinds), in the order the
+/// effects depend on: group counts before catch-ups.
+async fn bookkeeping(tx: &mut SqliteConnection, writes: &[&Write]) -> StoreResult<()> {
+    add_group_messages(tx, writes.iter().copied()).await?;
+    catch_up(tx, writes.iter().copied()).await?;
+    add_unread(tx, writes.iter().copied()).await?;
+    touch_sessions(tx, writes.iter().copied()).await
+}
+
+/// Writes applied entirely by the grouped statements of [`bookkeeping`].
+fn is_grouped(write: &Write) -> bool {
+    matches!(
+        write,
+        Write::AddGroupMessage { .. }
+            | Write::CatchUp { .. }
+            | Write::AddUnread { .. }
+            | Write::TouchSession { .. }
+    )
 }
 
 fn is_append(write: &Write) -> bool {
     matches!(
         write,
-        Write::AppendSingle { .. } | Write::AppendGroup { .. }
+        Write::AppendSingle { .. }
+            | Write::AppendGroup { .. }
+            | Write::RecordSingle { .. }
+            | Write::RecordGroup { .. }
     )
 }
 
@@ -260,26 +344,34 @@ fn hex(bytes: &[u8]) -> String {
 async fn append(
     tx: &mut SqliteConnection,
     writes: &[&Write],
-) -> StoreResult<Vec<StoreResult<Done>>> {
+    committed: &LastIds,
+) -> StoreResult<(Vec<StoreResult<Done>>, LastIds)> {
     // Last id (and last chat time) of each conversation; `None` until found in the database.
     let mut relations: HashMap<u32, Option<u32>> = HashMap::new();
     let mut groups: HashMap<u32, Option<(u32, u32)>> = HashMap::new();
     for write in writes {
         match write {
-            Write::AppendSingle { relation, .. } => {
-                relations.insert(relation.0, None);
+            Write::AppendSingle { relation, .. } | Write::RecordSingle { relation, .. } => {
+                relations.insert(relation.0, committed.relations.get(&relation.0).copied());
             }
-            Write::AppendGroup { group, .. } => {
-                groups.insert(group.0, None);
+            Write::AppendGroup { group, .. } | Write::RecordGroup { group, .. } => {
+                groups.insert(group.0, committed.groups.get(&group.0).copied());
             }
             _ => {}
         }
     }
-    if !relations.is_empty() {
+    let unknown = |ids: Vec<u32>| (!ids.is_empty()).then(|| id_array(ids));
+    if let Some(ids) = unknown(
+        relations
+            .iter()
+            .filter(|(_, l)| l.is_none())
+            .map(|(id, _)| *id)
+            .collect(),
+    ) {
         let rows = sqlx::query(
             "SELECT id, last_msg_id FROM relations WHERE id IN (SELECT value FROM json_each(?))",
         )
-        .bind(id_array(relations.keys().copied()))
+        .bind(ids)
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
@@ -290,9 +382,14 @@ async fn append(
             );
         }
     }
-    if !groups.is_empty() {
-        let rows = sqlx::query("SELECT id, last_msg_id, last_chated FROM groups WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(id_array(groups.keys().copied()))
+    if let Some(ids) = unknown(
+        groups
+            .iter()
+            .filter(|(_, l)| l.is_none())
+            .map(|(id, _)| *id)
+            .collect(),
+    ) {
+        let rows = sqlx::query("SELECT id, last_msg_id, last_chated FROM groups WHERE id IN (SELECT value FROM json_each(?))")            .bind(ids)
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
@@ -314,6 +411,12 @@ async fn append(
                 relation,
                 to,
                 message,
+            }
+            | Write::RecordSingle {
+                relation,
+                to,
+                message,
+                ..
             } => match relations.get_mut(&relation.0) {
                 Some(Some(last)) => {
                     *last += 1;
@@ -329,18 +432,20 @@ async fn append(
                     relation.0
                 )))),
             },
-            Write::AppendGroup { group, message } => match groups.get_mut(&group.0) {
-                Some(Some((last, chated))) => {
-                    *last += 1;
-                    *chated = message.created.0;
-                    push_row(&mut group_rows, &[group.0, *last, message.from.0], message);
-                    results.push(Ok(Done::Id(*last)));
+            Write::AppendGroup { group, message } | Write::RecordGroup { group, message, .. } => {
+                match groups.get_mut(&group.0) {
+                    Some(Some((last, chated))) => {
+                        *last += 1;
+                        *chated = message.created.0;
+                        push_row(&mut group_rows, &[group.0, *last, message.from.0], message);
+                        results.push(Ok(Done::Id(*last)));
+                    }
+                    _ => results.push(Err(StoreError::Inconsistent(format!(
+                        "no group {}",
+                        group.0
+                    )))),
                 }
-                _ => results.push(Err(StoreError::Inconsistent(format!(
-                    "no group {}",
-                    group.0
-                )))),
-            },
+            }
             _ => results.push(Err(StoreError::Inconsistent("not an append".into()))),
         }
     }
@@ -392,7 +497,17 @@ async fn append(
         .await
         .map_err(db)?;
     }
-    Ok(results)
+    let last_ids = LastIds {
+        relations: relations
+            .into_iter()
+            .filter_map(|(id, last)| Some((id, last?)))
+            .collect(),
+        groups: groups
+            .into_iter()
+            .filter_map(|(id, last)| Some((id, last?)))
+            .collect(),
+    };
+    Ok((results, last_ids))
 }
 
 /// Appends `[ints..., type, "hex content", created]` to a JSON array under construction.
@@ -439,7 +554,7 @@ async fn add_group_messages(
 ) -> StoreResult<()> {
     let mut counts: HashMap<u32, u32> = HashMap::new();
     for write in writes {
-        if let Write::AddGroupMessage { group } = write {
+        if let Write::AddGroupMessage { group } | Write::RecordGroup { group, .. } = write {
             *counts.entry(group.0).or_default() += 1;
         }
     }
@@ -462,6 +577,7 @@ async fn catch_up(
     let rows: Vec<[u32; 2]> = writes
         .filter_map(|w| match w {
             Write::CatchUp { user, group } => Some([group.0, user.0]),
+            Write::RecordGroup { group, message, .. } => Some([group.0, message.from.0]),
             _ => None,
         })
         .collect();
@@ -486,9 +602,12 @@ async fn add_unread(
 ) -> StoreResult<()> {
     let mut counts: HashMap<(u32, u32), u32> = HashMap::new();
     for write in writes {
-        if let Write::AddUnread { owner, peer } = write {
-            *counts.entry((owner.0, peer.0)).or_default() += 1;
-        }
+        let (owner, peer) = match write {
+            Write::AddUnread { owner, peer } => (*owner, *peer),
+            Write::RecordSingle { to, message, .. } => (*to, message.from),
+            _ => continue,
+        };
+        *counts.entry((owner.0, peer.0)).or_default() += 1;
     }
     if counts.is_empty() {
         return Ok(());
@@ -512,11 +631,28 @@ async fn touch_sessions(
 ) -> StoreResult<()> {
     let mut latest: HashMap<(u32, i32, u32), u32> = HashMap::new();
     for write in writes {
-        if let Write::TouchSession { owner, peer, now } = write {
+        let mut touch = |owner: UserId, peer: Peer, now: Timestamp| {
             let at = latest
                 .entry((owner.0, peer.kind().to_wire(), peer.raw()))
                 .or_default();
             *at = (*at).max(now.0);
+        };
+        match write {
+            Write::TouchSession { owner, peer, now } => touch(*owner, *peer, *now),
+            Write::RecordSingle {
+                to, message, now, ..
+            } => {
+                touch(message.from, Peer::User(*to), *now);
+                touch(*to, Peer::User(message.from), *now);
+            }
+            Write::RecordGroup {
+                group,
+                message,
+                now,
+            } => {
+                touch(message.from, Peer::Group(*group), *now);
+            }
+            _ => {}
         }
     }
     if latest.is_empty() {
@@ -821,7 +957,10 @@ async fn apply_one(tx: &mut SqliteConnection, write: &Write) -> StoreResult<Done
             .map_err(db)?,
         ),
         // Grouped writes arriving here (the retry path) are applied as batches of one.
-        Write::AppendSingle { .. } | Write::AppendGroup { .. } => {
+        Write::AppendSingle { .. }
+        | Write::AppendGroup { .. }
+        | Write::RecordSingle { .. }
+        | Write::RecordGroup { .. } => {
             return Err(StoreError::Inconsistent(
                 "appends go through append()".into(),
             ));
