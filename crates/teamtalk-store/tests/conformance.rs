@@ -819,7 +819,7 @@ async fn audio_messages<S: Store + 'static>(store: S) {
     let unread = f.unread(b).await;
     assert_eq!(
         unread.unreadinfo_list[0].latest_msg_data,
-        Bytes::from_static(teamtalk_core::service::DEFAULT_AUDIO_PLACEHOLDER),
+        Bytes::from_static(teamtalk_core::service::DEFAULT_AUDIO_PREVIEW),
         "audio shows as [语音] in latest-message fields"
     );
     let req = message::ImGetMsgListReq {

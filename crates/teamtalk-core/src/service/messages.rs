@@ -312,10 +312,10 @@ impl<S: SessionStore + MessageStore + UnreadStore, C: Clock> DbProxy<S, C> {
     }
 
     /// The payload shown as a conversation's latest message: audio is replaced by the
-    /// encrypted `"[语音]"` placeholder.
+    /// encrypted `"[语音]"` text.
     pub(crate) fn preview(&self, message: &StoredMessage) -> Bytes {
         if message.msg_type.is_audio() {
-            self.config.audio_placeholder.clone()
+            self.config.audio_preview.clone()
         } else {
             message.content.clone()
         }

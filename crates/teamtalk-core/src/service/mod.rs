@@ -145,7 +145,7 @@ pub struct DbProxyConfig {
     /// What clients are shown instead of an audio message in "latest message" fields: the
     /// string `"[语音]"` encrypted with the deployment's `aesKey` (wire.md §7). Default: the
     /// encryption with the default key `12345678901234567890123456789012`.
-    pub audio_placeholder: Bytes,
+    pub audio_preview: Bytes,
     /// Offset of the server's local time from UTC in seconds, for the push quiet hours.
     pub utc_offset_secs: i32,
 }
@@ -154,14 +154,14 @@ impl Default for DbProxyConfig {
     fn default() -> Self {
         DbProxyConfig {
             limits: Limits::default(),
-            audio_placeholder: Bytes::from_static(DEFAULT_AUDIO_PLACEHOLDER),
+            audio_preview: Bytes::from_static(DEFAULT_AUDIO_PREVIEW),
             utc_offset_secs: 0,
         }
     }
 }
 
 /// `"[语音]"` encrypted with the default `aesKey` (AES-256-ECB, TeamTalk padding, Base64).
-pub const DEFAULT_AUDIO_PLACEHOLDER: &[u8] = b"QhGXlpFjvMFUNrtl1aaPzA==";
+pub const DEFAULT_AUDIO_PREVIEW: &[u8] = b"QhGXlpFjvMFUNrtl1aaPzA==";
 
 /// The db_proxy business over a store `S` and a clock `C`.
 #[derive(Debug)]

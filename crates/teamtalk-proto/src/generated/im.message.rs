@@ -9,7 +9,7 @@ pub struct ImMsgData {
     /// receiver user id (single types) or group id (group types)
     #[prost(uint32, required, tag = "2")]
     pub to_session_id: u32,
-    /// client: local placeholder (ignored); server: per-conversation id allocated by db_proxy (0 =
+    /// client: local temporary id (ignored); server: per-conversation id allocated by db_proxy (0 =
     /// store failed)
     #[prost(uint32, required, tag = "3")]
     pub msg_id: u32,

@@ -117,6 +117,15 @@ pub struct MysqlRedisStore {
     known_users: Arc<Mutex<HashSet<UserId>>>,
 }
 
+/// What [`MysqlRedisStore::upsert_session`] does to an existing session row.
+#[derive(Clone, Copy, Debug)]
+enum OnExisting {
+    /// Make it visible again, updated at this time (a new message).
+    Reactivate(Timestamp),
+    /// Only move its time, visible or not (the group-session sync, Q-54).
+    MoveTo(Timestamp),
+}
+
 fn db(error: sqlx::Error) -> StoreError {
     StoreError::backend(error)
 }
@@ -611,6 +620,50 @@ impl MysqlRedisStore {
         Ok(found.is_some())
     }
 
+    /// addSession of the original, serialized per (owner, peer) with a named lock (Q-61): the
+    /// newest row of any status is updated as `existing` says, or a visible row is inserted
+    /// (`created = updated = now`).
+    async fn upsert_session(
+        &self,
+        owner: UserId,
+        peer: Peer,
+        existing: OnExisting,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let name = format!(
+            "tt_ses_{}_{}_{}",
+            owner.0,
+            peer.kind().to_wire(),
+            peer.raw()
+        );
+        self.locked(name, async move |conn| {
+            let update = match (Self::session_row(conn, owner, peer).await?, existing) {
+                (Some((id, _)), OnExisting::Reactivate(at)) => {
+                    sqlx::query("UPDATE IMRecentSession SET status = 0, updated = ? WHERE id = ?")
+                        .bind(at.0)
+                        .bind(id)
+                }
+                (Some((id, _)), OnExisting::MoveTo(at)) => {
+                    sqlx::query("UPDATE IMRecentSession SET updated = ? WHERE id = ?")
+                        .bind(at.0)
+                        .bind(id)
+                }
+                (None, _) => sqlx::query(
+                    "INSERT INTO IMRecentSession (userId, peerId, type, status, created, updated) \
+                     VALUES (?, ?, ?, 0, ?, ?)",
+                )
+                .bind(owner.0)
+                .bind(peer.raw())
+                .bind(peer.kind().to_wire())
+                .bind(now.0)
+                .bind(now.0),
+            };
+            update.execute(&mut *conn).await.map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
     /// The newest session row of (owner, peer) of any status: (id, status).
     async fn session_row(
         conn: &mut sqlx::MySqlConnection,
@@ -762,40 +815,8 @@ impl SessionStore for MysqlRedisStore {
     }
 
     async fn touch_session(&self, owner: UserId, peer: Peer, now: Timestamp) -> StoreResult<()> {
-        let name = format!(
-            "tt_ses_{}_{}_{}",
-            owner.0,
-            peer.kind().to_wire(),
-            peer.raw()
-        );
-        self.locked(name, async move |conn| {
-            match Self::session_row(conn, owner, peer).await? {
-                Some((id, _)) => {
-                    sqlx::query("UPDATE IMRecentSession SET status = 0, updated = ? WHERE id = ?")
-                        .bind(now.0)
-                        .bind(id)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db)?;
-                }
-                None => {
-                    sqlx::query(
-                        "INSERT INTO IMRecentSession (userId, peerId, type, status, created, updated) \
-                         VALUES (?, ?, ?, 0, ?, ?)",
-                    )
-                    .bind(owner.0)
-                    .bind(peer.raw())
-                    .bind(peer.kind().to_wire())
-                    .bind(now.0)
-                    .bind(now.0)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.upsert_session(owner, peer, OnExisting::Reactivate(now), now)
+            .await
     }
 
     async fn recent_sessions(
@@ -879,35 +900,9 @@ impl SessionStore for MysqlRedisStore {
         now: Timestamp,
     ) -> StoreResult<()> {
         for &member in members {
-            let peer = Peer::Group(group);
-            let name = format!("tt_ses_{}_2_{}", member.0, group.0);
-            self.locked(name, async move |conn| {
-                match Self::session_row(conn, member, peer).await? {
-                    Some((id, _)) => {
-                        sqlx::query("UPDATE IMRecentSession SET updated = ? WHERE id = ?")
-                            .bind(last_chated.0)
-                            .bind(id)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(db)?;
-                    }
-                    None => {
-                        sqlx::query(
-                            "INSERT INTO IMRecentSession (userId, peerId, type, status, created, updated) \
-                             VALUES (?, ?, 2, 0, ?, ?)",
-                        )
-                        .bind(member.0)
-                        .bind(group.0)
-                        .bind(now.0)
-                        .bind(now.0)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db)?;
-                    }
-                }
-                Ok(())
-            })
-            .await?;
+            let existing = OnExisting::MoveTo(last_chated);
+            self.upsert_session(member, Peer::Group(group), existing, now)
+                .await?;
         }
         Ok(())
     }

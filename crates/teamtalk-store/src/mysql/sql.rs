@@ -8,7 +8,7 @@
 /// Sizes of the `IN (?, …)` lists; longer lists are split.
 pub(super) const CHUNKS: [usize; 4] = [1, 8, 32, 128];
 
-macro_rules! placeholders {
+macro_rules! params {
     (1) => {
         "?"
     };
@@ -17,24 +17,24 @@ macro_rules! placeholders {
     };
     (32) => {
         concat!(
-            placeholders!(8),
+            params!(8),
             ",",
-            placeholders!(8),
+            params!(8),
             ",",
-            placeholders!(8),
+            params!(8),
             ",",
-            placeholders!(8)
+            params!(8)
         )
     };
     (128) => {
         concat!(
-            placeholders!(32),
+            params!(32),
             ",",
-            placeholders!(32),
+            params!(32),
             ",",
-            placeholders!(32),
+            params!(32),
             ",",
-            placeholders!(32)
+            params!(32)
         )
     };
 }
@@ -43,10 +43,10 @@ macro_rules! placeholders {
 macro_rules! in_list {
     ($head:expr, $tail:expr) => {
         [
-            concat!($head, "(", placeholders!(1), ")", $tail),
-            concat!($head, "(", placeholders!(8), ")", $tail),
-            concat!($head, "(", placeholders!(32), ")", $tail),
-            concat!($head, "(", placeholders!(128), ")", $tail),
+            concat!($head, "(", params!(1), ")", $tail),
+            concat!($head, "(", params!(8), ")", $tail),
+            concat!($head, "(", params!(32), ")", $tail),
+            concat!($head, "(", params!(128), ")", $tail),
         ]
     };
 }

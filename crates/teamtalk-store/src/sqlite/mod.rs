@@ -554,38 +554,7 @@ impl MessageStore for SqliteStore {
         relation: RelationId,
         query: &MessageQuery,
     ) -> StoreResult<Vec<StoredMessage>> {
-        let (since, limit, up_to, ids) = query_parts(query);
-        let rows = match ids {
-            None => {
-                sqlx::query(
-                    "SELECT msg_id, from_id, created, type, content FROM messages \
-                 WHERE relation = ? AND created >= ? AND msg_id <= ? \
-                 ORDER BY created DESC, id DESC LIMIT ?",
-                )
-                .bind(relation.0)
-                .bind(since)
-                .bind(up_to)
-                .bind(limit)
-                .fetch_all(&self.reader)
-                .await
-            }
-            Some(ids) => {
-                sqlx::query(
-                    "SELECT msg_id, from_id, created, type, content FROM messages \
-                 WHERE relation = ? AND created >= ? \
-                 AND msg_id IN (SELECT value FROM json_each(?)) \
-                 ORDER BY created DESC, id DESC LIMIT ?",
-                )
-                .bind(relation.0)
-                .bind(since)
-                .bind(ids)
-                .bind(limit)
-                .fetch_all(&self.reader)
-                .await
-            }
-        }
-        .map_err(db)?;
-        messages_from(&rows)
+        self.read_messages(&SINGLE_READS, relation.0, query).await
     }
 
     async fn group_messages(
@@ -593,36 +562,56 @@ impl MessageStore for SqliteStore {
         group: GroupId,
         query: &MessageQuery,
     ) -> StoreResult<Vec<StoredMessage>> {
+        self.read_messages(&GROUP_READS, group.0, query).await
+    }
+}
+
+/// The two reads of a conversation's messages: a page, and a list of ids.
+struct MessageReads {
+    page: &'static str,
+    ids: &'static str,
+}
+
+const SINGLE_READS: MessageReads = MessageReads {
+    page: "SELECT msg_id, from_id, created, type, content FROM messages \
+           WHERE relation = ? AND created >= ? AND msg_id <= ? \
+           ORDER BY created DESC, id DESC LIMIT ?",
+    ids: "SELECT msg_id, from_id, created, type, content FROM messages \
+          WHERE relation = ? AND created >= ? AND msg_id IN (SELECT value FROM json_each(?)) \
+          ORDER BY created DESC, id DESC LIMIT ?",
+};
+
+const GROUP_READS: MessageReads = MessageReads {
+    page: "SELECT msg_id, from_id, created, type, content FROM group_messages \
+           WHERE group_id = ? AND created >= ? AND msg_id <= ? \
+           ORDER BY created DESC, id DESC LIMIT ?",
+    ids: "SELECT msg_id, from_id, created, type, content FROM group_messages \
+          WHERE group_id = ? AND created >= ? AND msg_id IN (SELECT value FROM json_each(?)) \
+          ORDER BY created DESC, id DESC LIMIT ?",
+};
+
+impl SqliteStore {
+    async fn read_messages(
+        &self,
+        sql: &MessageReads,
+        conversation: u32,
+        query: &MessageQuery,
+    ) -> StoreResult<Vec<StoredMessage>> {
         let (since, limit, up_to, ids) = query_parts(query);
         let rows = match ids {
-            None => {
-                sqlx::query(
-                    "SELECT msg_id, from_id, created, type, content FROM group_messages \
-                 WHERE group_id = ? AND created >= ? AND msg_id <= ? \
-                 ORDER BY created DESC, id DESC LIMIT ?",
-                )
-                .bind(group.0)
+            None => sqlx::query(sql.page)
+                .bind(conversation)
                 .bind(since)
                 .bind(up_to)
-                .bind(limit)
-                .fetch_all(&self.reader)
-                .await
-            }
-            Some(ids) => {
-                sqlx::query(
-                    "SELECT msg_id, from_id, created, type, content FROM group_messages \
-                 WHERE group_id = ? AND created >= ? \
-                 AND msg_id IN (SELECT value FROM json_each(?)) \
-                 ORDER BY created DESC, id DESC LIMIT ?",
-                )
-                .bind(group.0)
+                .bind(limit),
+            Some(ids) => sqlx::query(sql.ids)
+                .bind(conversation)
                 .bind(since)
                 .bind(ids)
-                .bind(limit)
-                .fetch_all(&self.reader)
-                .await
-            }
+                .bind(limit),
         }
+        .fetch_all(&self.reader)
+        .await
         .map_err(db)?;
         messages_from(&rows)
     }
