@@ -403,7 +403,7 @@ impl UserStore for MysqlRedisStore {
         let row = sqlx::query(
             "SELECT id, sex, name, domain, nick, password, salt, phone, email, avatar, departId, \
              status, updated, push_shield_status, sign_info FROM IMUser \
-             WHERE name = ? AND status = 0 ORDER BY id DESC LIMIT 1",
+             WHERE name = ? AND COALESCE(status, 0) = 0 ORDER BY id DESC LIMIT 1",
         )
         .bind(name.to_owned())
         .fetch_optional(&self.slave)
@@ -749,7 +749,7 @@ impl SessionStore for MysqlRedisStore {
             return Ok(Some(*id));
         }
         let find = "SELECT CAST(id AS SIGNED) FROM IMRelationShip \
-                    WHERE smallId = ? AND bigId = ? AND status = 0 ORDER BY id DESC LIMIT 1";
+                    WHERE smallId = ? AND bigId = ? AND COALESCE(status, 0) = 0 ORDER BY id DESC LIMIT 1";
         let found: Option<i64> = sqlx::query_scalar(find)
             .bind(small)
             .bind(big)
@@ -827,7 +827,7 @@ impl SessionStore for MysqlRedisStore {
     ) -> StoreResult<Vec<RecentSession>> {
         let rows = sqlx::query(
             "SELECT peerId, type, updated FROM IMRecentSession \
-             WHERE userId = ? AND status = 0 AND updated > ? ORDER BY updated DESC, id DESC LIMIT ?",
+             WHERE userId = ? AND COALESCE(status, 0) = 0 AND updated > ? ORDER BY updated DESC, id DESC LIMIT ?",
         )
         .bind(owner.0)
         .bind(since.0)
@@ -851,7 +851,7 @@ impl SessionStore for MysqlRedisStore {
     async fn remove_session(&self, owner: UserId, peer: Peer, now: Timestamp) -> StoreResult<bool> {
         let id: Option<i64> = sqlx::query_scalar(
             "SELECT CAST(id AS SIGNED) FROM IMRecentSession \
-             WHERE userId = ? AND peerId = ? AND type = ? AND status = 0 ORDER BY id DESC LIMIT 1",
+             WHERE userId = ? AND peerId = ? AND type = ? AND COALESCE(status, 0) = 0 ORDER BY id DESC LIMIT 1",
         )
         .bind(owner.0)
         .bind(peer.raw())
@@ -861,7 +861,7 @@ impl SessionStore for MysqlRedisStore {
         .map_err(db)?;
         let Some(id) = id else { return Ok(false) };
         let done = sqlx::query(
-            "UPDATE IMRecentSession SET status = 1, updated = ? WHERE id = ? AND status = 0",
+            "UPDATE IMRecentSession SET status = 1, updated = ? WHERE id = ? AND COALESCE(status, 0) = 0",
         )
         .bind(now.0)
         .bind(id)
