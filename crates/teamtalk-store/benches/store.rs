@@ -19,8 +19,10 @@ use tokio::runtime::Runtime;
 
 type Proxy<S> = Arc<DbProxy<S, ManualClock>>;
 
-const SENDERS: u32 = 50;
-const PER_SENDER: u32 = 20;
+/// Concurrent senders (each on its own user pair) of the concurrency benchmarks.
+const CONCURRENCY: [u32; 2] = [50, 200];
+/// Messages of the concurrency benchmarks per iteration.
+const MESSAGES: u32 = 1000;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -41,14 +43,14 @@ fn text(from: UserId, to: u32, msg_type: i32) -> message::ImMsgData {
     }
 }
 
-/// A proxy over `store` with 100 users (ids 1..=100) and a group of the first 50.
+/// A proxy over `store` with 400 users (ids 1..=400) and a group of the first 50.
 async fn setup<S: Store>(store: S) -> (Proxy<S>, GroupId) {
     let proxy = Arc::new(DbProxy::new(
         store,
         ManualClock::new(Timestamp(1_700_000_000)),
         DbProxyConfig::default(),
     ));
-    for i in 1..=100 {
+    for i in 1..=400 {
         let user = NewUser {
             profile: User {
                 name: format!("u{i}"),
@@ -103,32 +105,34 @@ fn bench_backend<S: Store + 'static>(c: &mut Criterion, rt: &Runtime, name: &str
     });
     g.finish();
 
-    let mut g = c.benchmark_group("send_single_50_concurrent_senders");
-    g.throughput(Throughput::Elements(u64::from(SENDERS * PER_SENDER)));
-    g.sample_size(10);
-    g.bench_function(name, |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let mut tasks = Vec::new();
-                for s in 0..SENDERS {
-                    let proxy = proxy.clone();
-                    tasks.push(tokio::spawn(async move {
-                        for _ in 0..PER_SENDER {
-                            // 50 distinct pairs: sender s+1 to user s+51
-                            proxy
-                                .send_message(text(UserId(s + 1), s + 51, 1))
-                                .await
-                                .unwrap();
-                        }
-                    }));
-                }
-                for task in tasks {
-                    task.await.unwrap();
-                }
+    for senders in CONCURRENCY {
+        let mut g = c.benchmark_group(format!("send_single_{senders}_concurrent_senders"));
+        g.throughput(Throughput::Elements(u64::from(MESSAGES)));
+        g.sample_size(10);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut tasks = Vec::new();
+                    for s in 0..senders {
+                        let proxy = proxy.clone();
+                        tasks.push(tokio::spawn(async move {
+                            for _ in 0..MESSAGES / senders {
+                                // distinct pairs: sender s+1 to user s+201
+                                proxy
+                                    .send_message(text(UserId(s + 1), s + 201, 1))
+                                    .await
+                                    .unwrap();
+                            }
+                        }));
+                    }
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                })
             })
-        })
-    });
-    g.finish();
+        });
+        g.finish();
+    }
 
     let mut g = c.benchmark_group("send_group_of_50");
     g.throughput(Throughput::Elements(1));
