@@ -299,6 +299,39 @@ async fn run(config: &MysqlRedisConfig, store: MysqlRedisStore) {
         (3, vec![1, 2])
     );
 
+    // Redis lost the group's member hash: the group is invalid, as in the original,
+    // until it is rebuilt from IMGroupMember.
+    let member_redis = fred::prelude::Builder::from_config(
+        fred::prelude::Config::from_url(&config.redis.group_member).unwrap(),
+    )
+    .build()
+    .unwrap();
+    member_redis.init().await.unwrap();
+    let _: i64 = member_redis.del(key("group_member_13")).await.unwrap();
+    use teamtalk_core::store::GroupStore;
+    assert!(proxy
+        .store()
+        .members(teamtalk_core::domain::GroupId(13))
+        .await
+        .unwrap()
+        .is_none());
+    let rebuilt = proxy
+        .store()
+        .rebuild_group_members(teamtalk_core::domain::GroupId(13))
+        .await
+        .unwrap();
+    assert_eq!(rebuilt, 2);
+    let members = proxy
+        .store()
+        .members(teamtalk_core::domain::GroupId(13))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        members.iter().map(|m| m.user.0).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+
     let files = proxy
         .offline_files(file::ImFileHasOfflineReq {
             user_id: 1,
