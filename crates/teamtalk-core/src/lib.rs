@@ -39,9 +39,12 @@
 //! - [`store`]: the storage traits, one per concern, with their invariants.
 //! - [`service`]: the db_proxy business over those traits ([`service::DbProxy`]) and the
 //!   [`service::Handler`] a server dispatches decoded requests through.
+//! - [`balance`]: the login_server's msg_server registry and least-loaded choice.
+//! - [`routing`]: the route_server's presence table and relay rules.
 //! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).
 
 pub mod attach;
+pub mod balance;
 pub mod command;
 pub mod domain;
 pub mod error;
@@ -50,6 +53,7 @@ pub mod ids;
 pub mod message;
 pub mod password;
 pub mod pdu;
+pub mod routing;
 pub mod service;
 pub mod store;
 

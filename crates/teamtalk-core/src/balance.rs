@@ -1,0 +1,196 @@
+//! The login_server's registry of msg_servers and its least-loaded choice (spec/servers.md
+//! §2.2–2.3), as plain data: the server feeds it link events and asks it which msg_server a
+//! client should use.
+//!
+//! Counting is per client connection (a user with PC and phone counts twice), as the
+//! original. Counts never go below zero (quirks.md Q-71).
+
+use std::hash::Hash;
+
+/// What a msg_server reports about itself (`IMMsgServInfo`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MsgServerInfo {
+    /// First client address ("telecom").
+    pub ip1: String,
+    /// Second client address ("netcom"; equal to `ip1` when not configured).
+    pub ip2: String,
+    /// Client port.
+    pub port: u32,
+    /// Connections it accepts at most.
+    pub max_conn_cnt: u32,
+    /// Connections it holds now.
+    pub cur_conn_cnt: u32,
+    /// Its host name (informational).
+    pub host_name: String,
+}
+
+/// Why no msg_server could be chosen (the `code` of the discovery answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PickError {
+    /// No msg_server is registered (code 1, "没有msg_server").
+    #[error("no msg_server is registered")]
+    NoServer,
+    /// Every msg_server is at its connection limit (code 2, "负载过高").
+    #[error("every msg_server is full")]
+    AllFull,
+}
+
+impl PickError {
+    /// The `code` of the login_server's JSON answer.
+    pub const fn code(self) -> u32 {
+        match self {
+            PickError::NoServer => 1,
+            PickError::AllFull => 2,
+        }
+    }
+
+    /// The `msg` of the login_server's JSON answer (the original's Chinese text).
+    pub const fn message(self) -> &'static str {
+        match self {
+            PickError::NoServer => "没有msg_server",
+            PickError::AllFull => "负载过高",
+        }
+    }
+}
+
+/// The registered msg_servers, keyed by the link (connection) they registered on.
+#[derive(Clone, Debug)]
+pub struct Registry<L> {
+    /// In registration order: the first of equally loaded servers wins.
+    servers: Vec<(L, MsgServerInfo)>,
+}
+
+impl<L> Default for Registry<L> {
+    fn default() -> Self {
+        Registry {
+            servers: Vec::new(),
+        }
+    }
+}
+
+impl<L: Copy + Eq + Hash> Registry<L> {
+    /// An empty registry.
+    pub fn new() -> Registry<L> {
+        Registry::default()
+    }
+
+    /// `CID_OTHER_MSG_SERV_INFO` on `link`: registers the msg_server (again, after a
+    /// reconnect: the entry is replaced and keeps no stale count).
+    pub fn register(&mut self, link: L, info: MsgServerInfo) {
+        match self.servers.iter_mut().find(|(l, _)| *l == link) {
+            Some((_, entry)) => *entry = info,
+            None => self.servers.push((link, info)),
+        }
+    }
+
+    /// `CID_OTHER_USER_CNT_UPDATE` on `link`: action 1 adds a connection, any other value
+    /// removes one (never below zero). Unknown links are ignored.
+    pub fn count_update(&mut self, link: L, user_action: u32) {
+        if let Some((_, entry)) = self.servers.iter_mut().find(|(l, _)| *l == link) {
+            entry.cur_conn_cnt = if user_action == 1 {
+                entry.cur_conn_cnt.saturating_add(1)
+            } else {
+                entry.cur_conn_cnt.saturating_sub(1)
+            };
+        }
+    }
+
+    /// The link closed (or timed out): its msg_server is forgotten.
+    pub fn remove(&mut self, link: L) {
+        self.servers.retain(|(l, _)| *l != link);
+    }
+
+    /// Client connections over all registered msg_servers.
+    pub fn total_connections(&self) -> u64 {
+        self.servers
+            .iter()
+            .map(|(_, s)| u64::from(s.cur_conn_cnt))
+            .sum()
+    }
+
+    /// Registered msg_servers, in registration order.
+    pub fn servers(&self) -> impl Iterator<Item = &MsgServerInfo> {
+        self.servers.iter().map(|(_, s)| s)
+    }
+
+    /// The msg_server a new client should use: among those below their limit, the one with
+    /// the fewest connections (the first registered on ties).
+    pub fn pick(&self) -> Result<&MsgServerInfo, PickError> {
+        if self.servers.is_empty() {
+            return Err(PickError::NoServer);
+        }
+        self.servers
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.cur_conn_cnt < s.max_conn_cnt)
+            .fold(None, |best: Option<&MsgServerInfo>, s| match best {
+                Some(b) if b.cur_conn_cnt <= s.cur_conn_cnt => Some(b),
+                _ => Some(s),
+            })
+            .ok_or(PickError::AllFull)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(ip: &str, cur: u32, max: u32) -> MsgServerInfo {
+        MsgServerInfo {
+            ip1: ip.into(),
+            ip2: ip.into(),
+            port: 8000,
+            max_conn_cnt: max,
+            cur_conn_cnt: cur,
+            host_name: "h".into(),
+        }
+    }
+
+    #[test]
+    fn picks_the_least_loaded_server_below_its_limit() {
+        let mut registry = Registry::new();
+        assert_eq!(registry.pick(), Err(PickError::NoServer));
+        registry.register(1, server("a", 5, 10));
+        registry.register(2, server("b", 3, 10));
+        registry.register(3, server("c", 3, 10));
+        assert_eq!(
+            registry.pick().unwrap().ip1,
+            "b",
+            "fewest connections, first on ties"
+        );
+        registry.count_update(2, 1);
+        assert_eq!(registry.pick().unwrap().ip1, "c");
+        registry.register(4, server("d", 0, 0));
+        assert_eq!(
+            registry.pick().unwrap().ip1,
+            "c",
+            "a full server is never chosen"
+        );
+        registry.remove(3);
+        assert_eq!(registry.pick().unwrap().ip1, "b");
+        assert_eq!(registry.total_connections(), 5 + 4);
+    }
+
+    #[test]
+    fn all_full_and_no_underflow() {
+        let mut registry = Registry::new();
+        registry.register("x", server("a", 2, 2));
+        assert_eq!(registry.pick(), Err(PickError::AllFull));
+        assert_eq!(
+            (PickError::AllFull.code(), PickError::NoServer.code()),
+            (2, 1)
+        );
+        let mut registry = Registry::new();
+        registry.register("x", server("a", 0, 2));
+        registry.count_update("x", 2);
+        assert_eq!(registry.total_connections(), 0, "never below zero (Q-71)");
+        registry.count_update("unknown", 1);
+        registry.register("x", server("a", 1, 2));
+        assert_eq!(
+            registry.total_connections(),
+            1,
+            "re-registration replaces the entry"
+        );
+    }
+}
