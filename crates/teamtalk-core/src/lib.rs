@@ -41,6 +41,7 @@
 //!   [`service::Handler`] a server dispatches decoded requests through.
 //! - [`balance`]: the login_server's msg_server registry and least-loaded choice.
 //! - [`routing`]: the route_server's presence table and relay rules.
+//! - [`kick`]: multi-device rules: who a login or a mobile's kick request pushes out.
 //! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).
 
 pub mod attach;
@@ -50,6 +51,7 @@ pub mod domain;
 pub mod error;
 pub mod guard;
 pub mod ids;
+pub mod kick;
 pub mod message;
 pub mod password;
 pub mod pdu;
