@@ -42,6 +42,7 @@
 //! - [`balance`]: the login_server's msg_server registry and least-loaded choice.
 //! - [`routing`]: the route_server's presence table and relay rules.
 //! - [`kick`]: multi-device rules: who a login or a mobile's kick request pushes out.
+//! - [`link`]: heartbeats and idle timeouts of server links, as data.
 //! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).
 
 pub mod attach;
@@ -52,6 +53,7 @@ pub mod error;
 pub mod guard;
 pub mod ids;
 pub mod kick;
+pub mod link;
 pub mod message;
 pub mod password;
 pub mod pdu;

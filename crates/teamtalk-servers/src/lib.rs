@@ -1,0 +1,16 @@
+//! The teamtalk-rs servers: thin tokio shells that move bytes and call `teamtalk-core`.
+//!
+//! Each server is a `run(config, listener, …, shutdown)` function, so tests start it in-process
+//! on an ephemeral port and binaries wire it to real sockets, signals and config files.
+//!
+//! # Layout
+//!
+//! - [`shutdown`]: the shutdown signal every server and connection watches.
+//! - [`clock`]: the wall clock handed to the core (the only place that reads it).
+//! - [`db_proxy`]: db_proxy_server: msg_server links dispatched to a core [`Handler`].
+//!
+//! [`Handler`]: teamtalk_core::service::Handler
+
+pub mod clock;
+pub mod db_proxy;
+pub mod shutdown;

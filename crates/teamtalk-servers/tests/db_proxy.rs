@@ -1,0 +1,188 @@
+//! db_proxy_server over real sockets (loopback, ephemeral port), on the memory store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use teamtalk_core::domain::Timestamp;
+use teamtalk_core::proto::{buddy, server};
+use teamtalk_core::service::{DbProxy, DbProxyConfig};
+use teamtalk_core::store::{Credentials, NewUser, User, UserStore};
+use teamtalk_core::{AnyMessage, CommandId, Pdu, PduDecoder};
+use teamtalk_servers::clock::SystemClock;
+use teamtalk_servers::db_proxy::{run, DbProxyServerConfig};
+use teamtalk_servers::shutdown;
+use teamtalk_store::MemoryStore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Client {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: PduDecoder,
+}
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr) -> Client {
+        Client {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buf: BytesMut::new(),
+            decoder: PduDecoder::default(),
+        }
+    }
+
+    async fn send(&mut self, message: impl Into<AnyMessage>, seq: u16) {
+        self.stream
+            .write_all(&message.into().to_pdu(seq).to_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// The next PDU, or `None` when the server closed the connection.
+    async fn recv(&mut self) -> Option<Pdu> {
+        loop {
+            if let Some(pdu) = self.decoder.decode(&mut self.buf).unwrap() {
+                return Some(pdu);
+            }
+            let read =
+                tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("an answer within 10 s")
+                    .unwrap();
+            if read == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+async fn start() -> (
+    std::net::SocketAddr,
+    shutdown::ShutdownTrigger,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let store = MemoryStore::new();
+    let user = NewUser {
+        profile: User {
+            name: "alice".into(),
+            ..User::default()
+        },
+        credentials: Credentials::from_plain("123456", "42"),
+    };
+    store.add_user(&user, Timestamp(1)).await.unwrap();
+    let proxy = Arc::new(DbProxy::new(store, SystemClock, DbProxyConfig::default()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (trigger, watch) = shutdown::channel();
+    let server = tokio::spawn(run(DbProxyServerConfig::default(), listener, proxy, watch));
+    (addr, trigger, server)
+}
+
+fn login(seq_attach: &[u8]) -> server::ImValidateReq {
+    server::ImValidateReq {
+        user_name: "alice".into(),
+        password: teamtalk_core::password::client_password("123456"),
+        attach_data: Some(Bytes::copy_from_slice(seq_attach)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_echo_seq_and_attach_and_many_requests_fly_at_once() {
+    let (addr, trigger, server) = start().await;
+    let mut client = Client::connect(addr).await;
+
+    let attach = [0, 0, 0, 1, 0, 0, 0, 77, 0, 0, 0, 0];
+    client.send(login(&attach), 42).await;
+    let answer = client.recv().await.unwrap();
+    assert_eq!(
+        (answer.command(), answer.seq_num()),
+        (CommandId::OTHER_VALIDATE_RSP, 42)
+    );
+    assert_eq!(
+        answer.header.service_id,
+        CommandId::OTHER_VALIDATE_RSP.service()
+    );
+    let rsp = answer.decode_body::<server::ImValidateRsp>().unwrap();
+    assert_eq!(rsp.result_code, 0);
+    assert_eq!(
+        rsp.attach_data.as_deref(),
+        Some(&attach[..]),
+        "attach_data echoed"
+    );
+
+    // 200 pipelined requests: every one answered once, matched by seq.
+    for seq in 1..=200u16 {
+        let req = buddy::ImUsersInfoReq {
+            user_id: 1,
+            user_id_list: vec![1],
+            attach_data: None,
+        };
+        client.send(req, seq).await;
+    }
+    let mut seen = HashSet::new();
+    while seen.len() < 200 {
+        let pdu = client.recv().await.unwrap();
+        if pdu.command() == CommandId::OTHER_HEARTBEAT {
+            continue;
+        }
+        assert_eq!(pdu.command(), CommandId::BUDDY_LIST_USER_INFO_RESPONSE);
+        assert!(
+            seen.insert(pdu.seq_num()),
+            "seq {} answered twice",
+            pdu.seq_num()
+        );
+    }
+
+    // A body that is not the command's message fails that request only.
+    client
+        .stream
+        .write_all(
+            &Pdu::new(
+                CommandId::BUDDY_LIST_USER_INFO_REQUEST,
+                9,
+                Bytes::from_static(&[0x0a, 0x05]),
+            )
+            .to_bytes(),
+        )
+        .await
+        .unwrap();
+    client.send(login(&attach), 43).await;
+    let answer = client.recv().await.unwrap();
+    assert_eq!(answer.seq_num(), 43, "the link survived the bad body");
+
+    trigger.trigger();
+    let stop = client.recv().await.unwrap();
+    assert_eq!(
+        stop.command(),
+        CommandId::OTHER_STOP_RECV_PACKET,
+        "peers are told before the server stops"
+    );
+    assert!(client.recv().await.is_none(), "then the link closes");
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framing_error_closes_only_that_link() {
+    let (addr, trigger, server) = start().await;
+    let mut bad = Client::connect(addr).await;
+    let mut good = Client::connect(addr).await;
+    bad.stream
+        .write_all(&[0xff, 0xff, 0xff, 0xff, 0, 1, 0, 0, 0, 7, 7, 1, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    assert!(
+        bad.recv().await.is_none(),
+        "an oversized frame closes the link"
+    );
+    good.send(login(&[]), 5).await;
+    assert_eq!(
+        good.recv().await.unwrap().seq_num(),
+        5,
+        "other links are unaffected"
+    );
+    trigger.trigger();
+    server.await.unwrap().unwrap();
+}
