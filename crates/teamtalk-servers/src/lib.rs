@@ -7,10 +7,12 @@
 //!
 //! - [`shutdown`]: the shutdown signal every server and connection watches.
 //! - [`clock`]: the wall clock handed to the core (the only place that reads it).
+//! - [`conf`]: the original servers' `.conf` files, for migrating deployments.
 //! - [`db_proxy`]: db_proxy_server: msg_server links dispatched to a core [`Handler`].
 //!
 //! [`Handler`]: teamtalk_core::service::Handler
 
 pub mod clock;
+pub mod conf;
 pub mod db_proxy;
 pub mod shutdown;
