@@ -1871,6 +1871,7 @@ async fn mysql() -> Option<(teamtalk_store::MysqlRedisStore, MysqlGuard)> {
     let mut config = teamtalk_store::MysqlRedisConfig::new(&format!("{server}/{name}"), &redis);
     config.key_prefix = format!("{name}:");
     config.max_connections = 8;
+    config.msfs_url = Some(fake_msfs().await);
     let guard = MysqlGuard {
         server,
         name,
@@ -1881,6 +1882,92 @@ async fn mysql() -> Option<(teamtalk_store::MysqlRedisStore, MysqlGuard)> {
         .unwrap();
     store.bootstrap().await.unwrap();
     Some((store, guard))
+}
+
+/// A stand-in msfs speaking the original protocol (spec/servers.md §7.1): a multipart upload
+/// answered with `{"error_code":0,…,"url":…}`, and a GET of that URL. Returns its base URL.
+async fn fake_msfs() -> String {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
+    }
+    fn answer(status: &str, body: &[u8]) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let files: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let files = files.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let head_end = loop {
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = find(&buf, b"\r\n\r\n") {
+                        break end;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                let header = |name: &str| {
+                    head.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                    })
+                };
+                let length: usize = header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + 4 + length {
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let body = &buf[head_end + 4..head_end + 4 + length];
+                let mut request = head.split_whitespace();
+                let (method, path) = (request.next().unwrap_or(""), request.next().unwrap_or(""));
+                let response = if method == "POST" {
+                    let boundary = header("content-type")
+                        .and_then(|v| v.split_once("boundary=").map(|(_, b)| b.to_owned()))
+                        .unwrap();
+                    let start = find(body, b"\r\n\r\n").unwrap() + 4;
+                    let end = start
+                        + find(&body[start..], format!("\r\n--{boundary}").as_bytes()).unwrap();
+                    let mut files = files.lock().unwrap();
+                    let name = format!("g0/000/000/{}_1.audio", files.len());
+                    files.insert(format!("/{name}"), body[start..end].to_vec());
+                    let json = format!(
+                        r#"{{"error_code":0,"error_msg":"成功","path":"{name}","url":"http://{addr}/{name}"}}"#
+                    );
+                    answer("200 OK", json.as_bytes())
+                } else {
+                    match files.lock().unwrap().get(path) {
+                        Some(data) => answer("200 OK", data),
+                        None => answer("404 Not Found", b""),
+                    }
+                };
+                let _ = stream.write_all(&response).await;
+            });
+        }
+    });
+    format!("http://{addr}/")
 }
 
 /// Drops a test's database and Redis keys (from its own thread and runtime, so it also works
@@ -1915,8 +2002,6 @@ impl Drop for MysqlGuard {
 
 backends! {
     memory => super::memory(), also: [audio_messages];
-    sqlite => super::sqlite(), also: [audio_messages];
-    // Audio needs msfs in the original layout (IMAudio + msfs files): not yet supported by the
-    // MySQL backend, which refuses audio messages (the sender gets msg_id 0).
-    mysql_redis => super::mysql();
+    sqlite => super::sqlite(), also: [audio_messages];    // Audio goes to msfs (a stand-in speaking the original protocol, see fake_msfs).
+    mysql_redis => super::mysql(), also: [audio_messages];
 }

@@ -20,10 +20,12 @@
 //! - Message ids come from Redis `INCRBY`; should a counter have vanished (Redis restarted
 //!   without persistence), it is repaired to continue after the largest stored id instead of
 //!   restarting at 1 (see `next_msg_id` for the remaining window).
-//! - Audio messages are not supported yet: the original keeps their bytes in msfs (IMAudio);
-//!   storing one fails with a clear error (the sender gets `msg_id` 0).
+//! - Audio messages as the original: the bytes go to msfs ([`MysqlRedisConfig::msfs_url`]), an
+//!   IMAudio row keeps their URL, size and duration, and the message content is the row id;
+//!   reading downloads them again. Without an msfs URL audio messages are refused.
 
 mod keys;
+mod msfs;
 #[macro_use]
 mod sql;
 
@@ -47,6 +49,7 @@ use teamtalk_core::store::{
 };
 
 use keys::{Keys, COUNT};
+use msfs::Msfs;
 use sql::{chunks, shard, sized};
 
 /// Connection settings.
@@ -62,6 +65,9 @@ pub struct MysqlRedisConfig {
     pub key_prefix: String,
     /// Connections per MySQL pool. Default 16 (the original's `maxconncnt`).
     pub max_connections: u32,
+    /// Base URL of the msfs that keeps audio messages (the original's `MsfsSite`, as a full
+    /// URL such as `http://127.0.0.1:8700/`). Without it audio messages are refused.
+    pub msfs_url: Option<String>,
 }
 
 /// The original's Redis instances, each a URL with its db number
@@ -99,6 +105,7 @@ impl MysqlRedisConfig {
             redis: RedisInstances::all(redis_url),
             key_prefix: String::new(),
             max_connections: 16,
+            msfs_url: None,
         }
     }
 }
@@ -113,6 +120,7 @@ pub struct MysqlRedisStore {
     token: Client,
     group_member: Client,
     keys: Keys,
+    msfs: Option<Msfs>,
     relations: Arc<Mutex<HashMap<(u32, u32), RelationId>>>,
     known_users: Arc<Mutex<HashSet<UserId>>>,
 }
@@ -155,6 +163,7 @@ impl MysqlRedisStore {
             token: redis_client(&config.redis.token).await?,
             group_member: redis_client(&config.redis.group_member).await?,
             keys: Keys::new(&config.key_prefix),
+            msfs: config.msfs_url.as_deref().map(Msfs::new).transpose()?,
             relations: Arc::default(),
             known_users: Arc::default(),
         })
@@ -322,17 +331,6 @@ fn message_from(row: &MySqlRow, from_column: &str) -> StoreResult<Option<StoredM
         msg_type,
         content: bytes_col(row, "content")?,
     }))
-}
-
-/// Message content as the varchar column stores it: text only (audio needs msfs).
-fn text_content(message: &NewMessage) -> StoreResult<String> {
-    if message.msg_type.is_audio() {
-        return Err(StoreError::Inconsistent(
-            "audio messages need msfs, not yet supported by the MySQL backend".into(),
-        ));
-    }
-    String::from_utf8(message.content.to_vec())
-        .map_err(|_| StoreError::Inconsistent("text message content is not UTF-8".into()))
 }
 
 // Statements used more than once.
@@ -610,6 +608,74 @@ fn inserted_id(id: u64) -> StoreResult<u32> {
 }
 
 impl MysqlRedisStore {
+    /// Message content as the varchar column stores it: the text itself, or for audio the id
+    /// of an IMAudio row after uploading the bytes to msfs (as the original db_proxy).
+    async fn stored_content(&self, message: &NewMessage, to: u32) -> StoreResult<String> {
+        if !message.msg_type.is_audio() {
+            return String::from_utf8(message.content.to_vec())
+                .map_err(|_| StoreError::Inconsistent("text message content is not UTF-8".into()));
+        }
+        let msfs = self.msfs.as_ref().ok_or_else(|| {
+            StoreError::Inconsistent("audio messages need msfs: set msfs_url".into())
+        })?;
+        let (duration, audio) = match message.content.split_first_chunk::<4>() {
+            Some((duration, audio)) if !audio.is_empty() => (u32::from_be_bytes(*duration), audio),
+            _ => return Err(StoreError::Inconsistent("audio without data".into())),
+        };
+        let url = msfs.upload(audio).await?;
+        let done = sqlx::query(
+            "INSERT INTO IMAudio (fromId, toId, path, size, duration, created) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(message.from.0)
+        .bind(to)
+        .bind(url)
+        .bind(u32::try_from(audio.len()).unwrap_or(u32::MAX))
+        .bind(duration)
+        .bind(message.created.0)
+        .execute(&self.master)
+        .await
+        .map_err(db)?;
+        Ok(done.last_insert_id().to_string())
+    }
+
+    /// The client form of a stored audio message: 4-byte duration + the bytes from msfs.
+    /// `None` when its IMAudio row is missing (the message is left out, as the original); the
+    /// stored id itself when msfs cannot deliver (the original's fallback, Q-67).
+    async fn audio_payload(&self, content: &Bytes) -> StoreResult<Option<Bytes>> {
+        let id: Option<u64> = std::str::from_utf8(content)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let Some(id) = id else {
+            return Ok(Some(content.clone()));
+        };
+        let row = sqlx::query("SELECT path, size, duration FROM IMAudio WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.slave)
+            .await
+            .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let (path, size, duration) = (
+            str_col(&row, "path")?,
+            u32_col(&row, "size")?,
+            u32_col(&row, "duration")?,
+        );
+        let Some(msfs) = &self.msfs else {
+            return Ok(Some(content.clone()));
+        };
+        match msfs.download(&path, size as usize).await {
+            Ok(audio) => {
+                let mut payload = Vec::with_capacity(4 + audio.len());
+                payload.extend_from_slice(&duration.to_be_bytes());
+                payload.extend_from_slice(&audio);
+                Ok(Some(Bytes::from(payload)))
+            }
+            Err(error) => {
+                tracing::warn!(audio_id = id, %error, "audio download failed; returning its id");
+                Ok(Some(content.clone()))
+            }
+        }
+    }
+
     async fn exists_on_master(&self, user: UserId) -> StoreResult<bool> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT CAST(id AS SIGNED) FROM IMUser WHERE id = ?")
@@ -915,7 +981,7 @@ impl MessageStore for MysqlRedisStore {
         to: UserId,
         message: &NewMessage,
     ) -> StoreResult<MsgId> {
-        let content = text_content(message)?;
+        let content = self.stored_content(message, to.0).await?;
         let key = self.keys.msg_id(relation);
         let id = self
             .next_msg_id(
@@ -941,7 +1007,7 @@ impl MessageStore for MysqlRedisStore {
     }
 
     async fn append_group(&self, group: GroupId, message: &NewMessage) -> StoreResult<MsgId> {
-        let content = text_content(message)?;
+        let content = self.stored_content(message, group.0).await?;
         let key = self.keys.group_msg_id(group);
         let id = self
             .next_msg_id(
@@ -1054,7 +1120,17 @@ impl MysqlRedisStore {
         };
         found.sort_by(|(ra, a), (rb, b)| b.created.cmp(&a.created).then(rb.cmp(ra)));
         found.dedup_by_key(|(row, _)| *row);
-        Ok(found.into_iter().take(limit).map(|(_, m)| m).collect())
+        let mut messages = Vec::with_capacity(limit.min(found.len()));
+        for (_, mut message) in found.into_iter().take(limit) {
+            if message.msg_type.is_audio() {
+                match self.audio_payload(&message.content).await? {
+                    Some(payload) => message.content = payload,
+                    None => continue,
+                }
+            }
+            messages.push(message);
+        }
+        Ok(messages)
     }
 }
 
