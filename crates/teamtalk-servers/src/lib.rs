@@ -9,10 +9,12 @@
 //! - [`clock`]: the wall clock handed to the core (the only place that reads it).
 //! - [`conf`]: the original servers' `.conf` files, for migrating deployments.
 //! - [`db_proxy`]: db_proxy_server: msg_server links dispatched to a core [`Handler`].
+//! - [`db_proxy_conf`]: an original `dbproxyserver.conf` as db_proxy_server settings.
 //!
 //! [`Handler`]: teamtalk_core::service::Handler
 
 pub mod clock;
 pub mod conf;
 pub mod db_proxy;
+pub mod db_proxy_conf;
 pub mod shutdown;

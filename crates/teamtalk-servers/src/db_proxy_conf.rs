@@ -1,0 +1,205 @@
+//! An original `dbproxyserver.conf` (spec/servers.md §5.1) as db_proxy_server settings, so an
+//! existing deployment's file can be used as it is.
+//!
+//! | original keys | here |
+//! |---|---|
+//! | `ListenIP` (`;`-separated), `ListenPort` | [`DbProxyConf::listen`] |
+//! | `DBInstances` (must name `teamtalk_master` and `teamtalk_slave`); `{pool}_host`, `_port`, `_dbname`, `_username`, `_password`, `_maxconncnt` | MySQL master/slave URLs, pool size |
+//! | `CacheInstances`; `{instance}_host`, `_port`, `_db` for `unread`, `group_set`, `token`, `group_member` (`sync` is unused) | Redis instance URLs |
+//! | `MsfsSite` | msfs URL; must be a full `http://` URL (the shipped scheme-less default pointed at port 80 by mistake, Q-67) |
+//! | `aesKey` | kept for the audio preview text |
+//! | `ThreadNum` | ignored: requests run concurrently on the async runtime |
+
+use std::net::SocketAddr;
+
+use teamtalk_store::mysql::RedisInstances;
+use teamtalk_store::MysqlRedisConfig;
+
+use crate::conf::{ConfError, ConfFile};
+
+/// Settings read from a `dbproxyserver.conf`.
+#[derive(Clone, Debug)]
+pub struct DbProxyConf {
+    /// Addresses to listen on for msg_server links.
+    pub listen: Vec<SocketAddr>,
+    /// The MySQL + Redis store of the deployment.
+    pub store: MysqlRedisConfig,
+    /// The 32-character message key (`aesKey`).
+    pub aes_key: String,
+}
+
+impl DbProxyConf {
+    /// Reads the settings; every missing or malformed key is reported by name (never with the
+    /// value, which may be a password).
+    pub fn from_conf(conf: &ConfFile) -> Result<DbProxyConf, ConfError> {
+        let port: u16 = conf
+            .parsed("ListenPort", "a TCP port")?
+            .ok_or(missing("ListenPort"))?;
+        let mut listen = Vec::new();
+        for ip in conf.addresses("ListenIP") {
+            let ip = ip
+                .parse()
+                .map_err(|_| invalid("ListenIP", "IP addresses separated by ;"))?;
+            listen.push(SocketAddr::new(ip, port));
+        }
+        if listen.is_empty() {
+            return Err(missing("ListenIP"));
+        }
+
+        let pools = conf.require("DBInstances")?;
+        for pool in ["teamtalk_master", "teamtalk_slave"] {
+            if !pools.split(',').any(|p| p.trim() == pool) {
+                return Err(invalid("DBInstances", "teamtalk_master,teamtalk_slave"));
+            }
+        }
+        let master_url = mysql_url(conf, "teamtalk_master")?;
+        let slave_url = mysql_url(conf, "teamtalk_slave")?;
+        let max_connections = conf
+            .parsed("teamtalk_master_maxconncnt", "a number")?
+            .unwrap_or(16);
+
+        let redis = RedisInstances {
+            unread: redis_url(conf, "unread")?,
+            group_set: redis_url(conf, "group_set")?,
+            token: redis_url(conf, "token")?,
+            group_member: redis_url(conf, "group_member")?,
+        };
+        let msfs_url = match conf.get("MsfsSite") {
+            None | Some("") => None,
+            Some(site) if site.starts_with("http://") => Some(if site.ends_with('/') {
+                site.to_owned()
+            } else {
+                format!("{site}/")
+            }),
+            Some(_) => {
+                return Err(invalid(
+                    "MsfsSite",
+                    "a full URL such as http://127.0.0.1:8700/",
+                ))
+            }
+        };
+        let aes_key = conf.require("aesKey")?.to_owned();
+        if aes_key.len() != 32 {
+            return Err(invalid("aesKey", "32 characters"));
+        }
+        let store = MysqlRedisConfig {
+            master_url,
+            slave_url,
+            redis,
+            key_prefix: String::new(),
+            max_connections,
+            msfs_url,
+        };
+        Ok(DbProxyConf {
+            listen,
+            store,
+            aes_key,
+        })
+    }
+}
+
+fn missing(key: &str) -> ConfError {
+    ConfError::Missing {
+        key: key.to_owned(),
+    }
+}
+
+fn invalid(key: &str, expected: &'static str) -> ConfError {
+    ConfError::Invalid {
+        key: key.to_owned(),
+        expected,
+    }
+}
+
+/// `mysql://user:password@host:port/dbname` from the `{pool}_*` keys, with user and password
+/// percent-encoded.
+fn mysql_url(conf: &ConfFile, pool: &str) -> Result<String, ConfError> {
+    let key = |suffix: &str| format!("{pool}_{suffix}");
+    let host = conf.require(&key("host"))?;
+    let port: u16 = conf.parsed(&key("port"), "a TCP port")?.unwrap_or(3306);
+    let dbname = conf.require(&key("dbname"))?;
+    let mut url =
+        url::Url::parse("mysql://localhost/").map_err(|_| invalid(&key("host"), "a host"))?;
+    url.set_host(Some(host))
+        .map_err(|_| invalid(&key("host"), "a host name or address"))?;
+    let _ = url.set_port(Some(port));
+    url.set_path(dbname);
+    url.set_username(conf.get(&key("username")).unwrap_or("root"))
+        .map_err(|_| invalid(&key("username"), "a user name"))?;
+    let password = conf.get(&key("password")).unwrap_or("");
+    if !password.is_empty() {
+        url.set_password(Some(password))
+            .map_err(|_| invalid(&key("password"), "a password"))?;
+    }
+    Ok(url.into())
+}
+
+/// `redis://host:port/db` from the `{instance}_*` keys.
+fn redis_url(conf: &ConfFile, instance: &str) -> Result<String, ConfError> {
+    let key = |suffix: &str| format!("{instance}_{suffix}");
+    let host = conf.require(&key("host"))?;
+    let port: u16 = conf.parsed(&key("port"), "a TCP port")?.unwrap_or(6379);
+    let db: u8 = conf.parsed(&key("db"), "a Redis db number")?.unwrap_or(0);
+    Ok(format!("redis://{host}:{port}/{db}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The auto_setup dbproxyserver.conf layout (Redis instances on db 1, 2, 4, 5).
+    const AUTO_SETUP: &str = "ListenIP=127.0.0.1\nListenPort=10600\nThreadNum=48\n\
+        MsfsSite=http://127.0.0.1:8700\naesKey=12345678901234567890123456789012\n\
+        DBInstances=teamtalk_master,teamtalk_slave\n\
+        teamtalk_master_host=127.0.0.1\nteamtalk_master_port=3306\nteamtalk_master_dbname=teamtalk\n\
+        teamtalk_master_username=root\nteamtalk_master_password=p@ss:w/rd#1\nteamtalk_master_maxconncnt=16\n\
+        teamtalk_slave_host=10.0.0.2\nteamtalk_slave_port=3307\nteamtalk_slave_dbname=teamtalk\n\
+        teamtalk_slave_username=ro\nteamtalk_slave_password=\n\
+        CacheInstances=unread,group_set,token,sync,group_member\n\
+        unread_host=127.0.0.1\nunread_port=6379\nunread_db=1\n\
+        group_set_host=127.0.0.1\ngroup_set_port=6379\ngroup_set_db=2\n\
+        token_host=127.0.0.1\ntoken_port=6379\ntoken_db=4\n\
+        sync_host=127.0.0.1\nsync_port=6379\nsync_db=3\n\
+        group_member_host=127.0.0.1\ngroup_member_port=6379\ngroup_member_db=5\n";
+
+    #[test]
+    fn the_shipped_layout_maps_onto_our_settings() {
+        let conf = DbProxyConf::from_conf(&ConfFile::parse(AUTO_SETUP)).unwrap();
+        assert_eq!(conf.listen, vec!["127.0.0.1:10600".parse().unwrap()]);
+        assert_eq!(conf.store.slave_url, "mysql://ro@10.0.0.2:3307/teamtalk");
+        let master = url::Url::parse(&conf.store.master_url).unwrap();
+        assert_eq!(
+            master.password(),
+            Some("p%40ss%3Aw%2Frd"),
+            "'#' starts a comment; the rest is encoded"
+        );
+        assert_eq!(conf.store.redis.unread, "redis://127.0.0.1:6379/1");
+        assert_eq!(conf.store.redis.group_member, "redis://127.0.0.1:6379/5");
+        assert_eq!(
+            conf.store.msfs_url.as_deref(),
+            Some("http://127.0.0.1:8700/")
+        );
+        assert_eq!(conf.store.key_prefix, "", "the original key names");
+    }
+
+    #[test]
+    fn bad_values_are_named_without_echoing_them() {
+        let scheme_less =
+            AUTO_SETUP.replace("MsfsSite=http://127.0.0.1:8700", "MsfsSite=127.0.0.1");
+        let err = DbProxyConf::from_conf(&ConfFile::parse(&scheme_less)).unwrap_err();
+        assert!(err.to_string().contains("MsfsSite"), "{err}");
+        let no_pool = AUTO_SETUP.replace("teamtalk_master_host=127.0.0.1\n", "");
+        assert_eq!(
+            DbProxyConf::from_conf(&ConfFile::parse(&no_pool)).unwrap_err(),
+            ConfError::Missing {
+                key: "teamtalk_master_host".into()
+            }
+        );
+        let bad_port = AUTO_SETUP.replace("ListenPort=10600", "ListenPort=http");
+        let err = DbProxyConf::from_conf(&ConfFile::parse(&bad_port)).unwrap_err();
+        assert!(
+            !err.to_string().contains("http"),
+            "values are not echoed: {err}"
+        );
+    }
+}
