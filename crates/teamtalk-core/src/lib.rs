@@ -36,6 +36,7 @@
 //! - [`domain`]: typed ids ([`domain::UserId`], [`domain::MsgId`] …), timestamps, the
 //!   injected [`domain::Clock`] and the protocol enums as Rust enums.
 //! - [`password`]: the TeamTalk password scheme; [`guard`]: the login brute-force rule.
+//! - [`crypt`]: the TeamTalk message encryption (push alert text, audio preview).
 //! - [`store`]: the storage traits, one per concern, with their invariants.
 //! - [`service`]: the db_proxy business over those traits ([`service::DbProxy`]) and the
 //!   [`service::Handler`] a server dispatches decoded requests through.
@@ -48,6 +49,7 @@
 pub mod attach;
 pub mod balance;
 pub mod command;
+pub mod crypt;
 pub mod domain;
 pub mod error;
 pub mod guard;

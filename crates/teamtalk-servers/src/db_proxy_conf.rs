@@ -7,11 +7,14 @@
 //! | `DBInstances` (must name `teamtalk_master` and `teamtalk_slave`); `{pool}_host`, `_port`, `_dbname`, `_username`, `_password`, `_maxconncnt` | MySQL master/slave URLs, pool size |
 //! | `CacheInstances`; `{instance}_host`, `_port`, `_db` for `unread`, `group_set`, `token`, `group_member` (`sync` is unused) | Redis instance URLs |
 //! | `MsfsSite` | msfs URL; must be a full `http://` URL (the shipped scheme-less default pointed at port 80 by mistake, Q-67) |
-//! | `aesKey` | kept for the audio preview text |
+//! | `aesKey` | the audio preview text ([`DbProxyConf::business`]) |
 //! | `ThreadNum` | ignored: requests run concurrently on the async runtime |
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
+use teamtalk_core::crypt::MessageKey;
+use teamtalk_core::service::DbProxyConfig;
 use teamtalk_store::mysql::RedisInstances;
 use teamtalk_store::MysqlRedisConfig;
 
@@ -98,6 +101,18 @@ impl DbProxyConf {
     }
 }
 
+impl DbProxyConf {
+    /// The db_proxy business settings of this deployment: the audio preview text is
+    /// `"[语音]"` encrypted with its `aesKey`, as clients expect.
+    pub fn business(&self) -> Result<DbProxyConfig, ConfError> {
+        let key = MessageKey::new(&self.aes_key).map_err(|_| invalid("aesKey", "32 characters"))?;
+        Ok(DbProxyConfig {
+            audio_preview: Bytes::from(key.encrypt("[语音]".as_bytes())),
+            ..DbProxyConfig::default()
+        })
+    }
+}
+
 fn missing(key: &str) -> ConfError {
     ConfError::Missing {
         key: key.to_owned(),
@@ -180,6 +195,23 @@ mod tests {
             Some("http://127.0.0.1:8700/")
         );
         assert_eq!(conf.store.key_prefix, "", "the original key names");
+        let business = conf.business().unwrap();
+        assert_eq!(
+            &business.audio_preview[..],
+            teamtalk_core::service::DEFAULT_AUDIO_PREVIEW
+        );
+        let other_key = AUTO_SETUP.replace(
+            "aesKey=12345678901234567890123456789012",
+            "aesKey=abcdefghijklmnopqrstuvwxyz012345",
+        );
+        let other = DbProxyConf::from_conf(&ConfFile::parse(&other_key))
+            .unwrap()
+            .business()
+            .unwrap();
+        assert_ne!(
+            other.audio_preview, business.audio_preview,
+            "the deployment's own key is used"
+        );
     }
 
     #[test]
