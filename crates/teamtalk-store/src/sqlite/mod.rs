@@ -146,6 +146,11 @@ impl SqliteStore {
         self.writer.write(write).await
     }
 
+    /// A write that stores a message and reports its id.
+    async fn write_message(&self, write: Write) -> StoreResult<MsgId> {
+        Ok(MsgId(self.write(write).await?.id()?))
+    }
+
     fn cached_relation(&self, key: (u32, u32)) -> Option<RelationId> {
         self.relations
             .lock()
@@ -529,24 +534,18 @@ impl MessageStore for SqliteStore {
         message: &NewMessage,
     ) -> StoreResult<MsgId> {
         let message = message.clone();
-        Ok(MsgId(
-            self.write(Write::AppendSingle {
-                relation,
-                to,
-                message,
-            })
-            .await?
-            .id()?,
-        ))
+        self.write_message(Write::AppendSingle {
+            relation,
+            to,
+            message,
+        })
+        .await
     }
 
     async fn append_group(&self, group: GroupId, message: &NewMessage) -> StoreResult<MsgId> {
         let message = message.clone();
-        Ok(MsgId(
-            self.write(Write::AppendGroup { group, message })
-                .await?
-                .id()?,
-        ))
+        self.write_message(Write::AppendGroup { group, message })
+            .await
     }
 
     async fn single_messages(
@@ -628,13 +627,13 @@ impl RecordMessage for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<MsgId> {
         let message = message.clone();
-        let write = Write::RecordSingle {
+        self.write_message(Write::RecordSingle {
             relation,
             to,
             message,
             now,
-        };
-        Ok(MsgId(self.write(write).await?.id()?))
+        })
+        .await
     }
 
     async fn record_group(
@@ -644,15 +643,12 @@ impl RecordMessage for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<MsgId> {
         let message = message.clone();
-        Ok(MsgId(
-            self.write(Write::RecordGroup {
-                group,
-                message,
-                now,
-            })
-            .await?
-            .id()?,
-        ))
+        self.write_message(Write::RecordGroup {
+            group,
+            message,
+            now,
+        })
+        .await
     }
 }
 
