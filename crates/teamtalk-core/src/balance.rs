@@ -132,6 +132,73 @@ impl<L: Copy + Eq + Hash> Registry<L> {
     }
 }
 
+/// The login_server's discovery answer (`GET /msg_server`, spec/servers.md §2.3): a JSON
+/// object with the keys in alphabetical order, pretty-printed as the original's jsoncpp did.
+///
+/// `peer_is_ipv4` picks the address order: IPv4 clients get `ip1` as `priorIP` (the original
+/// treated every IPv4 peer as "telecom"), others get `ip2` first. `port` is a string.
+pub fn discovery_json(
+    choice: Result<&MsgServerInfo, PickError>,
+    msfs: &str,
+    discovery: &str,
+    peer_is_ipv4: bool,
+) -> String {
+    let mut fields: Vec<(&str, String)> = Vec::new();
+    match choice {
+        Ok(server) => {
+            let (prior, backup) = if peer_is_ipv4 {
+                (&server.ip1, &server.ip2)
+            } else {
+                (&server.ip2, &server.ip1)
+            };
+            fields.push(("backupIP", json_string(backup)));
+            fields.push(("code", "0".to_owned()));
+            fields.push(("discovery", json_string(discovery)));
+            fields.push(("msfsBackup", json_string(msfs)));
+            fields.push(("msfsPrior", json_string(msfs)));
+            fields.push(("msg", json_string("")));
+            fields.push(("port", json_string(&server.port.to_string())));
+            fields.push(("priorIP", json_string(prior)));
+        }
+        Err(error) => {
+            fields.push(("code", error.code().to_string()));
+            fields.push(("msg", json_string(error.message())));
+        }
+    }
+    let mut out = String::from("{\n");
+    for (i, (key, value)) in fields.iter().enumerate() {
+        out.push_str("   ");
+        out.push_str(&json_string(key));
+        out.push_str(" : ");
+        out.push_str(value);
+        if i + 1 < fields.len() {
+            out.push(',');
+        }
+        out.push('\n');
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +259,25 @@ mod tests {
             1,
             "re-registration replaces the entry"
         );
+    }
+
+    #[test]
+    fn discovery_answers_in_the_original_shape() {
+        let mut info = server("10.0.0.1", 0, 10);
+        info.ip2 = "10.0.0.2".into();
+        let ok = discovery_json(Ok(&info), "http://m:8700/", "http://d/\"x", true);
+        assert_eq!(
+            ok,
+            "{\n   \"backupIP\" : \"10.0.0.2\",\n   \"code\" : 0,\n   \"discovery\" : \"http://d/\\\"x\",\n   \
+             \"msfsBackup\" : \"http://m:8700/\",\n   \"msfsPrior\" : \"http://m:8700/\",\n   \"msg\" : \"\",\n   \
+             \"port\" : \"8000\",\n   \"priorIP\" : \"10.0.0.1\"\n}\n"
+        );
+        let v6 = discovery_json(Ok(&info), "", "", false);
+        assert!(
+            v6.contains("\"priorIP\" : \"10.0.0.2\""),
+            "non-IPv4 peers get ip2 first"
+        );
+        let full = discovery_json(Err(PickError::AllFull), "", "", true);
+        assert_eq!(full, "{\n   \"code\" : 2,\n   \"msg\" : \"负载过高\"\n}\n");
     }
 }

@@ -43,6 +43,8 @@
 //! - [`balance`]: the login_server's msg_server registry and least-loaded choice.
 //! - [`routing`]: the route_server's presence table and relay rules.
 //! - [`kick`]: multi-device rules: who a login or a mobile's kick request pushes out.
+//! - [`msg_server`]: the msg_server as a state machine: client sessions, login, delivery,
+//!   kicks, and its links to db_proxy, route_server and login_server.
 //! - [`link`]: heartbeats and idle timeouts of server links, as data.
 //! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).
 
@@ -57,6 +59,7 @@ pub mod ids;
 pub mod kick;
 pub mod link;
 pub mod message;
+pub mod msg_server;
 pub mod password;
 pub mod pdu;
 pub mod routing;

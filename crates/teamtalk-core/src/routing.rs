@@ -10,8 +10,11 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use crate::command::AnyMessage;
 use crate::domain::{ClientType, UserId};
 use crate::ids::CommandId;
+use crate::pdu::Pdu;
+use crate::proto::{base_define, buddy, server};
 
 /// `UserStatType::USER_STATUS_OFFLINE`; every other status of an update counts as connected.
 pub const STATUS_OFFLINE: u32 = 2;
@@ -171,6 +174,159 @@ impl<L: Copy + Eq + Hash> Presence<L> {
     }
 }
 
+/// Where the route_server sends a PDU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target<L> {
+    /// One msg_server link.
+    Link(L),
+    /// Every msg_server link.
+    All,
+    /// Every msg_server link except this one.
+    AllBut(L),
+}
+
+/// A PDU the route_server sends, and to whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing<L> {
+    /// Recipients.
+    pub to: Target<L>,
+    /// The frame (relayed PDUs are passed on unchanged).
+    pub pdu: Pdu,
+}
+
+/// The whole route_server as a state machine: feed it the PDUs of each msg_server link and
+/// the link closings, send what it returns. Heartbeats are the shell's business.
+#[derive(Clone, Debug)]
+pub struct RouteHub<L> {
+    presence: Presence<L>,
+}
+
+impl<L> Default for RouteHub<L> {
+    fn default() -> Self {
+        RouteHub {
+            presence: Presence::default(),
+        }
+    }
+}
+
+impl<L: Copy + Eq + Hash> RouteHub<L> {
+    /// A route_server with nobody online.
+    pub fn new() -> RouteHub<L> {
+        RouteHub::default()
+    }
+
+    /// The presence table.
+    pub fn presence(&self) -> &Presence<L> {
+        &self.presence
+    }
+
+    /// A PDU arrived on `link`; what to send is appended to `out`. PDUs whose body does not
+    /// decode, and commands the route_server does not handle, are ignored (logged).
+    pub fn on_pdu(&mut self, link: L, pdu: &Pdu, out: &mut Vec<Outgoing<L>>) {
+        if let Some(scope) = relay_scope(pdu.command()) {
+            let to = match scope {
+                RelayScope::AllButSource => Target::AllBut(link),
+                RelayScope::All => Target::All,
+            };
+            out.push(Outgoing {
+                to,
+                pdu: pdu.clone(),
+            });
+            return;
+        }
+        let message = match pdu.decode_any() {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::debug!(command = %pdu.command(), %error, "undecodable PDU ignored");
+                return;
+            }
+        };
+        match message {
+            AnyMessage::OnlineUserInfo(info) => {
+                let connections = info.user_stat_list.iter().filter_map(|stat| {
+                    let client = ClientType::from_wire(stat.client_type)?;
+                    Some((UserId(stat.user_id), status_u32(stat.status), client))
+                });
+                self.presence.load(link, connections);
+            }
+            AnyMessage::UserStatusUpdate(update) => {
+                let Some(client) = ClientType::from_wire(update.client_type) else {
+                    tracing::debug!(client_type = update.client_type, "unknown client type");
+                    return;
+                };
+                let notices =
+                    self.presence
+                        .update(link, UserId(update.user_id), update.user_status, client);
+                push_notices(notices, out);
+            }
+            AnyMessage::UsersStatReq(request) => {
+                let answer = buddy::ImUsersStatRsp {
+                    user_id: request.user_id,
+                    user_stat_list: request
+                        .user_id_list
+                        .iter()
+                        .map(|&id| base_define::UserStat {
+                            user_id: id,
+                            status: wire_status(self.presence.status(UserId(id))),
+                        })
+                        .collect(),
+                    attach_data: request.attach_data,
+                };
+                out.push(Outgoing {
+                    to: Target::Link(link),
+                    pdu: Pdu::encode_message(&answer, pdu.seq_num()),
+                });
+            }
+            AnyMessage::RoleSet(_) | AnyMessage::HeartBeat(_) => {}
+            other => {
+                tracing::debug!(command = %other.command(), "not a route_server command, ignored");
+            }
+        }
+    }
+
+    /// `link` closed or timed out: its connections are forgotten and users who lost their
+    /// last PC are announced offline to the remaining links.
+    pub fn on_link_closed(&mut self, link: L, out: &mut Vec<Outgoing<L>>) {
+        for notices in self.presence.link_closed(link) {
+            push_notices(notices, out);
+        }
+    }
+}
+
+/// The notifications of a presence change, for every link.
+fn push_notices<L>(notices: Notices, out: &mut Vec<Outgoing<L>>) {
+    if let Some((user, login_status)) = notices.login_status {
+        let notify = server::ImServerPcLoginStatusNotify {
+            user_id: user.0,
+            login_status,
+        };
+        out.push(Outgoing {
+            to: Target::All,
+            pdu: Pdu::encode_message(&notify, 0),
+        });
+    }
+    if let Some((user, status)) = notices.status {
+        let notify = buddy::ImUserStatNotify {
+            user_stat: base_define::UserStat {
+                user_id: user.0,
+                status: wire_status(status),
+            },
+        };
+        out.push(Outgoing {
+            to: Target::All,
+            pdu: Pdu::encode_message(&notify, 0),
+        });
+    }
+}
+
+fn wire_status(status: u32) -> i32 {
+    i32::try_from(status).unwrap_or(i32::MAX)
+}
+
+fn status_u32(status: i32) -> u32 {
+    u32::try_from(status).unwrap_or(STATUS_OFFLINE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +417,66 @@ mod tests {
             Some(RelayScope::All)
         );
         assert_eq!(relay_scope(CommandId::OTHER_USER_STATUS_UPDATE), None);
+    }
+
+    #[test]
+    fn hub_answers_status_queries_and_relays() {
+        let mut hub = RouteHub::new();
+        let mut out = Vec::new();
+        let login = server::ImUserStatusUpdate {
+            user_status: STATUS_ONLINE,
+            user_id: 7,
+            client_type: ClientType::Windows.to_wire(),
+        };
+        hub.on_pdu(1u8, &Pdu::encode_message(&login, 0), &mut out);
+        assert_eq!(out.len(), 2, "login status and status notify");
+        assert!(out.iter().all(|o| o.to == Target::All));
+        out.clear();
+
+        let query = buddy::ImUsersStatReq {
+            user_id: 9,
+            user_id_list: vec![7, 8],
+            attach_data: Some(bytes::Bytes::from_static(b"handle")),
+        };
+        hub.on_pdu(2, &Pdu::encode_message(&query, 33), &mut out);
+        let [Outgoing { to, pdu }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(*to, Target::Link(2));
+        assert_eq!(pdu.seq_num(), 33, "the request's seq is echoed");
+        let answer: buddy::ImUsersStatRsp = pdu.decode_body().unwrap();
+        assert_eq!(answer.attach_data.as_deref(), Some(&b"handle"[..]));
+        let statuses: Vec<_> = answer
+            .user_stat_list
+            .iter()
+            .map(|s| (s.user_id, s.status))
+            .collect();
+        assert_eq!(statuses, vec![(7, 1), (8, 2)]);
+        out.clear();
+
+        let data = crate::proto::message::ImMsgData {
+            from_user_id: 7,
+            to_session_id: 8,
+            ..Default::default()
+        };
+        let frame = Pdu::encode_message(&data, 5);
+        hub.on_pdu(1, &frame, &mut out);
+        assert_eq!(
+            out,
+            vec![Outgoing {
+                to: Target::AllBut(1),
+                pdu: frame
+            }],
+            "relayed unchanged"
+        );
+        out.clear();
+
+        hub.on_link_closed(1, &mut out);
+        assert_eq!(
+            out.len(),
+            1,
+            "user 7 announced offline (no login-status: no client left)"
+        );
+        assert_eq!(hub.presence().status(UserId(7)), STATUS_OFFLINE);
     }
 }

@@ -9,6 +9,9 @@
 //! - [`clock`]: the wall clock handed to the core (the only place that reads it).
 //! - [`conf`]: the original servers' `.conf` files, for migrating deployments.
 //! - [`db_proxy`]: db_proxy_server: msg_server links dispatched to a core [`Handler`].
+//! - [`link`]: framed links (heartbeats, timeouts, bounded queues) and reconnecting dials.
+//! - [`login_server`]: login_server: HTTP discovery and the msg_server registry.
+//! - [`route_server`]: route_server: presence and relay between msg_servers.
 //! - [`db_proxy_conf`]: an original `dbproxyserver.conf` as db_proxy_server settings.
 //!
 //! [`Handler`]: teamtalk_core::service::Handler
@@ -17,4 +20,7 @@ pub mod clock;
 pub mod conf;
 pub mod db_proxy;
 pub mod db_proxy_conf;
+pub mod link;
+pub mod login_server;
+pub mod route_server;
 pub mod shutdown;

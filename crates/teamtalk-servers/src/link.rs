@@ -1,0 +1,339 @@
+//! Framed TCP links: one task per connection that reads frames with the core's decoder,
+//! writes what the owner queues, and keeps heartbeats and idle timeouts (spec/wire.md §5).
+//!
+//! A server owns its links through a hub task: every link reports [`LinkEvent`]s on one
+//! channel (bounded: a busy hub slows the readers down, which fills TCP windows — real
+//! backpressure), and the hub answers through each link's [`Outbox`] (bounded too: a peer that
+//! does not read is disconnected instead of growing memory). [`dial`] keeps an outgoing link
+//! up with the original's reconnect backoff.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use teamtalk_core::link::{LinkAction, LinkTimer, SERVER_HEARTBEAT_INTERVAL_MS, SERVER_TIMEOUT_MS};
+use teamtalk_core::pdu::DEFAULT_MAX_FRAME_LEN;
+use teamtalk_core::proto::other::ImHeartBeat;
+use teamtalk_core::{CommandId, Pdu, PduDecoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, Instrument};
+
+use crate::shutdown::Shutdown;
+
+/// How a link behaves.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// Largest accepted frame; a longer (or shorter than 16 bytes) length field closes the
+    /// link. Default 1 MiB.
+    pub max_frame_len: u32,
+    /// Frames queued for sending; a full queue means the peer does not keep up. Default 1024.
+    pub outbox: usize,
+    /// Send `CID_OTHER_HEARTBEAT` after this long without sending; `None`: never (client
+    /// links). Default 5 s.
+    pub heartbeat: Option<Duration>,
+    /// Close after this long without receiving; `None`: never (the owner decides, as for
+    /// client links whose timeout depends on the device). Default 30 s.
+    pub timeout: Option<Duration>,
+    /// Whether received heartbeats are reported to the owner (client links) or swallowed
+    /// (server links). Default: swallowed.
+    pub report_heartbeats: bool,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            outbox: 1024,
+            heartbeat: Some(Duration::from_millis(SERVER_HEARTBEAT_INTERVAL_MS)),
+            timeout: Some(Duration::from_millis(SERVER_TIMEOUT_MS)),
+            report_heartbeats: false,
+        }
+    }
+}
+
+impl LinkConfig {
+    /// A link to a client: no heartbeats of our own, no timeout (the owner applies the
+    /// device's), heartbeats reported; a smaller outbox.
+    pub fn client() -> LinkConfig {
+        LinkConfig {
+            outbox: 256,
+            heartbeat: None,
+            timeout: None,
+            report_heartbeats: true,
+            ..LinkConfig::default()
+        }
+    }
+}
+
+/// What a link tells its owner.
+#[derive(Debug)]
+pub enum LinkEvent<Id> {
+    /// The link is up; send through the outbox.
+    Opened(Id, Outbox),
+    /// A frame arrived.
+    Frame(Id, Pdu),
+    /// The link is gone (peer closed, error, timeout, or the outbox was dropped).
+    Closed(Id),
+}
+
+/// The sending side of a link. Dropping every clone closes the link after the queued frames
+/// are written.
+#[derive(Clone)]
+pub struct Outbox(mpsc::Sender<Bytes>);
+
+impl fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("closed", &self.0.is_closed())
+            .finish()
+    }
+}
+
+/// Why a frame was not queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The queue is full: the peer does not read fast enough.
+    #[error("the peer's send queue is full")]
+    Full,
+    /// The link is closed.
+    #[error("the link is closed")]
+    Closed,
+}
+
+impl Outbox {
+    /// Queues an encoded frame without waiting.
+    pub fn send(&self, frame: Bytes) -> Result<(), SendError> {
+        self.0.try_send(frame).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => SendError::Full,
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+        })
+    }
+
+    /// Queues a PDU without waiting.
+    pub fn send_pdu(&self, pdu: &Pdu) -> Result<(), SendError> {
+        self.send(pdu.to_bytes())
+    }
+
+    /// Queues an encoded frame, waiting for room.
+    pub async fn send_wait(&self, frame: Bytes) -> Result<(), SendError> {
+        self.0.send(frame).await.map_err(|_| SendError::Closed)
+    }
+
+    /// Whether the link is gone.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// Serves `stream` as link `id` until it closes, reporting to `events`. Reports
+/// [`LinkEvent::Opened`] first and [`LinkEvent::Closed`] last. Returns when the link is
+/// closed; `shutdown` closes it after flushing the queued frames.
+pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
+    stream: TcpStream,
+    id: Id,
+    config: LinkConfig,
+    events: mpsc::Sender<LinkEvent<Id>>,
+    mut shutdown: Shutdown,
+) {
+    let _ = stream.set_nodelay(true);
+    let (tx, mut outgoing) = mpsc::channel::<Bytes>(config.outbox.max(1));
+    if events
+        .send(LinkEvent::Opened(id, Outbox(tx)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (mut reader, mut writer) = stream.into_split();
+    let started = Instant::now();
+    let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let never = u64::MAX / 4;
+    let mut timer = LinkTimer::with_intervals(
+        0,
+        config.heartbeat.map_or(never, millis),
+        config.timeout.map_or(never, millis),
+    );
+    let mut decoder = PduDecoder::new(config.max_frame_len);
+    let mut buf = BytesMut::new();
+    let mut batch = Vec::new();
+    let mut out = BytesMut::new();
+    'link: loop {
+        let deadline = started + Duration::from_millis(timer.next_deadline());
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => break 'link,
+                Ok(_) => {
+                    timer.received(now_ms());
+                    loop {
+                        match decoder.decode(&mut buf) {
+                            Ok(Some(pdu)) => {
+                                if pdu.command() == CommandId::OTHER_HEARTBEAT && !config.report_heartbeats {
+                                    continue;
+                                }
+                                if events.send(LinkEvent::Frame(id, pdu)).await.is_err() {
+                                    break 'link;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(error) => {
+                                info!(%error, "framing error, closing the link");
+                                break 'link;
+                            }
+                        }
+                    }
+                    if buf.is_empty() && buf.capacity() > 64 * 1024 {
+                        buf = BytesMut::new(); // give a burst's memory back
+                    }
+                }
+                Err(error) => {
+                    debug!(%error, "read failed");
+                    break 'link;
+                }
+            },
+            n = outgoing.recv_many(&mut batch, 64) => {
+                if n == 0 {
+                    break 'link; // the owner dropped the outbox
+                }
+                for frame in batch.drain(..) {
+                    out.extend_from_slice(&frame);
+                }
+                if let Err(error) = writer.write_all(&out).await {
+                    debug!(%error, "write failed");
+                    break 'link;
+                }
+                out.clear();
+                timer.sent(now_ms());
+            },
+            _ = tokio::time::sleep_until(deadline) => match timer.poll(now_ms()) {
+                Some(LinkAction::SendHeartbeat) => {
+                    let beat = Pdu::encode_message(&ImHeartBeat {}, 0).to_bytes();
+                    if writer.write_all(&beat).await.is_err() {
+                        break 'link;
+                    }
+                }
+                Some(LinkAction::Close) => {
+                    info!("link silent for too long, closing");
+                    break 'link;
+                }
+                None => {}
+            },
+            _ = shutdown.wait() => {
+                // Flush what is queued, then close.
+                outgoing.close();
+                while let Some(frame) = outgoing.recv().await {
+                    if writer.write_all(&frame).await.is_err() {
+                        break;
+                    }
+                }
+                break 'link;
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+    let _ = events.send(LinkEvent::Closed(id)).await;
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4)
+}
+
+/// The original's reconnect delays (base/ServInfo.h): 4, 8, 16, 32, 64 s, then 4 again; a
+/// successful connection starts over at the first.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    first: Duration,
+    steps: u32,
+    step: u32,
+}
+
+impl Backoff {
+    /// 4 s doubling to 64 s.
+    pub fn original() -> Backoff {
+        Backoff::new(Duration::from_secs(4), 5)
+    }
+
+    /// Starts at `first`, doubles `steps - 1` times, then wraps.
+    pub fn new(first: Duration, steps: u32) -> Backoff {
+        Backoff {
+            first,
+            steps: steps.max(1),
+            step: 0,
+        }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.first * 2u32.saturating_pow(self.step);
+        self.step = (self.step + 1) % self.steps;
+        delay
+    }
+
+    /// A connection succeeded.
+    pub fn reset(&mut self) {
+        self.step = 0;
+    }
+}
+
+/// Keeps a link to `addr` up until `shutdown`: connects, serves it as link `id` (reporting
+/// [`LinkEvent::Opened`] … [`LinkEvent::Closed`] for every connection), and after a failure
+/// or a close waits per `backoff` before the next attempt.
+pub async fn dial<Id: Copy + Send + fmt::Debug + 'static>(
+    addr: SocketAddr,
+    id: Id,
+    config: LinkConfig,
+    mut backoff: Backoff,
+    events: mpsc::Sender<LinkEvent<Id>>,
+    mut shutdown: Shutdown,
+) {
+    let span = tracing::info_span!("upstream", ?id, %addr);
+    async move {
+        loop {
+            let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr));
+            let connected = tokio::select! {
+                result = connect => result,
+                _ = shutdown.wait() => return,
+            };
+            match connected {
+                Ok(Ok(stream)) => {
+                    info!("connected");
+                    backoff.reset();
+                    serve(stream, id, config.clone(), events.clone(), shutdown.clone()).await;
+                    info!("disconnected");
+                }
+                Ok(Err(error)) => debug!(%error, "connect failed"),
+                Err(_) => debug!("connect timed out"),
+            }
+            if shutdown.is_triggered() || events.is_closed() {
+                return;
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_wraps() {
+        let mut b = Backoff::original();
+        let delays: Vec<u64> = (0..7).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(delays, vec![4, 8, 16, 32, 64, 4, 8]);
+        b.reset();
+        assert_eq!(b.next_delay().as_secs(), 4);
+    }
+}

@@ -1,0 +1,193 @@
+//! login_server: tells clients which msg_server to use (HTTP `/msg_server`) and keeps the
+//! registry of msg_servers that report to it over TCP (spec/servers.md §2), a shell over
+//! [`teamtalk_core::balance`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use teamtalk_core::balance::{discovery_json, MsgServerInfo, Registry};
+use teamtalk_core::AnyMessage;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::link::{self, LinkConfig, LinkEvent};
+use crate::shutdown::Shutdown;
+
+/// Settings of the login_server.
+#[derive(Clone, Debug)]
+pub struct LoginServerConfig {
+    /// The msfs URL handed to clients (`msfsPrior`, `msfsBackup`). Conf key `msfs`.
+    pub msfs: String,
+    /// The discovery URL handed to clients. Conf key `discovery`.
+    pub discovery: String,
+    /// The msg_server links (heartbeat 5 s, timeout 30 s by default).
+    pub link: LinkConfig,
+    /// Idle HTTP connections are closed after this long (the original: 60 s).
+    pub http_timeout: Duration,
+}
+
+impl Default for LoginServerConfig {
+    fn default() -> Self {
+        LoginServerConfig {
+            msfs: "http://127.0.0.1:8700/".to_owned(),
+            discovery: "http://127.0.0.1/api/discovery".to_owned(),
+            link: LinkConfig::default(),
+            http_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+type SharedRegistry = Arc<Mutex<Registry<u64>>>;
+
+/// Serves HTTP discovery on `http` and msg_server links on `msg_servers` until `shutdown`.
+pub async fn run(
+    config: LoginServerConfig,
+    http: TcpListener,
+    msg_servers: TcpListener,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    info!(http = ?http.local_addr().ok(), msg_servers = ?msg_servers.local_addr().ok(), "login_server listening");
+    let registry: SharedRegistry = Arc::default();
+    let http_task = tokio::spawn(serve_http(
+        http,
+        registry.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
+    let (events_tx, mut events) = mpsc::channel::<LinkEvent<u64>>(1024);
+    let mut next_id = 0u64;
+    let mut links = HashMap::new();
+    loop {
+        tokio::select! {
+            accepted = msg_servers.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    next_id += 1;
+                    let span = tracing::info_span!("login_link", id = next_id, %peer);
+                    tokio::spawn(
+                        link::serve(stream, next_id, config.link.clone(), events_tx.clone(), shutdown.clone())
+                            .instrument(span),
+                    );
+                }
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(event) = events.recv() => match event {
+                LinkEvent::Opened(id, outbox) => {
+                    links.insert(id, outbox);
+                }
+                LinkEvent::Frame(id, pdu) => {
+                    let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+                    match pdu.decode_any() {
+                        Ok(AnyMessage::MsgServInfo(info)) => {
+                            info!(id, ip1 = %info.ip1, port = info.port, cur = info.cur_conn_cnt, "msg_server registered");
+                            registry.register(id, MsgServerInfo {
+                                ip1: info.ip1,
+                                ip2: info.ip2,
+                                port: info.port,
+                                max_conn_cnt: info.max_conn_cnt,
+                                cur_conn_cnt: info.cur_conn_cnt,
+                                host_name: info.host_name,
+                            });
+                        }
+                        Ok(AnyMessage::UserCntUpdate(update)) => registry.count_update(id, update.user_action),
+                        Ok(other) => debug!(command = %other.command(), "ignored"),
+                        Err(error) => debug!(%error, "undecodable PDU ignored"),
+                    }
+                }
+                LinkEvent::Closed(id) => {
+                    info!(id, "msg_server link closed");
+                    links.remove(&id);
+                    registry.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+                }
+            },
+            _ = shutdown.wait() => break,
+        }
+    }
+    let _ = http_task.await;
+    Ok(())
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    registry: SharedRegistry,
+    config: LoginServerConfig,
+    mut shutdown: Shutdown,
+) {
+    let config = Arc::new(config);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => return,
+        };
+        let (registry, config) = (registry.clone(), config.clone());
+        let timeout = config.http_timeout;
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let answer = answer(&request, peer, &registry, &config);
+                async move { Ok::<_, Infallible>(answer) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .max_buf_size(8192)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(timeout, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => debug!(%peer, %error, "HTTP connection failed"),
+                Err(_) => debug!(%peer, "HTTP connection idle, closed"),
+            }
+        });
+    }
+}
+
+/// Any method on a URL starting with `/msg_server` gets the discovery JSON (as the original);
+/// anything else a 404.
+fn answer(
+    request: &Request<Incoming>,
+    peer: SocketAddr,
+    registry: &Mutex<Registry<u64>>,
+    config: &LoginServerConfig,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path_and_query().map_or("", |p| p.as_str());
+    if !path.starts_with("/msg_server") {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"not found\n")));
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        return response;
+    }
+    let peer_is_ipv4 = match peer.ip() {
+        std::net::IpAddr::V4(_) => true,
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
+    };
+    let body = {
+        let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+        discovery_json(
+            registry.pick(),
+            &config.msfs,
+            &config.discovery,
+            peer_is_ipv4,
+        )
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/html;charset=utf-8"),
+    );
+    response
+}
