@@ -11,7 +11,9 @@
 //! - [`db_proxy`]: db_proxy_server: msg_server links dispatched to a core [`Handler`].
 //! - [`link`]: framed links (heartbeats, timeouts, bounded queues) and reconnecting dials.
 //! - [`login_server`]: login_server: HTTP discovery and the msg_server registry.
+//! - [`msg_server`]: msg_server: client connections and their upstream links.
 //! - [`route_server`]: route_server: presence and relay between msg_servers.
+//! - [`serve`]: every role in one process (`teamtalk serve`).
 //! - [`db_proxy_conf`]: an original `dbproxyserver.conf` as db_proxy_server settings.
 //!
 //! [`Handler`]: teamtalk_core::service::Handler
@@ -22,5 +24,7 @@ pub mod db_proxy;
 pub mod db_proxy_conf;
 pub mod link;
 pub mod login_server;
+pub mod msg_server;
 pub mod route_server;
+pub mod serve;
 pub mod shutdown;

@@ -1,0 +1,237 @@
+//! Everything in one process: login_server, route_server, db_proxy_server and msg_server
+//! wired together over loopback TCP, as `teamtalk serve` runs them. The roles talk through
+//! the same links and core code as separate processes would, so a msg_server on another
+//! machine can join this system through its ports.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use teamtalk_core::domain::Timestamp;
+use teamtalk_core::msg_server::MsgServerConfig;
+use teamtalk_core::service::DbProxy;
+use teamtalk_core::store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tracing::warn;
+
+use crate::clock::SystemClock;
+use crate::db_proxy::DbProxyServerConfig;
+use crate::login_server::LoginServerConfig;
+use crate::msg_server::MsgServerSettings;
+use crate::route_server::RouteServerConfig;
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+
+/// Where the all-in-one system listens and how it behaves.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Address every listener binds to. Default 127.0.0.1.
+    pub listen: IpAddr,
+    /// login_server HTTP port (clients' discovery). Default 8080; 0 picks a free port.
+    pub http_port: u16,
+    /// msg_server client ports, one msg_server per entry. Default `[8000]`.
+    pub msg_ports: Vec<u16>,
+    /// login_server port for msg_servers. Default 8100.
+    pub login_port: u16,
+    /// route_server port. Default 8200.
+    pub route_port: u16,
+    /// db_proxy_server port. Default 10600.
+    pub db_proxy_port: u16,
+    /// Address clients are told to connect to (`IpAddr1`). Default: the listen address.
+    pub advertise: Option<String>,
+    /// login_server settings (msfs and discovery URLs handed to clients).
+    pub login: LoginServerConfig,
+    /// Core msg_server settings (rate limit, timeouts); addresses and ports are filled in.
+    pub msg: MsgServerConfig,
+    /// First reconnect delay of the internal links. Default 4 s.
+    pub reconnect_delay: Duration,
+    /// How often group sessions of members are refreshed. Default 5 s.
+    pub group_sync_interval: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            http_port: 8080,
+            msg_ports: vec![8000],
+            login_port: 8100,
+            route_port: 8200,
+            db_proxy_port: 10600,
+            advertise: None,
+            login: LoginServerConfig::default(),
+            msg: MsgServerConfig::default(),
+            reconnect_delay: Duration::from_secs(4),
+            group_sync_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Every port 0 (free ports picked by the system): for tests and benchmarks.
+    pub fn ephemeral(msg_servers: usize) -> ServeConfig {
+        ServeConfig {
+            http_port: 0,
+            msg_ports: vec![0; msg_servers.max(1)],
+            login_port: 0,
+            route_port: 0,
+            db_proxy_port: 0,
+            reconnect_delay: Duration::from_millis(200),
+            ..ServeConfig::default()
+        }
+    }
+}
+
+/// A running system.
+#[derive(Debug)]
+pub struct Running {
+    /// The login_server's HTTP address: `http://{http}/msg_server`.
+    pub http: SocketAddr,
+    /// The msg_servers' client addresses.
+    pub msg_servers: Vec<SocketAddr>,
+    /// The login_server's msg_server port.
+    pub login: SocketAddr,
+    /// The route_server.
+    pub route: SocketAddr,
+    /// The db_proxy_server.
+    pub db_proxy: SocketAddr,
+    trigger: ShutdownTrigger,
+    tasks: JoinSet<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops every role (db_proxy finishes the requests in flight) and waits for them.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        self.trigger.trigger();
+        self.wait().await
+    }
+
+    /// Waits until every role has stopped (after a shutdown, or a failure).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        let mut result = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => result = Err(error),
+                Err(error) => result = Err(std::io::Error::other(error)),
+            }
+        }
+        result
+    }
+
+    /// A handle that triggers the shutdown (for signal handlers).
+    pub fn trigger(&self) -> &ShutdownTrigger {
+        &self.trigger
+    }
+}
+
+async fn bind(ip: IpAddr, port: u16, role: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind((ip, port)).await.map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("{role} cannot listen on {ip}:{port}: {error}"),
+        )
+    })
+}
+
+/// Binds every listener and starts every role on `store`.
+pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io::Result<Running> {
+    let ip = config.listen;
+    let http = bind(ip, config.http_port, "login_server (HTTP)").await?;
+    let login = bind(ip, config.login_port, "login_server").await?;
+    let route = bind(ip, config.route_port, "route_server").await?;
+    let db = bind(ip, config.db_proxy_port, "db_proxy_server").await?;
+    let mut msg_listeners = Vec::new();
+    for port in &config.msg_ports {
+        msg_listeners.push(bind(ip, *port, "msg_server").await?);
+    }
+    let (trigger, shutdown) = shutdown::channel();
+    let mut running = Running {
+        http: http.local_addr()?,
+        msg_servers: msg_listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<Result<_, _>>()?,
+        login: login.local_addr()?,
+        route: route.local_addr()?,
+        db_proxy: db.local_addr()?,
+        trigger,
+        tasks: JoinSet::new(),
+    };
+    let proxy = Arc::new(DbProxy::new(store, SystemClock, Default::default()));
+    let tasks = &mut running.tasks;
+    tasks.spawn(crate::db_proxy::run(
+        DbProxyServerConfig::default(),
+        db,
+        proxy.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(sync_groups(
+        proxy,
+        config.group_sync_interval,
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::route_server::run(
+        RouteServerConfig::default(),
+        route,
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::login_server::run(
+        config.login.clone(),
+        http,
+        login,
+        shutdown.clone(),
+    ));
+    let advertise = config.advertise.clone().unwrap_or_else(|| ip.to_string());
+    for listener in msg_listeners {
+        let port = listener.local_addr()?.port();
+        let settings = MsgServerSettings {
+            core: MsgServerConfig {
+                ip1: advertise.clone(),
+                ip2: advertise.clone(),
+                port: u32::from(port),
+                host_name: host_name(),
+                ..config.msg.clone()
+            },
+            db_servers: vec![running.db_proxy],
+            route_servers: vec![running.route],
+            login_servers: vec![running.login],
+            reconnect_delay: config.reconnect_delay,
+            ..MsgServerSettings::default()
+        };
+        tasks.spawn(crate::msg_server::run(
+            settings,
+            listener,
+            SystemClock,
+            shutdown.clone(),
+        ));
+    }
+    Ok(running)
+}
+
+/// Refreshes the group sessions of members every `interval` (the original's sync thread).
+pub async fn sync_groups<S: Store, C: teamtalk_core::domain::Clock>(
+    proxy: Arc<DbProxy<S, C>>,
+    interval: Duration,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let mut since = Timestamp(0);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait() => return Ok(()),
+        }
+        match proxy.sync_group_sessions(since).await {
+            Ok(next) => since = next,
+            Err(error) => warn!(%error, "group session sync failed; retrying"),
+        }
+    }
+}
+
+/// This machine's name, reported to login_servers.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}
