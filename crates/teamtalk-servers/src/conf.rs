@@ -62,6 +62,41 @@ impl ConfFile {
         ConfFile { entries }
     }
 
+    /// Reads a TOML file of the same keys (`ListenPort = 8000`, `IpAddr1 = "10.0.0.1"`): a
+    /// flat table of strings, integers and booleans. Nested tables and arrays are refused.
+    pub fn parse_toml(text: &str) -> Result<ConfFile, String> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut entries = Vec::new();
+        for (key, value) in table {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => u8::from(b).to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                _ => {
+                    return Err(format!(
+                        "key {key}: only strings, numbers and booleans are allowed"
+                    ))
+                }
+            };
+            entries.push((key, value));
+        }
+        Ok(ConfFile { entries })
+    }
+
+    /// Reads a configuration file: TOML when the name ends in `.toml`, otherwise the original
+    /// `key=value` format.
+    pub fn load_any(path: &Path) -> Result<ConfFile, String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = String::from_utf8_lossy(&bytes);
+        if path.extension().is_some_and(|e| e == "toml") {
+            ConfFile::parse_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+        } else {
+            Ok(ConfFile::parse(&text))
+        }
+    }
+
     /// Reads and parses a `.conf` file (bytes that are not UTF-8 are replaced).
     pub fn load(path: &Path) -> std::io::Result<ConfFile> {
         let bytes = std::fs::read(path)?;
@@ -206,5 +241,17 @@ mod tests {
         let conf = ConfFile::parse(&long);
         let value = conf.get("Key").unwrap();
         assert!(value.len() <= MAX_LINE_BYTES - 4 && value.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn toml_files_use_the_same_keys() {
+        let conf =
+            ConfFile::parse_toml("ListenIP = \"0.0.0.0\"\nListenPort = 8000\nDebug = true\n")
+                .unwrap();
+        assert_eq!(conf.get("ListenPort"), Some("8000"));
+        assert_eq!(conf.get("ListenIP"), Some("0.0.0.0"));
+        assert_eq!(conf.get("Debug"), Some("1"));
+        assert!(ConfFile::parse_toml("[table]\nx = 1\n").is_err());
+        assert!(ConfFile::parse_toml("x = ").is_err());
     }
 }

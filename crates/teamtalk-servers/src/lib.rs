@@ -13,6 +13,7 @@
 //! - [`login_server`]: login_server: HTTP discovery and the msg_server registry.
 //! - [`msg_server`]: msg_server: client connections and their upstream links.
 //! - [`route_server`]: route_server: presence and relay between msg_servers.
+//! - [`roles`]: each role's original configuration keys, from `.conf` or TOML.
 //! - [`serve`]: every role in one process (`teamtalk serve`).
 //! - [`db_proxy_conf`]: an original `dbproxyserver.conf` as db_proxy_server settings.
 //!
@@ -25,6 +26,7 @@ pub mod db_proxy_conf;
 pub mod link;
 pub mod login_server;
 pub mod msg_server;
+pub mod roles;
 pub mod route_server;
 pub mod serve;
 pub mod shutdown;

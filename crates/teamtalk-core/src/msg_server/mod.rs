@@ -118,8 +118,8 @@ const SERVER_ERROR: &str = "服务端异常";
 enum ConnState {
     /// Connected, no login request yet.
     New,
-    /// Login sent to db_proxy under this name.
-    Validating(String),
+    /// Login sent to db_proxy under this name, on this link, with this seq.
+    Validating(String, LinkId, u16),
     /// Logged in.
     Open(UserId),
     /// Being closed (kicked, refused, logged out): nothing more is served.
@@ -252,7 +252,7 @@ impl<C: Clock> MsgServer<C> {
             ConnState::New if command == CommandId::LOGIN_REQ_USERLOGIN => {
                 self.login(conn, &pdu, out);
             }
-            ConnState::New | ConnState::Validating(_) => {
+            ConnState::New | ConnState::Validating(..) => {
                 if command != CommandId::LOGIN_REQ_USERLOGIN {
                     tracing::debug!(?conn, %command, "command before login: closing");
                     self.close(conn, out);
@@ -268,7 +268,7 @@ impl<C: Clock> MsgServer<C> {
         let mut expired = Vec::new();
         for (&id, c) in &self.conns {
             let late = match c.state {
-                ConnState::New | ConnState::Validating(_) => {
+                ConnState::New | ConnState::Validating(..) => {
                     now_ms.saturating_sub(c.opened_ms) >= self.config.login_timeout_ms
                 }
                 ConnState::Open(_) => {
@@ -338,17 +338,23 @@ impl<C: Clock> MsgServer<C> {
             s @ 1..=3 => s,
             _ => STATUS_ONLINE as i32,
         };
+        let Some(link) = self.pick_db(DbRange::Login) else {
+            return; // checked above
+        };
         if let Some(c) = self.conns.get_mut(&conn) {
             c.client = Some(client);
             c.status = status;
-            c.state = ConnState::Validating(request.user_name.clone());
+            c.state = ConnState::Validating(request.user_name.clone(), link, seq);
         }
         let validate = server::ImValidateReq {
             user_name: request.user_name,
             password: request.password,
             attach_data: Some(DbAttach::new(AttachType::HANDLE, conn.0).to_bytes()),
         };
-        self.send_db(DbRange::Login, Pdu::encode_message(&validate, seq), out);
+        out.push(Action::ToUpstream(
+            link,
+            Pdu::encode_message(&validate, seq),
+        ));
     }
 
     fn refuse(
@@ -728,7 +734,28 @@ impl<C: Clock> MsgServer<C> {
     }
 
     /// An upstream link closed; a new route master is elected when the master went away.
+    /// Logins waiting for an answer on a closed db_proxy link are refused with
+    /// `REFUSE_REASON_NO_DB_SERVER` (the answer can no longer come).
     pub fn upstream_closed(&mut self, link: LinkId, out: &mut Vec<Action>) {
+        let mut stranded: Vec<(ConnId, u16)> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| match c.state {
+                ConnState::Validating(_, l, seq) if l == link => Some((*id, seq)),
+                _ => None,
+            })
+            .collect();
+        stranded.sort_unstable();
+        for (conn, seq) in stranded {
+            let answer = login::ImLoginRes {
+                server_time: 0,
+                result_code: bd::ResultType::RefuseReasonNoDbServer as i32,
+                result_string: Some(SERVER_ERROR.to_owned()),
+                online_status: None,
+                user_info: None,
+            };
+            self.refuse(conn, seq, answer, out);
+        }
         self.db.retain(|l| l.id != link);
         self.logins.retain(|l| *l != link);
         let was_master = self.routes.first() == Some(&link);
@@ -884,7 +911,7 @@ impl<C: Clock> MsgServer<C> {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        if c.state != ConnState::Validating(answer.user_name.clone()) {
+        if !matches!(&c.state, ConnState::Validating(name, ..) if *name == answer.user_name) {
             return;
         }
         let (client, status) = (c.client, c.status);

@@ -500,3 +500,28 @@ fn route_links_get_the_online_users_and_a_master() {
         "re-elected"
     );
 }
+
+#[test]
+fn a_login_lost_with_its_db_link_is_refused() {
+    let mut h = Harness::new();
+    let conn = h.ms.client_opened(0);
+    let request = login::ImLoginReq {
+        user_name: "alice".into(),
+        password: "x".into(),
+        online_status: 1,
+        client_type: 1,
+        client_version: None,
+    };
+    let out = h.client(conn, &request, 12);
+    only_upstream(&out, DB);
+    let mut out = Vec::new();
+    h.ms.upstream_closed(DB, &mut out);
+    let res = &to_client(&out, conn)[0];
+    assert_eq!(res.seq_num(), 12);
+    let res: login::ImLoginRes = res.decode_body().unwrap();
+    assert_eq!(
+        res.result_code,
+        bd::ResultType::RefuseReasonNoDbServer as i32
+    );
+    assert!(closes(&out, conn));
+}

@@ -1,0 +1,501 @@
+//! `teamtalk`: the whole system in one process, each server role alone, and administration.
+//! Run `teamtalk --help`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use teamtalk_core::domain::{Clock, DepartmentId, Timestamp};
+use teamtalk_core::service::DbProxy;
+use teamtalk_core::store::{Credentials, NewDepartment, NewUser, Store, User, UserStore};
+use teamtalk_servers::clock::SystemClock;
+use teamtalk_servers::conf::ConfFile;
+use teamtalk_servers::db_proxy_conf::DbProxyConf;
+use teamtalk_servers::serve::{self, ServeConfig};
+use teamtalk_servers::{db_proxy, login_server, msg_server, roles, route_server, shutdown};
+use teamtalk_store::{MysqlRedisConfig, MysqlRedisStore, SqliteConfig, SqliteStore};
+use tokio::net::TcpListener;
+
+const HELP: &str = "\
+teamtalk — TeamTalk-compatible IM servers
+
+USAGE:
+  teamtalk serve [--config FILE] [--data-dir DIR]
+      login_server, route_server, db_proxy_server and msg_server in one process on the
+      embedded SQLite store (default data dir ./teamtalk-data), listening on 127.0.0.1:
+      HTTP discovery 8080 (http://127.0.0.1:8080/msg_server), clients 8000; internal links
+      login 8100, route 8200, db_proxy 10600.
+  teamtalk user add NAME --password PW [--nick NICK] [--dept DEPT_ID] [--data-dir DIR | --config FILE]
+  teamtalk user list [--data-dir DIR | --config FILE]
+  teamtalk dept add NAME [--parent ID] [--data-dir DIR | --config FILE]
+      Administration on the same store (SQLite in the data dir, or MySQL + Redis when the
+      config file sets mysql_url and redis_url). Passwords are stored with the original
+      scheme: md5(md5(password) + salt) with a random salt.
+  teamtalk db-proxy-server --config FILE
+  teamtalk route-server --config FILE
+  teamtalk login-server --config FILE
+  teamtalk msg-server --config FILE
+      One role alone, reading the original .conf file (dbproxyserver.conf, routeserver.conf,
+      loginserver.conf, msgserver.conf) or a .toml file with the same keys.
+  teamtalk --help
+
+SERVE CONFIG (TOML, every key optional):
+  data_dir = \"./teamtalk-data\"   listen = \"127.0.0.1\"   advertise = \"127.0.0.1\"
+  http_port = 8080   msg_port = 8000   login_port = 8100   route_port = 8200
+  db_proxy_port = 10600   max_msgs_per_sec = 20
+  msfs = \"http://127.0.0.1:8700/\"   discovery = \"http://127.0.0.1/api/discovery\"
+  mysql_url = \"mysql://user:pw@host:3306/teamtalk\"   redis_url = \"redis://127.0.0.1:6379\"
+
+ENVIRONMENT:
+  TEAMTALK_LOG = error | warn | info (default) | debug | trace
+
+EXIT CODES: 0 ok, 64 bad command line or configuration, 1 failure while running.
+";
+
+/// A command-line or configuration problem (exit code 64).
+struct Usage(String);
+
+fn usage(message: impl Into<String>) -> Usage {
+    Usage(message.into())
+}
+
+enum Command {
+    Help,
+    Serve(Options),
+    UserAdd {
+        name: String,
+        password: String,
+        nick: Option<String>,
+        dept: u32,
+        opts: Options,
+    },
+    UserList(Options),
+    DeptAdd {
+        name: String,
+        parent: u32,
+        opts: Options,
+    },
+    Role {
+        role: String,
+        config: PathBuf,
+    },
+}
+
+#[derive(Default)]
+struct Options {
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Command, Usage> {
+    let mut positional = Vec::new();
+    let mut flags: Vec<(String, String)> = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--help" || arg == "-h" || arg == "help" {
+            return Ok(Command::Help);
+        }
+        if let Some(flag) = arg.strip_prefix("--") {
+            let (name, value) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_owned(), v.to_owned()),
+                None => {
+                    let value = iter
+                        .next()
+                        .ok_or_else(|| usage(format!("--{flag} needs a value")))?;
+                    (flag.to_owned(), value.clone())
+                }
+            };
+            flags.push((name, value));
+        } else {
+            positional.push(arg.as_str());
+        }
+    }
+    let mut take = |name: &str| -> Option<String> {
+        let i = flags.iter().position(|(n, _)| n == name)?;
+        Some(flags.remove(i).1)
+    };
+    let opts = |take: &mut dyn FnMut(&str) -> Option<String>| Options {
+        config: take("config").map(PathBuf::from),
+        data_dir: take("data-dir").map(PathBuf::from),
+    };
+    let number = |value: Option<String>, flag: &str| -> Result<u32, Usage> {
+        value.map_or(Ok(0), |v| {
+            v.parse()
+                .map_err(|_| usage(format!("--{flag} needs a number, got {v:?}")))
+        })
+    };
+    let command = match positional.as_slice() {
+        [] => return Ok(Command::Help),
+        ["serve"] => Command::Serve(opts(&mut take)),
+        ["user", "add", name] => Command::UserAdd {
+            name: (*name).to_owned(),
+            password: take("password").ok_or_else(|| usage("user add needs --password PW"))?,
+            nick: take("nick"),
+            dept: number(take("dept"), "dept")?,
+            opts: opts(&mut take),
+        },
+        ["user", "list"] => Command::UserList(opts(&mut take)),
+        ["dept", "add", name] => Command::DeptAdd {
+            name: (*name).to_owned(),
+            parent: number(take("parent"), "parent")?,
+            opts: opts(&mut take),
+        },
+        [role @ ("db-proxy-server" | "route-server" | "login-server" | "msg-server")] => {
+            Command::Role {
+                role: (*role).to_owned(),
+                config: take("config")
+                    .map(PathBuf::from)
+                    .ok_or_else(|| usage(format!("{role} needs --config FILE")))?,
+            }
+        }
+        other => return Err(usage(format!("unknown command: {}", other.join(" ")))),
+    };
+    if let Some((name, _)) = flags.first() {
+        return Err(usage(format!("unknown or misplaced flag --{name}")));
+    }
+    Ok(command)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse(&args) {
+        Ok(command) => command,
+        Err(Usage(message)) => {
+            eprintln!("teamtalk: {message}\nRun `teamtalk --help` for usage.");
+            return ExitCode::from(64);
+        }
+    };
+    if let Command::Help = command {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("teamtalk: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(execute(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(Usage(message))) => {
+            eprintln!("teamtalk: {message}");
+            ExitCode::from(64)
+        }
+        Err(Failure::Run(message)) => {
+            eprintln!("teamtalk: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    let level = match std::env::var("TEAMTALK_LOG").as_deref() {
+        Ok("error") => tracing::Level::ERROR,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+enum Failure {
+    Usage(Usage),
+    Run(String),
+}
+
+impl From<Usage> for Failure {
+    fn from(usage: Usage) -> Failure {
+        Failure::Usage(usage)
+    }
+}
+
+fn run_error(error: impl std::fmt::Display) -> Failure {
+    Failure::Run(error.to_string())
+}
+
+fn conf_error(path: &Path, error: impl std::fmt::Display) -> Failure {
+    Failure::Usage(usage(format!("{}: {error}", path.display())))
+}
+
+/// The serve / administration settings: the config file (if any) and the flags.
+struct Settings {
+    conf: ConfFile,
+    data_dir: PathBuf,
+}
+
+fn settings(opts: &Options) -> Result<Settings, Failure> {
+    let conf = match &opts.config {
+        Some(path) => ConfFile::load_any(path).map_err(|e| Failure::Usage(usage(e)))?,
+        None => ConfFile::default(),
+    };
+    let data_dir = opts
+        .data_dir
+        .clone()
+        .or_else(|| conf.get("data_dir").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("./teamtalk-data"));
+    Ok(Settings { conf, data_dir })
+}
+
+enum AnyStore {
+    Sqlite(SqliteStore),
+    Mysql(MysqlRedisStore),
+}
+
+async fn open_store(settings: &Settings) -> Result<AnyStore, Failure> {
+    match (
+        settings.conf.get("mysql_url"),
+        settings.conf.get("redis_url"),
+    ) {
+        (Some(mysql), Some(redis)) => {
+            let config = MysqlRedisConfig::new(mysql, redis);
+            let store = MysqlRedisStore::connect(&config).await.map_err(run_error)?;
+            Ok(AnyStore::Mysql(store))
+        }
+        (None, None) => {
+            std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+                run_error(format!(
+                    "cannot create {}: {e}",
+                    settings.data_dir.display()
+                ))
+            })?;
+            let path = settings.data_dir.join("teamtalk.db");
+            let store = SqliteStore::open(&SqliteConfig::new(path))
+                .await
+                .map_err(run_error)?;
+            Ok(AnyStore::Sqlite(store))
+        }
+        _ => Err(usage("mysql_url and redis_url must be set together").into()),
+    }
+}
+
+async fn execute(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Help => Ok(()),
+        Command::Serve(opts) => {
+            let settings = settings(&opts)?;
+            let config = serve_config(&settings.conf)?;
+            match open_store(&settings).await? {
+                AnyStore::Sqlite(store) => {
+                    println!(
+                        "teamtalk serve: data in {} (SQLite)",
+                        settings.data_dir.display()
+                    );
+                    run_all(config, store).await
+                }
+                AnyStore::Mysql(store) => {
+                    println!("teamtalk serve: data in MySQL + Redis");
+                    run_all(config, store).await
+                }
+            }
+        }
+        Command::UserAdd {
+            name,
+            password,
+            nick,
+            dept,
+            opts,
+        } => {
+            let store = open_store(&settings(&opts)?).await?;
+            let user = NewUser {
+                profile: User {
+                    nick: nick.unwrap_or_else(|| name.clone()),
+                    name,
+                    department: DepartmentId(dept),
+                    ..User::default()
+                },
+                credentials: Credentials::from_plain(&password, &random_salt()),
+            };
+            let id = match &store {
+                AnyStore::Sqlite(s) => s.add_user(&user, SystemClock.now()).await,
+                AnyStore::Mysql(s) => s.add_user(&user, SystemClock.now()).await,
+            }
+            .map_err(run_error)?;
+            println!("user {} added with id {}", user.profile.name, id.0);
+            Ok(())
+        }
+        Command::UserList(opts) => {
+            let store = open_store(&settings(&opts)?).await?;
+            let users = match &store {
+                AnyStore::Sqlite(s) => s.users_changed_since(Timestamp(0)).await,
+                AnyStore::Mysql(s) => s.users_changed_since(Timestamp(0)).await,
+            }
+            .map_err(run_error)?;
+            println!("{:>8}  {:<20}  {:<20}  {:>6}", "id", "name", "nick", "dept");
+            for user in users {
+                println!(
+                    "{:>8}  {:<20}  {:<20}  {:>6}",
+                    user.id.0, user.name, user.nick, user.department.0
+                );
+            }
+            Ok(())
+        }
+        Command::DeptAdd { name, parent, opts } => {
+            let store = open_store(&settings(&opts)?).await?;
+            let dept = NewDepartment {
+                name,
+                priority: 0,
+                parent: DepartmentId(parent),
+            };
+            let id = match &store {
+                AnyStore::Sqlite(s) => s.add_department(&dept, SystemClock.now()).await,
+                AnyStore::Mysql(s) => s.add_department(&dept, SystemClock.now()).await,
+            }
+            .map_err(run_error)?;
+            println!("department {} added with id {}", dept.name, id.0);
+            Ok(())
+        }
+        Command::Role { role, config } => run_role(&role, &config).await,
+    }
+}
+
+/// A salt as the original's: a decimal number below 10000.
+fn random_salt() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() % 10_000).to_string()
+}
+
+fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
+    let bad = |e: teamtalk_servers::conf::ConfError| Failure::Usage(usage(e.to_string()));
+    let mut config = ServeConfig::default();
+    if let Some(listen) = conf.get("listen") {
+        config.listen = listen
+            .parse()
+            .map_err(|_| usage(format!("listen: not an IP address: {listen:?}")))?;
+    }
+    let port = |key: &str, default: u16| -> Result<u16, Failure> {
+        Ok(conf
+            .parsed(key, "a TCP port")
+            .map_err(bad)?
+            .unwrap_or(default))
+    };
+    config.http_port = port("http_port", 8080)?;
+    config.msg_ports = vec![port("msg_port", 8000)?];
+    config.login_port = port("login_port", 8100)?;
+    config.route_port = port("route_port", 8200)?;
+    config.db_proxy_port = port("db_proxy_port", 10600)?;
+    config.advertise = conf.get("advertise").map(str::to_owned);
+    if let Some(msfs) = conf.get("msfs") {
+        config.login.msfs = msfs.to_owned();
+    }
+    if let Some(discovery) = conf.get("discovery") {
+        config.login.discovery = discovery.to_owned();
+    }
+    if let Some(rate) = conf.parsed("max_msgs_per_sec", "a number").map_err(bad)? {
+        config.msg.max_msgs_per_sec = rate;
+    }
+    Ok(config)
+}
+
+async fn run_all<S: Store + 'static>(config: ServeConfig, store: S) -> Result<(), Failure> {
+    let mut running = serve::start(config, store).await.map_err(run_error)?;
+    println!(
+        "  clients:    http://{}/msg_server (discovery)",
+        running.http
+    );
+    for addr in &running.msg_servers {
+        println!("  msg_server: {addr}");
+    }
+    println!(
+        "  internal:   login_server {}, route_server {}, db_proxy_server {}",
+        running.login, running.route, running.db_proxy
+    );
+    println!("  stop with Ctrl-C or SIGTERM");
+    tokio::select! {
+        result = shutdown::signal() => {
+            result.map_err(run_error)?;
+            println!("teamtalk serve: shutting down");
+            running.trigger().trigger();
+            running.wait().await.map_err(run_error)
+        }
+        result = running.wait() => result.map_err(run_error),
+    }
+}
+
+async fn bind_first(addrs: &[std::net::SocketAddr], role: &str) -> Result<TcpListener, Failure> {
+    let addr = addrs
+        .first()
+        .ok_or_else(|| usage(format!("{role}: no listen address")))?;
+    if addrs.len() > 1 {
+        tracing::warn!(%addr, "several listen addresses configured; only the first is used");
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| run_error(format!("{role} cannot listen on {addr}: {e}")))
+}
+
+async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
+    let conf = ConfFile::load_any(path).map_err(|e| Failure::Usage(usage(e)))?;
+    let (trigger, shutdown) = shutdown::channel();
+    let signal = async move {
+        let _ = shutdown::signal().await;
+        tracing::info!("shutting down");
+        trigger.trigger();
+    };
+    let task = async {
+        match role {
+            "db-proxy-server" => {
+                let conf = DbProxyConf::from_conf(&conf).map_err(|e| conf_error(path, e))?;
+                let business = conf.business().map_err(|e| conf_error(path, e))?;
+                let listener = bind_first(&conf.listen, role).await?;
+                let store = MysqlRedisStore::connect(&conf.store)
+                    .await
+                    .map_err(run_error)?;
+                let proxy = Arc::new(DbProxy::new(store, SystemClock, business));
+                let sync = serve::sync_groups(
+                    proxy.clone(),
+                    std::time::Duration::from_secs(5),
+                    shutdown.clone(),
+                );
+                let (served, _) = tokio::join!(
+                    db_proxy::run(Default::default(), listener, proxy, shutdown.clone()),
+                    sync
+                );
+                served.map_err(run_error)
+            }
+            "route-server" => {
+                let listen = roles::route_listen(&conf).map_err(|e| conf_error(path, e))?;
+                let listener = bind_first(&listen, role).await?;
+                route_server::run(Default::default(), listener, shutdown.clone())
+                    .await
+                    .map_err(run_error)
+            }
+            "login-server" => {
+                let (http, links, config) =
+                    roles::login_server(&conf).map_err(|e| conf_error(path, e))?;
+                let http = bind_first(&http, role).await?;
+                let links = bind_first(&links, role).await?;
+                login_server::run(config, http, links, shutdown.clone())
+                    .await
+                    .map_err(run_error)
+            }
+            _ => {
+                let (listen, settings) =
+                    roles::msg_server(&conf).map_err(|e| conf_error(path, e))?;
+                let listener = bind_first(&listen, role).await?;
+                msg_server::run(settings, listener, SystemClock, shutdown.clone())
+                    .await
+                    .map_err(run_error)
+            }
+        }
+    };
+    tokio::pin!(task);
+    tokio::select! {
+        result = &mut task => result,
+        () = signal => task.await,
+    }
+}

@@ -1,0 +1,154 @@
+//! The original servers' configuration keys (spec/servers.md §2.1, §3.1, §4.1) read into
+//! each role's settings, from a `.conf` file or a TOML file with the same keys.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use crate::conf::{ConfError, ConfFile};
+use crate::login_server::LoginServerConfig;
+use crate::msg_server::MsgServerSettings;
+
+fn invalid(key: &str, expected: &'static str) -> ConfError {
+    ConfError::Invalid {
+        key: key.to_owned(),
+        expected,
+    }
+}
+
+/// The addresses of `ip_key` (`;`-separated) on the port of `port_key`.
+pub fn listen_addrs(
+    conf: &ConfFile,
+    ip_key: &str,
+    port_key: &str,
+    default_ip: &str,
+    default_port: u16,
+) -> Result<Vec<SocketAddr>, ConfError> {
+    let port = conf.parsed(port_key, "a TCP port")?.unwrap_or(default_port);
+    let mut ips = conf.addresses(ip_key);
+    if ips.is_empty() {
+        ips.push(default_ip.to_owned());
+    }
+    ips.iter()
+        .map(|ip| {
+            ip.parse::<IpAddr>()
+                .map(|ip| SocketAddr::new(ip, port))
+                .map_err(|_| invalid(ip_key, "IP addresses separated by ;"))
+        })
+        .collect()
+}
+
+/// Peers named `{ip_key}{n}` / `{port_key}{n}`, resolved (host names allowed, as `localhost`
+/// in the shipped files).
+pub fn peer_addrs(
+    conf: &ConfFile,
+    ip_key: &str,
+    port_key: &str,
+) -> Result<Vec<SocketAddr>, ConfError> {
+    let mut out = Vec::new();
+    for (host, port) in conf.peers(ip_key, port_key)? {
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| invalid(&format!("{ip_key}…"), "a resolvable host"))?;
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+/// route_server: `ListenIP` (0.0.0.0), `ListenMsgPort` (8200).
+pub fn route_listen(conf: &ConfFile) -> Result<Vec<SocketAddr>, ConfError> {
+    listen_addrs(conf, "ListenIP", "ListenMsgPort", "0.0.0.0", 8200)
+}
+
+/// login_server listeners and settings: `HttpListenIP`/`HttpPort` (8080),
+/// `MsgServerListenIP`/`MsgServerPort` (8100), `msfs`, `discovery`.
+pub fn login_server(
+    conf: &ConfFile,
+) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>, LoginServerConfig), ConfError> {
+    let http = listen_addrs(conf, "HttpListenIP", "HttpPort", "0.0.0.0", 8080)?;
+    let links = listen_addrs(conf, "MsgServerListenIP", "MsgServerPort", "0.0.0.0", 8100)?;
+    let mut config = LoginServerConfig::default();
+    if let Some(msfs) = conf.get("msfs") {
+        config.msfs = msfs.to_owned();
+    }
+    if let Some(discovery) = conf.get("discovery") {
+        config.discovery = discovery.to_owned();
+    }
+    Ok((http, links, config))
+}
+
+/// msg_server listeners and settings: `ListenIP`/`ListenPort` (8000), `IpAddr1` (required),
+/// `IpAddr2`, `MaxConnCnt`, `DBServerIP{n}`/`DBServerPort{n}`, `ConcurrentDBConnCnt`,
+/// `LoginServerIP{n}`/`LoginServerPort{n}`, `RouteServerIP{n}`/`RouteServerPort{n}`, and
+/// `MaxMsgsPerSecond` (ours, 20).
+pub fn msg_server(conf: &ConfFile) -> Result<(Vec<SocketAddr>, MsgServerSettings), ConfError> {
+    let listen = listen_addrs(conf, "ListenIP", "ListenPort", "0.0.0.0", 8000)?;
+    let mut settings = MsgServerSettings::default();
+    let ip1 = conf.require("IpAddr1")?.to_owned();
+    settings.core.ip2 = conf.get("IpAddr2").unwrap_or(&ip1).to_owned();
+    settings.core.ip1 = ip1;
+    settings.core.port = listen.first().map_or(8000, |a| u32::from(a.port()));
+    if let Some(max) = conf.parsed("MaxConnCnt", "a number")? {
+        settings.core.max_conn_cnt = max;
+    }
+    if let Some(rate) = conf.parsed("MaxMsgsPerSecond", "a number")? {
+        settings.core.max_msgs_per_sec = rate;
+    }
+    settings.core.host_name = crate::serve::host_name();
+    settings.db_servers = peer_addrs(conf, "DBServerIP", "DBServerPort")?;
+    if settings.db_servers.is_empty() {
+        return Err(ConfError::Missing {
+            key: "DBServerIP1".to_owned(),
+        });
+    }
+    settings.db_connections = conf
+        .parsed("ConcurrentDBConnCnt", "a number")?
+        .unwrap_or(10);
+    settings.login_servers = peer_addrs(conf, "LoginServerIP", "LoginServerPort")?;
+    settings.route_servers = peer_addrs(conf, "RouteServerIP", "RouteServerPort")?;
+    Ok((listen, settings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_original_msgserver_conf() {
+        let conf = ConfFile::parse(
+            "ListenIP=0.0.0.0\nListenPort=8000\nIpAddr1=10.0.0.5 # telecom\nMaxConnCnt=100\n\
+             DBServerIP1=127.0.0.1\nDBServerPort1=10600\nDBServerIP2=127.0.0.1\nDBServerPort2=10600\n\
+             ConcurrentDBConnCnt=2\nLoginServerIP1=localhost\nLoginServerPort1=8100\n\
+             RouteServerIP1=127.0.0.1\nRouteServerPort1=8200\naesKey=12345678901234567890123456789012\n",
+        );
+        let (listen, s) = msg_server(&conf).unwrap();
+        assert_eq!(listen, vec!["0.0.0.0:8000".parse().unwrap()]);
+        assert_eq!(
+            (s.core.ip1.as_str(), s.core.ip2.as_str()),
+            ("10.0.0.5", "10.0.0.5")
+        );
+        assert_eq!((s.db_servers.len(), s.db_connections), (2, 2));
+        assert_eq!(s.login_servers[0].port(), 8100);
+        assert_eq!(s.core.max_conn_cnt, 100);
+        let bad = ConfFile::parse("IpAddr1=x\nListenPort=eighty\nDBServerIP1=a\nDBServerPort1=1\n");
+        assert!(matches!(msg_server(&bad), Err(ConfError::Invalid { .. })));
+        assert!(matches!(
+            msg_server(&ConfFile::parse("")),
+            Err(ConfError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn login_and_route_defaults() {
+        let (http, links, config) =
+            login_server(&ConfFile::parse("msfs=http://m:8700/\n")).unwrap();
+        assert_eq!((http[0].port(), links[0].port()), (8080, 8100));
+        assert_eq!(config.msfs, "http://m:8700/");
+        assert_eq!(
+            route_listen(&ConfFile::parse("ListenIP=127.0.0.1;127.0.0.2\n"))
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+}
