@@ -629,3 +629,31 @@ async fn whole_system_on_sqlite() {
     suite(store).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_system_on_mysql_and_redis() {
+    let (Ok(server), Ok(redis)) = (
+        std::env::var("TEAMTALK_TEST_MYSQL_URL"),
+        std::env::var("TEAMTALK_TEST_REDIS_URL"),
+    ) else {
+        println!("skipped: set TEAMTALK_TEST_MYSQL_URL and TEAMTALK_TEST_REDIS_URL to run the system test on MySQL + Redis");
+        return;
+    };
+    let name = format!("tt_system_{}", std::process::id());
+    let server = server.trim_end_matches('/').to_owned();
+    let admin = sqlx::MySqlPool::connect(&server).await.unwrap();
+    let create = format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4");
+    sqlx::query(sqlx::AssertSqlSafe(create)).execute(&admin).await.unwrap();
+    let mut config = teamtalk_store::MysqlRedisConfig::new(&format!("{server}/{name}"), &redis);
+    config.key_prefix = format!("{name}:");
+    let store = teamtalk_store::MysqlRedisStore::connect(&config).await.unwrap();
+    store.bootstrap().await.unwrap();
+    let cleanup = store.clone();
+    let outcome = tokio::spawn(suite(store)).await;
+    let _ = cleanup.delete_prefixed_keys().await;
+    let drop = format!("DROP DATABASE IF EXISTS `{name}`");
+    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
