@@ -643,10 +643,15 @@ async fn whole_system_on_mysql_and_redis() {
     let server = server.trim_end_matches('/').to_owned();
     let admin = sqlx::MySqlPool::connect(&server).await.unwrap();
     let create = format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4");
-    sqlx::query(sqlx::AssertSqlSafe(create)).execute(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&admin)
+        .await
+        .unwrap();
     let mut config = teamtalk_store::MysqlRedisConfig::new(&format!("{server}/{name}"), &redis);
     config.key_prefix = format!("{name}:");
-    let store = teamtalk_store::MysqlRedisStore::connect(&config).await.unwrap();
+    let store = teamtalk_store::MysqlRedisStore::connect(&config)
+        .await
+        .unwrap();
     store.bootstrap().await.unwrap();
     let cleanup = store.clone();
     let outcome = tokio::spawn(suite(store)).await;
