@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use teamtalk_core::crypt::MessageKey;
 use teamtalk_core::domain::{Clock, DepartmentId, Timestamp};
-use teamtalk_core::service::DbProxy;
+use teamtalk_core::service::{DbProxy, DbProxyConfig};
 use teamtalk_core::store::{Credentials, NewDepartment, NewUser, Store, User, UserStore};
 use teamtalk_servers::clock::SystemClock;
 use teamtalk_servers::conf::ConfFile;
@@ -36,7 +37,8 @@ USAGE:
   teamtalk login-server --config FILE
   teamtalk msg-server --config FILE
       One role alone, reading the original .conf file (dbproxyserver.conf, routeserver.conf,
-      loginserver.conf, msgserver.conf) or a .toml file with the same keys.
+      loginserver.conf, msgserver.conf) or a .toml file with the same keys. A db-proxy-server
+      config without DBInstances serves the embedded store in data_dir instead of MySQL.
   teamtalk --help
 
 SERVE CONFIG (TOML, every key optional):
@@ -438,6 +440,25 @@ async fn bind_first(addrs: &[std::net::SocketAddr], role: &str) -> Result<TcpLis
         .map_err(|e| run_error(format!("{role} cannot listen on {addr}: {e}")))
 }
 
+async fn serve_db_proxy<S: Store + 'static>(
+    listener: TcpListener,
+    store: S,
+    business: DbProxyConfig,
+    shutdown: shutdown::Shutdown,
+) -> Result<(), Failure> {
+    let proxy = Arc::new(DbProxy::new(store, SystemClock, business));
+    let sync = serve::sync_groups(
+        proxy.clone(),
+        std::time::Duration::from_secs(5),
+        shutdown.clone(),
+    );
+    let (served, _) = tokio::join!(
+        db_proxy::run(Default::default(), listener, proxy, shutdown),
+        sync
+    );
+    served.map_err(run_error)
+}
+
 async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
     let conf = ConfFile::load_any(path).map_err(|e| Failure::Usage(usage(e)))?;
     let (trigger, shutdown) = shutdown::channel();
@@ -448,24 +469,44 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
     };
     let task = async {
         match role {
-            "db-proxy-server" => {
+            "db-proxy-server" if conf.get("DBInstances").is_some() => {
                 let conf = DbProxyConf::from_conf(&conf).map_err(|e| conf_error(path, e))?;
                 let business = conf.business().map_err(|e| conf_error(path, e))?;
                 let listener = bind_first(&conf.listen, role).await?;
                 let store = MysqlRedisStore::connect(&conf.store)
                     .await
                     .map_err(run_error)?;
-                let proxy = Arc::new(DbProxy::new(store, SystemClock, business));
-                let sync = serve::sync_groups(
-                    proxy.clone(),
-                    std::time::Duration::from_secs(5),
-                    shutdown.clone(),
-                );
-                let (served, _) = tokio::join!(
-                    db_proxy::run(Default::default(), listener, proxy, shutdown.clone()),
-                    sync
-                );
-                served.map_err(run_error)
+                serve_db_proxy(listener, store, business, shutdown.clone()).await
+            }
+            "db-proxy-server" => {
+                // No MySQL pools configured: the embedded store in `data_dir`.
+                let listen =
+                    roles::listen_addrs(&conf, "ListenIP", "ListenPort", "127.0.0.1", 10600)
+                        .map_err(|e| conf_error(path, e))?;
+                let business = match conf.get("aesKey") {
+                    Some(key) => {
+                        let key = MessageKey::new(key)
+                            .map_err(|_| conf_error(path, "aesKey must have 32 characters"))?;
+                        DbProxyConfig {
+                            audio_preview: key.encrypt("[语音]".as_bytes()).into(),
+                            ..DbProxyConfig::default()
+                        }
+                    }
+                    None => DbProxyConfig::default(),
+                };
+                let listener = bind_first(&listen, role).await?;
+                let settings = Settings {
+                    data_dir: PathBuf::from(conf.get("data_dir").unwrap_or("./teamtalk-data")),
+                    conf: ConfFile::default(),
+                };
+                match open_store(&settings).await? {
+                    AnyStore::Sqlite(store) => {
+                        serve_db_proxy(listener, store, business, shutdown.clone()).await
+                    }
+                    AnyStore::Mysql(store) => {
+                        serve_db_proxy(listener, store, business, shutdown.clone()).await
+                    }
+                }
             }
             "route-server" => {
                 let listen = roles::route_listen(&conf).map_err(|e| conf_error(path, e))?;

@@ -7,12 +7,12 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use teamtalk_core::password::client_password;
-use teamtalk_core::proto::{login, message};
+use teamtalk_core::proto::{buddy, group, login, message};
 use teamtalk_core::{AnyMessage, PduDecoder, PduMessage};
 
 fn teamtalk() -> Command {
@@ -238,22 +238,203 @@ fn serve_with_users_added_by_the_cli() {
     let ack = alice.expect::<message::ImMsgDataAck>();
     let got = bob.expect::<message::ImMsgData>();
     assert_eq!(got.msg_id, ack.msg_id);
-    alice.send(login::ImLogoutReq {}, 3);
+    // The client's post-login sync, then a group.
+    alice.send(
+        buddy::ImDepartmentReq {
+            user_id: 0,
+            latest_update_time: 0,
+            attach_data: None,
+        },
+        3,
+    );
+    assert_eq!(
+        alice.expect::<buddy::ImDepartmentRsp>().dept_list[0].dept_name,
+        "R&D"
+    );
+    alice.send(
+        buddy::ImAllUserReq {
+            user_id: 0,
+            latest_update_time: 0,
+            attach_data: None,
+        },
+        4,
+    );
+    assert_eq!(alice.expect::<buddy::ImAllUserRsp>().user_list.len(), 2);
+    alice.send(
+        buddy::ImRecentContactSessionReq {
+            user_id: 0,
+            latest_update_time: 0,
+            attach_data: None,
+        },
+        5,
+    );
+    let sessions = alice
+        .expect::<buddy::ImRecentContactSessionRsp>()
+        .contact_session_list;
+    assert_eq!(sessions.len(), 1, "the chat with bob");
+    assert_eq!(sessions[0].session_id, bob_id);
+    alice.send(
+        group::ImGroupCreateReq {
+            user_id: 0,
+            group_type: 2,
+            group_name: "lunch".into(),
+            group_avatar: String::new(),
+            member_id_list: vec![alice_id, bob_id],
+            attach_data: None,
+        },
+        6,
+    );
+    let group_id = alice.expect::<group::ImGroupCreateRsp>().group_id.unwrap();
+    alice.send(
+        message::ImMsgData {
+            from_user_id: 0,
+            to_session_id: group_id,
+            msg_id: 0,
+            create_time: 0,
+            msg_type: 17,
+            msg_data: Bytes::from_static(b"bm9vbj8="),
+            attach_data: None,
+        },
+        7,
+    );
+    let ack = alice.expect::<message::ImMsgDataAck>();
+    let got = bob.expect::<message::ImMsgData>();
+    assert_eq!((got.to_session_id, got.msg_id), (group_id, ack.msg_id));
+    bob.send(
+        message::ImUnreadMsgCntReq {
+            user_id: 0,
+            attach_data: None,
+        },
+        2,
+    );
+    assert_eq!(
+        bob.expect::<message::ImUnreadMsgCntRsp>().total_cnt,
+        2,
+        "one 1:1, one group message"
+    );
+
+    alice.send(login::ImLogoutReq {}, 8);
     assert_eq!(alice.expect::<login::ImLogoutRsp>().result_code, 0);
 
+    stop(server, "serve");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop(mut child: Child, role: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(exit) = server.try_wait().unwrap() {
-            break exit;
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            assert!(exit.success(), "{role} exits cleanly on SIGTERM: {exit:?}");
+            return;
         }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        assert!(Instant::now() < deadline, "{role} did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The multi-machine deployment, on one machine: every role its own process, configured by
+/// the original `.conf` files (db_proxy by a TOML file on the embedded store).
+#[test]
+fn each_role_alone_from_its_config_file() {
+    let dir = temp_dir("roles");
+    for name in ["alice", "bob"] {
+        let (code, _, err) = run(&["user", "add", name, "--password", "pw"], &dir);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (db, route, http, links, client) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let files = [
+        ("dbproxy.toml", format!("ListenIP = \"127.0.0.1\"\nListenPort = {db}\ndata_dir = {:?}\n", dir.display().to_string())),
+        ("routeserver.conf", format!("ListenIP=127.0.0.1\nListenMsgPort={route}\n")),
+        (
+            "loginserver.conf",
+            format!("HttpListenIP=127.0.0.1\nHttpPort={http}\nMsgServerListenIP=127.0.0.1\nMsgServerPort={links}\nmsfs=http://127.0.0.1:8700/\n"),
+        ),
+        (
+            "msgserver.conf",
+            format!(
+                "ListenIP=127.0.0.1\nListenPort={client}\nIpAddr1=127.0.0.1\nMaxConnCnt=1000\n\
+                 DBServerIP1=127.0.0.1\nDBServerPort1={db}\nDBServerIP2=127.0.0.1\nDBServerPort2={db}\nConcurrentDBConnCnt=1\n\
+                 LoginServerIP1=localhost\nLoginServerPort1={links}\nRouteServerIP1=127.0.0.1\nRouteServerPort1={route}\n"
+            ),
+        ),
+    ];
+    for (name, text) in &files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let spawn = |role: &str, file: &str| {
+        teamtalk()
+            .args([role, "--config"])
+            .arg(dir.join(file))
+            .env("TEAMTALK_LOG", "warn")
+            .spawn()
+            .unwrap()
+    };
+    let db_proxy = spawn("db-proxy-server", "dbproxy.toml");
+    let route_server = spawn("route-server", "routeserver.conf");
+    let login_server = spawn("login-server", "loginserver.conf");
+    for port in [db, route, links, http] {
+        wait_listening(port);
+    }
+    let msg_server = spawn("msg-server", "msgserver.conf");
+
+    let ms = discover(&format!("127.0.0.1:{http}"));
+    assert_eq!(ms.port(), client);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut alice, res) = loop {
+        let (c, res) = Client::login(ms, "alice", "pw");
+        if res.result_code == 0 || Instant::now() > deadline {
+            break (c, res);
+        }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(exit.success(), "graceful exit: {exit:?}");
+    assert_eq!(res.result_code, 0, "{res:?}");
+    let (mut bob, res) = Client::login(ms, "bob", "pw");
+    let bob_id = res.user_info.unwrap().user_id;
+    alice.send(
+        message::ImMsgData {
+            from_user_id: 0,
+            to_session_id: bob_id,
+            msg_id: 0,
+            create_time: 0,
+            msg_type: 1,
+            msg_data: Bytes::from_static(b"aGk="),
+            attach_data: None,
+        },
+        2,
+    );
+    let ack = alice.expect::<message::ImMsgDataAck>();
+    assert_eq!(bob.expect::<message::ImMsgData>().msg_id, ack.msg_id);
+
+    stop(msg_server, "msg-server");
+    stop(login_server, "login-server");
+    stop(route_server, "route-server");
+    stop(db_proxy, "db-proxy-server");
     let _ = std::fs::remove_dir_all(&dir);
 }
