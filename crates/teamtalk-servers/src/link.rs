@@ -17,7 +17,7 @@ use teamtalk_core::pdu::DEFAULT_MAX_FRAME_LEN;
 use teamtalk_core::proto::other::ImHeartBeat;
 use teamtalk_core::{CommandId, Pdu, PduDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
@@ -204,7 +204,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                 for frame in batch.drain(..) {
                     out.extend_from_slice(&frame);
                 }
-                if let Err(error) = writer.write_all(&out).await {
+                if let Err(error) = write(&mut writer, &out).await {
                     debug!(%error, "write failed");
                     break 'link;
                 }
@@ -214,7 +214,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
             _ = tokio::time::sleep_until(deadline) => match timer.poll(now_ms()) {
                 Some(LinkAction::SendHeartbeat) => {
                     let beat = Pdu::encode_message(&ImHeartBeat {}, 0).to_bytes();
-                    if writer.write_all(&beat).await.is_err() {
+                    if write(&mut writer, &beat).await.is_err() {
                         break 'link;
                     }
                 }
@@ -228,7 +228,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                 // Flush what is queued, then close.
                 outgoing.close();
                 while let Some(frame) = outgoing.recv().await {
-                    if writer.write_all(&frame).await.is_err() {
+                    if write(&mut writer, &frame).await.is_err() {
                         break;
                     }
                 }
@@ -240,8 +240,50 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
     let _ = events.send(LinkEvent::Closed(id)).await;
 }
 
+/// A peer that takes longer than this to accept one batch of frames is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes `bytes`, failing when the peer stops reading for [`WRITE_TIMEOUT`].
+async fn write(writer: &mut tokio::net::tcp::OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "peer does not read",
+        )),
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4)
+}
+
+/// The next connection on `listener`. Accept errors (out of file descriptors and the like)
+/// are logged and retried after a short pause instead of spinning.
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Serves an accepted connection as link `id` on its own task, in a span named `name`.
+pub fn spawn_serve<Id: Copy + Send + fmt::Debug + 'static>(
+    name: &'static str,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: Id,
+    config: LinkConfig,
+    events: mpsc::Sender<LinkEvent<Id>>,
+    shutdown: Shutdown,
+) {
+    let span = tracing::info_span!("link", kind = name, ?id, %peer);
+    tokio::spawn(serve(stream, id, config, events, shutdown).instrument(span));
 }
 
 /// The original's reconnect delays (base/ServInfo.h): 4, 8, 16, 32, 64 s, then 4 again; a

@@ -17,7 +17,7 @@ use teamtalk_core::balance::{discovery_json, MsgServerInfo, Registry};
 use teamtalk_core::AnyMessage;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info};
 
 use crate::link::{self, LinkConfig, LinkEvent};
 use crate::shutdown::Shutdown;
@@ -68,20 +68,10 @@ pub async fn run(
     let mut links = HashMap::new();
     loop {
         tokio::select! {
-            accepted = msg_servers.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    next_id += 1;
-                    let span = tracing::info_span!("login_link", id = next_id, %peer);
-                    tokio::spawn(
-                        link::serve(stream, next_id, config.link.clone(), events_tx.clone(), shutdown.clone())
-                            .instrument(span),
-                    );
-                }
-                Err(error) => {
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            (stream, peer) = link::accept(&msg_servers) => {
+                next_id += 1;
+                link::spawn_serve("login", stream, peer, next_id, config.link.clone(), events_tx.clone(), shutdown.clone());
+            }
             Some(event) = events.recv() => match event {
                 LinkEvent::Opened(id, outbox) => {
                     links.insert(id, outbox);
@@ -127,14 +117,7 @@ async fn serve_http(
     let config = Arc::new(config);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = link::accept(&listener) => accepted,
             _ = shutdown.wait() => return,
         };
         let (registry, config) = (registry.clone(), config.clone());

@@ -16,7 +16,7 @@ use teamtalk_core::msg_server::{
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use crate::link::{self, Backoff, LinkConfig, LinkEvent, Outbox};
 use crate::shutdown::Shutdown;
@@ -119,20 +119,10 @@ pub async fn run<C: Clock + 'static>(
     let mut out = Vec::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let conn = core.client_opened(now_ms());
-                    let span = tracing::info_span!("client", conn = conn.0, %peer);
-                    tokio::spawn(
-                        link::serve(stream, Peer::Client(conn), settings.client_link.clone(), events_tx.clone(), shutdown.clone())
-                            .instrument(span),
-                    );
-                }
-                Err(error) => {
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            (stream, peer) = link::accept(&listener) => {
+                let conn = core.client_opened(now_ms());
+                link::spawn_serve("client", stream, peer, Peer::Client(conn), settings.client_link.clone(), events_tx.clone(), shutdown.clone());
+            }
             Some(event) = events.recv() => {
                 match event {
                     LinkEvent::Opened(Peer::Client(conn), outbox) => {

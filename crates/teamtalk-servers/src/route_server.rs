@@ -2,12 +2,11 @@
 //! (spec/servers.md §4), a shell over [`teamtalk_core::routing::RouteHub`].
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use teamtalk_core::routing::{Outgoing, RouteHub, Target};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 
 use crate::link::{self, LinkConfig, LinkEvent, Outbox};
 use crate::shutdown::Shutdown;
@@ -33,20 +32,10 @@ pub async fn run(
     let mut out = Vec::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    next_id += 1;
-                    let span = tracing::info_span!("route_link", id = next_id, %peer);
-                    tokio::spawn(
-                        link::serve(stream, next_id, config.link.clone(), events_tx.clone(), shutdown.clone())
-                            .instrument(span),
-                    );
-                }
-                Err(error) => {
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            (stream, peer) = link::accept(&listener) => {
+                next_id += 1;
+                link::spawn_serve("route", stream, peer, next_id, config.link.clone(), events_tx.clone(), shutdown.clone());
+            }
             Some(event) = events.recv() => {
                 match event {
                     LinkEvent::Opened(id, outbox) => {
