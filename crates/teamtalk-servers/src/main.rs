@@ -30,7 +30,7 @@ USAGE:
   teamtalk user list [--data-dir DIR | --config FILE]
   teamtalk dept add NAME [--parent ID] [--data-dir DIR | --config FILE]
       Administration on the same store (SQLite in the data dir, or MySQL + Redis when the
-      config file sets mysql_url and redis_url). Passwords are stored with the original
+      config file sets mysql_url and redis_url, or is an original dbproxyserver.conf). Passwords are stored with the original
       scheme: md5(md5(password) + salt) with a random salt.
   teamtalk db-proxy-server --config FILE
   teamtalk route-server --config FILE
@@ -253,30 +253,35 @@ enum AnyStore {
 }
 
 async fn open_store(settings: &Settings) -> Result<AnyStore, Failure> {
-    match (
-        settings.conf.get("mysql_url"),
-        settings.conf.get("redis_url"),
-    ) {
-        (Some(mysql), Some(redis)) => {
-            let config = MysqlRedisConfig::new(mysql, redis);
-            let store = MysqlRedisStore::connect(&config).await.map_err(run_error)?;
-            Ok(AnyStore::Mysql(store))
+    let conf = &settings.conf;
+    let mysql = if conf.get("DBInstances").is_some() {
+        // An original dbproxyserver.conf: its MySQL pools and Redis instances.
+        let db = DbProxyConf::from_conf(conf).map_err(|e| Failure::Usage(usage(e.to_string())))?;
+        Some(db.store)
+    } else {
+        match (conf.get("mysql_url"), conf.get("redis_url")) {
+            (Some(mysql), Some(redis)) => Some(MysqlRedisConfig::new(mysql, redis)),
+            (None, None) => None,
+            _ => return Err(usage("mysql_url and redis_url must be set together").into()),
         }
-        (None, None) => {
-            std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-                run_error(format!(
-                    "cannot create {}: {e}",
-                    settings.data_dir.display()
-                ))
-            })?;
-            let path = settings.data_dir.join("teamtalk.db");
-            let store = SqliteStore::open(&SqliteConfig::new(path))
-                .await
-                .map_err(run_error)?;
-            Ok(AnyStore::Sqlite(store))
-        }
-        _ => Err(usage("mysql_url and redis_url must be set together").into()),
+    };
+    if let Some(config) = mysql {
+        let store = MysqlRedisStore::connect(&config).await.map_err(run_error)?;
+        // A fresh database gets the original tables; existing ones are left as they are.
+        store.bootstrap().await.map_err(run_error)?;
+        return Ok(AnyStore::Mysql(store));
     }
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        run_error(format!(
+            "cannot create {}: {e}",
+            settings.data_dir.display()
+        ))
+    })?;
+    let path = settings.data_dir.join("teamtalk.db");
+    let store = SqliteStore::open(&SqliteConfig::new(path))
+        .await
+        .map_err(run_error)?;
+    Ok(AnyStore::Sqlite(store))
 }
 
 async fn execute(command: Command) -> Result<(), Failure> {
