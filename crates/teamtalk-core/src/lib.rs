@@ -40,6 +40,7 @@
 //! - [`store`]: the storage traits, one per concern, with their invariants.
 //! - [`service`]: the db_proxy business over those traits ([`service::DbProxy`]) and the
 //!   [`service::Handler`] a server dispatches decoded requests through.
+//! - [`client`]: the client side of a connection: seqs, pending requests, heartbeats, events.
 //! - [`balance`]: the login_server's msg_server registry and least-loaded choice.
 //! - [`routing`]: the route_server's presence table and relay rules.
 //! - [`kick`]: multi-device rules: who a login or a mobile's kick request pushes out.
@@ -50,6 +51,7 @@
 
 pub mod attach;
 pub mod balance;
+pub mod client;
 pub mod command;
 pub mod crypt;
 pub mod domain;
