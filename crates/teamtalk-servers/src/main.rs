@@ -28,6 +28,8 @@ USAGE:
       login 8100, route 8200, db_proxy 10600.
   teamtalk user add NAME --password PW [--nick NICK] [--dept DEPT_ID] [--data-dir DIR | --config FILE]
   teamtalk user list [--data-dir DIR | --config FILE]
+  teamtalk user add-many --prefix P --count N --password PW [--first 1] [--dept ID] [--data-dir DIR | --config FILE]
+      Users P1 … PN (from --first), all with the same password: provisioning for benchmarks.
   teamtalk dept add NAME [--parent ID] [--data-dir DIR | --config FILE]
       Administration on the same store (SQLite in the data dir, or MySQL + Redis when the
       config file sets mysql_url and redis_url, or is an original dbproxyserver.conf). Passwords are stored with the original
@@ -72,6 +74,14 @@ enum Command {
         opts: Options,
     },
     UserList(Options),
+    UserAddMany {
+        prefix: String,
+        first: u32,
+        count: u32,
+        password: String,
+        dept: u32,
+        opts: Options,
+    },
     DeptAdd {
         name: String,
         parent: u32,
@@ -137,6 +147,19 @@ fn parse(args: &[String]) -> Result<Command, Usage> {
             opts: opts(&mut take),
         },
         ["user", "list"] => Command::UserList(opts(&mut take)),
+        ["user", "add-many"] => Command::UserAddMany {
+            prefix: take("prefix").ok_or_else(|| usage("user add-many needs --prefix P"))?,
+            first: match take("first") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| usage(format!("--first needs a number, got {v:?}")))?,
+                None => 1,
+            },
+            count: number(take("count"), "count")?,
+            password: take("password").ok_or_else(|| usage("user add-many needs --password PW"))?,
+            dept: number(take("dept"), "dept")?,
+            opts: opts(&mut take),
+        },
         ["dept", "add", name] => Command::DeptAdd {
             name: (*name).to_owned(),
             parent: number(take("parent"), "parent")?,
@@ -329,6 +352,27 @@ async fn execute(command: Command) -> Result<(), Failure> {
             println!("user {} added with id {}", user.profile.name, id.0);
             Ok(())
         }
+        Command::UserAddMany {
+            prefix,
+            first,
+            count,
+            password,
+            dept,
+            opts,
+        } => {
+            let store = open_store(&settings(&opts)?).await?;
+            let started = std::time::Instant::now();
+            let added = match store {
+                AnyStore::Sqlite(s) => add_many(s, &prefix, first, count, &password, dept).await,
+                AnyStore::Mysql(s) => add_many(s, &prefix, first, count, &password, dept).await,
+            }?;
+            println!(
+                "{added} users added ({prefix}{first} … {prefix}{}) in {:.1} s",
+                u64::from(first) + u64::from(count.max(1)) - 1,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Command::UserList(opts) => {
             let store = open_store(&settings(&opts)?).await?;
             let users = match &store {
@@ -362,6 +406,49 @@ async fn execute(command: Command) -> Result<(), Failure> {
         }
         Command::Role { role, config } => run_role(&role, &config).await,
     }
+}
+
+/// Creates `prefix{first}` … with up to 64 insertions in flight (the stores batch them).
+async fn add_many<S: UserStore + Clone + 'static>(
+    store: S,
+    prefix: &str,
+    first: u32,
+    count: u32,
+    password: &str,
+    dept: u32,
+) -> Result<u32, Failure> {
+    let mut tasks: tokio::task::JoinSet<
+        teamtalk_core::store::StoreResult<teamtalk_core::domain::UserId>,
+    > = tokio::task::JoinSet::new();
+    let mut added = 0;
+    for n in 0..count {
+        let Some(number) = first.checked_add(n) else {
+            return Err(usage("--first + --count overflows").into());
+        };
+        if tasks.len() >= 64 {
+            if let Some(joined) = tasks.join_next().await {
+                joined.map_err(run_error)?.map_err(run_error)?;
+                added += 1;
+            }
+        }
+        let name = format!("{prefix}{number}");
+        let user = NewUser {
+            profile: User {
+                nick: name.clone(),
+                name,
+                department: DepartmentId(dept),
+                ..User::default()
+            },
+            credentials: Credentials::from_plain(password, &random_salt()),
+        };
+        let store = store.clone();
+        tasks.spawn(async move { store.add_user(&user, SystemClock.now()).await });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(run_error)?.map_err(run_error)?;
+        added += 1;
+    }
+    Ok(added)
 }
 
 /// A salt as the original's: a decimal number below 10000.
