@@ -20,7 +20,7 @@
 
 pub mod identity;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -111,6 +111,12 @@ impl Default for MsgServerConfig {
     }
 }
 
+/// Messages of one connection waiting while another is being stored; more are dropped.
+const MAX_QUEUED_MESSAGES: usize = 256;
+
+/// A message not confirmed by db_proxy within this time is given up (ms).
+const MESSAGE_TIMEOUT_MS: u64 = 10_000;
+
 /// `IMLoginRes.result_string` of a refused login when a server is missing.
 const SERVER_ERROR: &str = "服务端异常";
 
@@ -135,6 +141,10 @@ struct Conn {
     last_received_ms: u64,
     rate_second: u64,
     rate_count: u32,
+    /// Messages waiting for the one in flight to be stored (per-sender order).
+    queued: VecDeque<(message::ImMsgData, u16)>,
+    /// The message being stored: on which db_proxy link, since when.
+    in_flight: Option<(LinkId, u64)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -160,6 +170,8 @@ pub struct MsgServer<C> {
     clock: C,
     next_conn: u32,
     conns: HashMap<ConnId, Conn>,
+    /// The latest time the shell reported (ms).
+    now_ms: u64,
     users: HashMap<UserId, LocalUser>,
     db: Vec<DbLink>,
     db_turn: usize,
@@ -176,6 +188,7 @@ impl<C: Clock> MsgServer<C> {
             clock,
             next_conn: 0,
             conns: HashMap::new(),
+            now_ms: 0,
             users: HashMap::new(),
             db: Vec::new(),
             db_turn: 0,
@@ -220,6 +233,8 @@ impl<C: Clock> MsgServer<C> {
                 last_received_ms: now_ms,
                 rate_second: 0,
                 rate_count: 0,
+                queued: VecDeque::new(),
+                in_flight: None,
             },
         );
         id
@@ -242,6 +257,7 @@ impl<C: Clock> MsgServer<C> {
             return;
         };
         c.last_received_ms = now_ms;
+        self.now_ms = self.now_ms.max(now_ms);
         let command = pdu.command();
         if command == CommandId::OTHER_HEARTBEAT {
             out.push(Action::ToClient(conn, pdu));
@@ -264,7 +280,24 @@ impl<C: Clock> MsgServer<C> {
     }
 
     /// Once a second: closes connections that did not log in in time and idle ones.
+    /// Messages whose storage was not confirmed in time are given up (the sender gets no
+    /// ack and may send again), so the connection's next messages go on.
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut stuck: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.in_flight
+                    .is_some_and(|(_, since)| now_ms.saturating_sub(since) >= MESSAGE_TIMEOUT_MS)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        stuck.sort_unstable();
+        for conn in stuck {
+            tracing::debug!(?conn, "message not confirmed in time, given up");
+            self.message_done(conn, out);
+        }
         let mut expired = Vec::new();
         for (&id, c) in &self.conns {
             let late = match c.state {
@@ -679,7 +712,52 @@ impl<C: Clock> MsgServer<C> {
         }
         data.create_time = self.clock.now().0;
         data.attach_data = Some(DbAttach::new(AttachType::HANDLE, conn.0).to_bytes());
-        self.send_db(DbRange::Other, Pdu::encode_message(&data, seq), out);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.in_flight.is_some() {
+            if c.queued.len() >= MAX_QUEUED_MESSAGES {
+                tracing::debug!(
+                    ?conn,
+                    "too many messages waiting for storage, message dropped"
+                );
+            } else {
+                c.queued.push_back((data, seq));
+            }
+            return;
+        }
+        self.dispatch_message(conn, data, seq, out);
+    }
+
+    /// Sends a message to db_proxy; it is the connection's message in flight until its answer
+    /// (or a timeout, or the loss of the link). One at a time per connection keeps a sender's
+    /// messages in order: db_proxy answers requests concurrently, in any order.
+    fn dispatch_message(
+        &mut self,
+        conn: ConnId,
+        data: message::ImMsgData,
+        seq: u16,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(link) = self.pick_db(DbRange::Other) else {
+            tracing::debug!(?conn, "no db_proxy: message dropped");
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.in_flight = Some((link, self.now_ms));
+        }
+        out.push(Action::ToUpstream(link, Pdu::encode_message(&data, seq)));
+    }
+
+    /// The connection's message in flight is settled; the next queued one goes.
+    fn message_done(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.in_flight = None;
+        if let Some((data, seq)) = c.queued.pop_front() {
+            self.dispatch_message(conn, data, seq, out);
+        }
     }
 
     // ---- upstream side -----------------------------------------------------------------
@@ -756,7 +834,17 @@ impl<C: Clock> MsgServer<C> {
             };
             self.refuse(conn, seq, answer, out);
         }
+        let mut waiting: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.in_flight.is_some_and(|(l, _)| l == link))
+            .map(|(id, _)| *id)
+            .collect();
+        waiting.sort_unstable();
         self.db.retain(|l| l.id != link);
+        for conn in waiting {
+            self.message_done(conn, out);
+        }
         self.logins.retain(|l| *l != link);
         let was_master = self.routes.first() == Some(&link);
         self.routes.retain(|l| *l != link);
@@ -1002,15 +1090,18 @@ impl<C: Clock> MsgServer<C> {
     /// db_proxy stored a message (msg_id set, 0 = failure): acknowledge it to the sender,
     /// pass it to the other msg_servers and deliver it here.
     fn stored(&mut self, mut data: message::ImMsgData, seq: u16, out: &mut Vec<Action>) {
-        if data.msg_id == 0 {
-            return;
-        }
         let sender = data
             .attach_data
             .take()
             .as_deref()
             .and_then(|a| DbAttach::decode(a).ok())
             .map(|a| ConnId(a.handle));
+        if let Some(conn) = sender {
+            self.message_done(conn, out);
+        }
+        if data.msg_id == 0 {
+            return;
+        }
         let kind = crate::domain::MsgType::from_wire(data.msg_type).map(|t| t.session_kind());
         let Some(kind) = kind else {
             return;

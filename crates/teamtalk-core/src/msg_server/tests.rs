@@ -345,13 +345,36 @@ fn rate_limit_self_send_and_empty_messages_are_dropped() {
     let mut empty = text(1, 2, crate::domain::MsgType::SingleText);
     empty.msg_data = Bytes::new();
     assert!(h.client(a, &empty, 1).is_empty());
-    let sent = (0..25)
-        .filter(|_| {
-            !h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 1)
-                .is_empty()
-        })
-        .count();
-    assert_eq!(sent, 20 - 2, "20 per second, the dropped ones counted too");
+    let mut stored = Vec::new();
+    for seq in 1..=25 {
+        stored.extend(upstream(
+            &h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), seq),
+            DB,
+            CommandId::MSG_DATA,
+        ));
+    }
+    assert_eq!(
+        stored.len(),
+        1,
+        "one message in flight per connection, the others wait"
+    );
+    // db_proxy stores them one by one; each answer releases the next, in order.
+    let mut seqs = Vec::new();
+    while let Some(pdu) = stored.pop() {
+        seqs.push(pdu.seq_num());
+        let mut data: message::ImMsgData = pdu.decode_body().unwrap();
+        data.msg_id = u32::from(pdu.seq_num());
+        stored.extend(upstream(
+            &h.db(&data, pdu.seq_num()),
+            DB,
+            CommandId::MSG_DATA,
+        ));
+    }
+    assert_eq!(
+        seqs,
+        (1..=18).collect::<Vec<u16>>(),
+        "20 per second (the dropped ones counted too), in order"
+    );
     h.now_ms += 1_000;
     assert!(!h
         .client(a, &text(1, 2, crate::domain::MsgType::SingleText), 1)
@@ -524,4 +547,44 @@ fn a_login_lost_with_its_db_link_is_refused() {
         bd::ResultType::RefuseReasonNoDbServer as i32
     );
     assert!(closes(&out, conn));
+}
+
+#[test]
+fn a_message_lost_with_its_db_link_releases_the_next() {
+    let mut h = Harness::new();
+    let mut out = Vec::new();
+    h.ms.upstream_opened(LinkId(8), Upstream::Db(DbRange::Other), &mut out);
+    let a = h.login(1, ClientType::Windows);
+    let first = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 1);
+    let (link, _) = first
+        .iter()
+        .find_map(|x| match x {
+            Action::ToUpstream(l, p) if p.command() == CommandId::MSG_DATA => Some((*l, p.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 2)
+            .is_empty(),
+        "waits"
+    );
+    let mut out = Vec::new();
+    h.ms.upstream_closed(link, &mut out);
+    let next: Vec<_> = out
+        .iter()
+        .filter_map(|x| match x {
+            Action::ToUpstream(_, p) if p.command() == CommandId::MSG_DATA => Some(p.seq_num()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(next, vec![2], "sent on the remaining link");
+    // And a db_proxy that never answers does not block the connection for ever.
+    let mut out = Vec::new();
+    h.ms.tick(h.now_ms + MESSAGE_TIMEOUT_MS, &mut out);
+    let third = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 3);
+    assert_eq!(
+        upstream(&third, LinkId(8), CommandId::MSG_DATA).len()
+            + upstream(&third, DB, CommandId::MSG_DATA).len(),
+        1
+    );
 }

@@ -24,8 +24,9 @@ where
 {
     /// CID_MSG_DATA: stores a message and answers the request with `msg_id` set (0 when it
     /// was not stored: empty or invalid payload, unknown type or receiver, message to oneself).
-    /// A group message from a non-member (or to an unknown group) is neither stored nor
-    /// answered, as in the original.
+    /// A group message from a non-member (or to an unknown group) is not stored and answered
+    /// with `msg_id` 0 (the original did not answer at all, Q-35; msg_servers drop either way,
+    /// but an answer lets a msg_server move on to the sender's next message).
     ///
     /// Single: both users' sessions are created or refreshed (the original missed the
     /// sender's, Q-53) and the receiver's unread counter grows. Group: the group counter grows,
@@ -71,10 +72,10 @@ where
             }
             SessionKind::Group => {
                 let group = GroupId(req.to_session_id);
-                if self.store.member(group, from).await?.is_none() {
-                    return Ok(None);
-                }
                 req.msg_id = 0;
+                if self.store.member(group, from).await?.is_none() {
+                    return Ok(Some(req));
+                }
                 if !valid_payload {
                     return Ok(Some(req));
                 }
