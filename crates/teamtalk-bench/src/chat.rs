@@ -48,6 +48,7 @@ pub async fn run(options: &ChatOptions) -> Result<Report, BenchError> {
     let addr = options.target.resolve().await?;
     let mut sessions = crate::login_all(addr, &options.users, 0..pairs * 2, &[], 64).await?;
     let period = Duration::from_secs_f64(f64::from(pairs) / options.rate);
+    let run = crate::conn::new_run_id();
     let epoch = Instant::now();
     let start = epoch + Duration::from_millis(200);
     let stop_at = start + options.duration;
@@ -65,6 +66,7 @@ pub async fn run(options: &ChatOptions) -> Result<Report, BenchError> {
         let offset = period.mul_f64(f64::from(pair) / f64::from(pairs));
         senders.push(tokio::spawn(traffic::send(
             sender,
+            run,
             pair,
             to,
             false,
@@ -76,6 +78,7 @@ pub async fn run(options: &ChatOptions) -> Result<Report, BenchError> {
         )));
         receivers.push(tokio::spawn(traffic::receive(
             receiver,
+            run,
             epoch,
             stop_rx.clone(),
         )));

@@ -165,17 +165,29 @@ pub async fn login(
     })
 }
 
-/// The body of a bench message: `pair:seq:sent_ns` (plain ASCII; servers relay it as is).
-pub fn bench_body(pair: u32, seq: u32, sent_ns: u64) -> Bytes {
-    Bytes::from(format!("{pair}:{seq}:{sent_ns}"))
+/// The body of a bench message: `run:pair:seq:sent_ns` (plain ASCII; servers relay it as
+/// is). The run id keeps stragglers of an earlier run out of a later run's counts.
+pub fn bench_body(run: u64, pair: u32, seq: u32, sent_ns: u64) -> Bytes {
+    Bytes::from(format!("{run}:{pair}:{seq}:{sent_ns}"))
 }
 
-/// Reads a bench body back.
-pub fn parse_body(body: &[u8]) -> Option<(u32, u32, u64)> {
+/// Reads a bench body of run `run` back; `None` for other bodies.
+pub fn parse_body(run: u64, body: &[u8]) -> Option<(u32, u32, u64)> {
     let text = std::str::from_utf8(body).ok()?;
     let mut parts = text.split(':');
+    if parts.next()?.parse::<u64>().ok()? != run {
+        return None;
+    }
     let pair = parts.next()?.parse().ok()?;
     let seq = parts.next()?.parse().ok()?;
     let sent = parts.next()?.parse().ok()?;
     Some((pair, seq, sent))
+}
+
+/// A fresh run id.
+pub fn new_run_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }

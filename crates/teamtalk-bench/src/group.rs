@@ -70,6 +70,7 @@ pub async fn run(options: &GroupOptions) -> Result<Report, BenchError> {
         posters.push(session);
     }
     let period = Duration::from_secs_f64(f64::from(options.senders) / options.rate);
+    let run = crate::conn::new_run_id();
     let epoch = Instant::now();
     let start = epoch + Duration::from_millis(200);
     let stop_at = start + options.duration;
@@ -77,7 +78,7 @@ pub async fn run(options: &GroupOptions) -> Result<Report, BenchError> {
     let cpu = CpuMeter::start();
     let receivers: Vec<_> = sessions
         .into_iter()
-        .map(|s| tokio::spawn(traffic::receive(s, epoch, stop_rx.clone())))
+        .map(|s| tokio::spawn(traffic::receive(s, run, epoch, stop_rx.clone())))
         .collect();
     let mut senders = Vec::new();
     for (i, poster) in posters.into_iter().enumerate() {
@@ -85,6 +86,7 @@ pub async fn run(options: &GroupOptions) -> Result<Report, BenchError> {
         let offset = period.mul_f64(f64::from(i) / f64::from(options.senders));
         senders.push(tokio::spawn(traffic::send(
             poster,
+            run,
             i,
             group_id,
             true,

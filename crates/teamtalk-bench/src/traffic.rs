@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use teamtalk_core::proto::message::{ImMsgData, ImMsgDataAck};
+use teamtalk_core::proto::other::ImHeartBeat;
 use teamtalk_core::{CommandId, Pdu};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -13,6 +14,9 @@ use tokio::time::Instant;
 use crate::conn::{bench_body, parse_body, FrameReader, Session};
 use crate::stats::{Latencies, SeqTracker};
 use crate::BenchError;
+
+/// How often a receiver sends a heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// What a sender did.
 #[derive(Debug, Default)]
@@ -38,6 +42,7 @@ pub struct Received {
 #[allow(clippy::too_many_arguments)]
 pub async fn send(
     session: Session,
+    run: u64,
     index: u32,
     to: u32,
     group: bool,
@@ -76,7 +81,7 @@ pub async fn send(
             msg_id: 0,
             create_time: 0,
             msg_type: if group { 17 } else { 1 },
-            msg_data: bench_body(index, seq, sent_ns),
+            msg_data: bench_body(run, index, seq, sent_ns),
             attach_data: None,
         };
         frame.clear();
@@ -116,20 +121,33 @@ async fn collect_acks(mut reader: FrameReader, in_flight: Arc<Mutex<Vec<u32>>>) 
     acked
 }
 
-/// Receives numbered messages on `session` until `stop` turns true.
+/// Receives numbered messages of run `run` on `session` until `stop` turns true.
 pub async fn receive(
     session: Session,
+    run: u64,
     epoch: Instant,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Received, BenchError> {
     let Session {
-        mut reader, writer, ..
+        mut reader,
+        mut writer,
+        ..
     } = session;
     let mut received = Received::default();
+    // Like real clients, receivers say they are alive (servers drop silent mobile clients
+    // after 300 s, PC clients after 120 s).
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
     loop {
         let frame = tokio::select! {
             frame = reader.next() => frame?,
-            _ = stop.wait_for(|s| *s) => break,
+            () = stopped(&mut stop) => break,
+            _ = heartbeat.tick() => {
+                use tokio::io::AsyncWriteExt;
+                let beat = Pdu::encode_message(&ImHeartBeat {}, 0).to_bytes();
+                writer.write_all(&beat).await.map_err(|e| BenchError::Protocol(format!("heartbeat: {e}")))?;
+                continue;
+            }
         };
         let Some(pdu) = frame else { break };
         if pdu.command() != CommandId::MSG_DATA {
@@ -138,7 +156,7 @@ pub async fn receive(
         let Ok(data) = pdu.decode_body::<ImMsgData>() else {
             continue;
         };
-        let Some((sender, seq, sent_ns)) = parse_body(&data.msg_data) else {
+        let Some((sender, seq, sent_ns)) = parse_body(run, &data.msg_data) else {
             continue;
         };
         let now_ns = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -149,4 +167,9 @@ pub async fn receive(
     }
     drop(writer);
     Ok(received)
+}
+
+/// Resolves once `stop` is true (the borrow of the value ends inside).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }

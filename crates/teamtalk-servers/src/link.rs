@@ -16,7 +16,7 @@ use teamtalk_core::link::{LinkAction, LinkTimer, SERVER_HEARTBEAT_INTERVAL_MS, S
 use teamtalk_core::pdu::DEFAULT_MAX_FRAME_LEN;
 use teamtalk_core::proto::other::ImHeartBeat;
 use teamtalk_core::{CommandId, Pdu, PduDecoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -148,7 +148,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
     {
         return;
     }
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
     let started = Instant::now();
     let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let never = u64::MAX / 4;
@@ -163,11 +163,8 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
     let mut out = BytesMut::new();
     'link: loop {
         let deadline = started + Duration::from_millis(timer.next_deadline());
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
         tokio::select! {
-            read = reader.read_buf(&mut buf) => match read {
+            ready = reader.readable() => match ready.and_then(|()| read_into(&reader, &mut buf)) {
                 Ok(0) => break 'link,
                 Ok(_) => {
                     timer.received(now_ms());
@@ -188,10 +185,12 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                             }
                         }
                     }
-                    if buf.is_empty() && buf.capacity() > 64 * 1024 {
-                        buf = BytesMut::new(); // give a burst's memory back
+                    if buf.is_empty() {
+                        // An idle connection keeps no buffer (frames handed out keep theirs).
+                        buf = BytesMut::new();
                     }
                 }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(error) => {
                     debug!(%error, "read failed");
                     break 'link;
@@ -208,7 +207,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                     debug!(%error, "write failed");
                     break 'link;
                 }
-                out.clear();
+                out = BytesMut::new();
                 timer.sent(now_ms());
             },
             _ = tokio::time::sleep_until(deadline) => match timer.poll(now_ms()) {
@@ -238,6 +237,34 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
     }
     let _ = writer.shutdown().await;
     let _ = events.send(LinkEvent::Closed(id)).await;
+}
+
+/// Reads what the socket has into `buf` through a stack buffer, so that idle connections
+/// hold no read buffer of their own. `Ok(0)`: the peer closed.
+fn read_into(
+    reader: &tokio::net::tcp::OwnedReadHalf,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    let mut scratch = [0u8; 8192];
+    let mut total = 0;
+    loop {
+        match reader.try_read(&mut scratch) {
+            Ok(0) if total == 0 => return Ok(0),
+            Ok(0) => return Ok(total),
+            Ok(n) => {
+                buf.extend_from_slice(scratch.get(..n).unwrap_or_default());
+                total += n;
+                if n < scratch.len() || total >= 64 * 1024 {
+                    return Ok(total);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // A spurious wake-up: nothing read yet is not a close.
+                return if total == 0 { Err(e) } else { Ok(total) };
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A peer that takes longer than this to accept one batch of frames is dropped.
@@ -377,5 +404,22 @@ mod tests {
         assert_eq!(delays, vec![4, 8, 16, 32, 64, 4, 8]);
         b.reset();
         assert_eq!(b.next_delay().as_secs(), 4);
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    /// Every idle client connection holds one of these futures: keep it small (the memory per
+    /// idle connection is a published benchmark, docs/benchmarks.md).
+    #[tokio::test]
+    async fn the_connection_future_stays_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let (_t, sd) = crate::shutdown::channel();
+        let f = super::serve(s, 1u32, super::LinkConfig::client(), tx, sd);
+        let size = std::mem::size_of_val(&f);
+        assert!(size <= 1024, "link::serve's future grew to {size} bytes");
     }
 }
