@@ -11,6 +11,7 @@
 //! - [`db_proxy`]: db_proxy_server: msg_server links dispatched to a core [`Handler`].
 //! - [`link`]: framed links (heartbeats, timeouts, bounded queues) and reconnecting dials.
 //! - [`login_server`]: login_server: HTTP discovery and the msg_server registry.
+//! - [`msfs`]: msfs: the HTTP blob store (images, avatars, audio).
 //! - [`msg_server`]: msg_server: client connections and their upstream links.
 //! - [`route_server`]: route_server: presence and relay between msg_servers.
 //! - [`roles`]: each role's original configuration keys, from `.conf` or TOML.
@@ -25,6 +26,7 @@ pub mod db_proxy;
 pub mod db_proxy_conf;
 pub mod link;
 pub mod login_server;
+pub mod msfs;
 pub mod msg_server;
 pub mod roles;
 pub mod route_server;

@@ -38,6 +38,7 @@ USAGE:
   teamtalk route-server --config FILE
   teamtalk login-server --config FILE
   teamtalk msg-server --config FILE
+  teamtalk msfs --config FILE
       One role alone, reading the original .conf file (dbproxyserver.conf, routeserver.conf,
       loginserver.conf, msgserver.conf) or a .toml file with the same keys. A db-proxy-server
       config without DBInstances serves the embedded store in data_dir instead of MySQL.
@@ -46,7 +47,7 @@ USAGE:
 SERVE CONFIG (TOML, every key optional):
   data_dir = \"./teamtalk-data\"   listen = \"127.0.0.1\"   advertise = \"127.0.0.1\"
   http_port = 8080   msg_port = 8000   login_port = 8100   route_port = 8200
-  db_proxy_port = 10600   max_msgs_per_sec = 20
+  db_proxy_port = 10600   msfs_port = 8700 (files in DATA_DIR/msfs)   max_msgs_per_sec = 20
   msfs = \"http://127.0.0.1:8700/\"   discovery = \"http://127.0.0.1/api/discovery\"
   mysql_url = \"mysql://user:pw@host:3306/teamtalk\"   redis_url = \"redis://127.0.0.1:6379\"
 
@@ -165,7 +166,7 @@ fn parse(args: &[String]) -> Result<Command, Usage> {
             parent: number(take("parent"), "parent")?,
             opts: opts(&mut take),
         },
-        [role @ ("db-proxy-server" | "route-server" | "login-server" | "msg-server")] => {
+        [role @ ("db-proxy-server" | "route-server" | "login-server" | "msg-server" | "msfs")] => {
             Command::Role {
                 role: (*role).to_owned(),
                 config: take("config")
@@ -312,7 +313,8 @@ async fn execute(command: Command) -> Result<(), Failure> {
         Command::Help => Ok(()),
         Command::Serve(opts) => {
             let settings = settings(&opts)?;
-            let config = serve_config(&settings.conf)?;
+            let mut config = serve_config(&settings.conf)?;
+            config.msfs_dir = Some(settings.data_dir.join("msfs"));
             match open_store(&settings).await? {
                 AnyStore::Sqlite(store) => {
                     println!(
@@ -492,6 +494,7 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
     if let Some(rate) = conf.parsed("max_msgs_per_sec", "a number").map_err(bad)? {
         config.msg.max_msgs_per_sec = rate;
     }
+    config.msfs_port = port("msfs_port", 8700)?;
     Ok(config)
 }
 
@@ -503,6 +506,9 @@ async fn run_all<S: Store + 'static>(config: ServeConfig, store: S) -> Result<()
     );
     for addr in &running.msg_servers {
         println!("  msg_server: {addr}");
+    }
+    if let Some(msfs) = running.msfs {
+        println!("  msfs:       http://{msfs}/ (images, audio)");
     }
     println!(
         "  internal:   login_server {}, route_server {}, db_proxy_server {}",
@@ -604,6 +610,26 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 let listen = roles::route_listen(&conf).map_err(|e| conf_error(path, e))?;
                 let listener = bind_first(&listen, role).await?;
                 route_server::run(Default::default(), listener, shutdown.clone())
+                    .await
+                    .map_err(run_error)
+            }
+            "msfs" => {
+                let listen = roles::listen_addrs(&conf, "ListenIP", "ListenPort", "0.0.0.0", 8700)
+                    .map_err(|e| conf_error(path, e))?;
+                let base = conf.require("BaseDir").map_err(|e| conf_error(path, e))?;
+                let mut config = teamtalk_servers::msfs::MsfsConfig::new(base);
+                if let Some(n) = conf
+                    .parsed("FilesPerDir", "a number")
+                    .map_err(|e| conf_error(path, e))?
+                {
+                    config.files_per_dir = n;
+                }
+                config.upload_token = conf
+                    .get("UploadToken")
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned);
+                let listener = bind_first(&listen, role).await?;
+                teamtalk_servers::msfs::run(config, listener, shutdown.clone())
                     .await
                     .map_err(run_error)
             }

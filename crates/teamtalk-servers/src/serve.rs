@@ -47,6 +47,10 @@ pub struct ServeConfig {
     pub reconnect_delay: Duration,
     /// How often group sessions of members are refreshed. Default 5 s.
     pub group_sync_interval: Duration,
+    /// msfs port. Default 8700.
+    pub msfs_port: u16,
+    /// Where msfs keeps files; `None`: no msfs in this process.
+    pub msfs_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -63,6 +67,8 @@ impl Default for ServeConfig {
             msg: MsgServerConfig::default(),
             reconnect_delay: Duration::from_secs(4),
             group_sync_interval: Duration::from_secs(5),
+            msfs_port: 8700,
+            msfs_dir: None,
         }
     }
 }
@@ -76,6 +82,7 @@ impl ServeConfig {
             login_port: 0,
             route_port: 0,
             db_proxy_port: 0,
+            msfs_port: 0,
             reconnect_delay: Duration::from_millis(200),
             ..ServeConfig::default()
         }
@@ -95,6 +102,8 @@ pub struct Running {
     pub route: SocketAddr,
     /// The db_proxy_server.
     pub db_proxy: SocketAddr,
+    /// msfs, when started.
+    pub msfs: Option<SocketAddr>,
     trigger: ShutdownTrigger,
     tasks: JoinSet<std::io::Result<()>>,
 }
@@ -141,6 +150,10 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
     let login = bind(ip, config.login_port, "login_server").await?;
     let route = bind(ip, config.route_port, "route_server").await?;
     let db = bind(ip, config.db_proxy_port, "db_proxy_server").await?;
+    let msfs = match &config.msfs_dir {
+        Some(dir) => Some((bind(ip, config.msfs_port, "msfs").await?, dir.clone())),
+        None => None,
+    };
     let mut msg_listeners = Vec::new();
     for port in &config.msg_ports {
         msg_listeners.push(bind(ip, *port, "msg_server").await?);
@@ -155,6 +168,10 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         login: login.local_addr()?,
         route: route.local_addr()?,
         db_proxy: db.local_addr()?,
+        msfs: match &msfs {
+            Some((listener, _)) => Some(listener.local_addr()?),
+            None => None,
+        },
         trigger,
         tasks: JoinSet::new(),
     };
@@ -176,13 +193,24 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         route,
         shutdown.clone(),
     ));
+    let advertise = config.advertise.clone().unwrap_or_else(|| ip.to_string());
+    let mut login_config = config.login.clone();
+    if let Some((listener, dir)) = msfs {
+        if let Some(addr) = running.msfs {
+            // Clients get this msfs unless another URL was configured.
+            if login_config.msfs == LoginServerConfig::default().msfs {
+                login_config.msfs = format!("http://{advertise}:{}/", addr.port());
+            }
+        }
+        let msfs_config = crate::msfs::MsfsConfig::new(dir);
+        tasks.spawn(crate::msfs::run(msfs_config, listener, shutdown.clone()));
+    }
     tasks.spawn(crate::login_server::run(
-        config.login.clone(),
+        login_config,
         http,
         login,
         shutdown.clone(),
     ));
-    let advertise = config.advertise.clone().unwrap_or_else(|| ip.to_string());
     for listener in msg_listeners {
         let port = listener.local_addr()?.port();
         let settings = MsgServerSettings {

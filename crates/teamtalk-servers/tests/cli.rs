@@ -141,6 +141,10 @@ impl Client {
 }
 
 fn discover(http: &str) -> SocketAddr {
+    discover_json(http).0
+}
+
+fn discover_json(http: &str) -> (SocketAddr, serde_json::Value) {
     let addr: SocketAddr = http.parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -155,7 +159,7 @@ fn discover(http: &str) -> SocketAddr {
         if json["code"] == 0 {
             let ip = json["priorIP"].as_str().unwrap();
             let port = json["port"].as_str().unwrap();
-            return format!("{ip}:{port}").parse().unwrap();
+            return (format!("{ip}:{port}").parse().unwrap(), json);
         }
         assert!(Instant::now() < deadline, "no msg_server: {json}");
         std::thread::sleep(Duration::from_millis(50));
@@ -182,7 +186,7 @@ fn serve_with_users_added_by_the_cli() {
     let config = dir.join("serve.toml");
     std::fs::write(
         &config,
-        "http_port = 0\nmsg_port = 0\nlogin_port = 0\nroute_port = 0\ndb_proxy_port = 0\n",
+        "http_port = 0\nmsg_port = 0\nlogin_port = 0\nroute_port = 0\ndb_proxy_port = 0\nmsfs_port = 0\n",
     )
     .unwrap();
     let mut server = teamtalk()
@@ -195,18 +199,42 @@ fn serve_with_users_added_by_the_cli() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let http = loop {
+    let mut http = None;
+    let mut msfs = None;
+    while http.is_none() || msfs.is_none() {
         let line = lines.next().expect("serve prints its addresses").unwrap();
         if let Some(rest) = line.trim().strip_prefix("clients:") {
             let url = rest.split_whitespace().next().unwrap();
-            break url
-                .trim_start_matches("http://")
-                .trim_end_matches("/msg_server")
-                .to_owned();
+            http = Some(
+                url.trim_start_matches("http://")
+                    .trim_end_matches("/msg_server")
+                    .to_owned(),
+            );
         }
-    };
+        if let Some(rest) = line.trim().strip_prefix("msfs:") {
+            msfs = Some(rest.split_whitespace().next().unwrap().to_owned());
+        }
+    }
+    let (http, msfs) = (http.unwrap(), msfs.unwrap());
+    // msfs answers (a missing file), and discovery hands its URL to clients.
+    let msfs_addr = msfs
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = TcpStream::connect(&msfs_addr).unwrap();
+    stream
+        .write_all(b"GET /g0/000/000/none.png HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
 
-    let ms = discover(&http);
+    let (ms, json) = discover_json(&http);
+    assert_eq!(
+        json["msfsPrior"],
+        msfs.as_str(),
+        "clients are sent to this msfs"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let (mut alice, res) = loop {
         let (c, res) = Client::login(ms, "alice", "pw-123");
