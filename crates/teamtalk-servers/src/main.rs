@@ -39,6 +39,7 @@ USAGE:
   teamtalk login-server --config FILE
   teamtalk msg-server --config FILE
   teamtalk msfs --config FILE
+  teamtalk http-msg-server --config FILE
       One role alone, reading the original .conf file (dbproxyserver.conf, routeserver.conf,
       loginserver.conf, msgserver.conf) or a .toml file with the same keys. A db-proxy-server
       config without DBInstances serves the embedded store in data_dir instead of MySQL.
@@ -48,6 +49,7 @@ SERVE CONFIG (TOML, every key optional):
   data_dir = \"./teamtalk-data\"   listen = \"127.0.0.1\"   advertise = \"127.0.0.1\"
   http_port = 8080   msg_port = 8000   login_port = 8100   route_port = 8200
   db_proxy_port = 10600   msfs_port = 8700 (files in DATA_DIR/msfs)   max_msgs_per_sec = 20
+  http_msg_port = 8400   http_api_key = \"…\" (default: generated into DATA_DIR/http_api_key)
   msfs = \"http://127.0.0.1:8700/\"   discovery = \"http://127.0.0.1/api/discovery\"
   mysql_url = \"mysql://user:pw@host:3306/teamtalk\"   redis_url = \"redis://127.0.0.1:6379\"
 
@@ -166,14 +168,13 @@ fn parse(args: &[String]) -> Result<Command, Usage> {
             parent: number(take("parent"), "parent")?,
             opts: opts(&mut take),
         },
-        [role @ ("db-proxy-server" | "route-server" | "login-server" | "msg-server" | "msfs")] => {
-            Command::Role {
-                role: (*role).to_owned(),
-                config: take("config")
-                    .map(PathBuf::from)
-                    .ok_or_else(|| usage(format!("{role} needs --config FILE")))?,
-            }
-        }
+        [role @ ("db-proxy-server" | "route-server" | "login-server" | "msg-server" | "msfs"
+        | "http-msg-server")] => Command::Role {
+            role: (*role).to_owned(),
+            config: take("config")
+                .map(PathBuf::from)
+                .ok_or_else(|| usage(format!("{role} needs --config FILE")))?,
+        },
         other => return Err(usage(format!("unknown command: {}", other.join(" ")))),
     };
     if let Some((name, _)) = flags.first() {
@@ -315,6 +316,10 @@ async fn execute(command: Command) -> Result<(), Failure> {
             let settings = settings(&opts)?;
             let mut config = serve_config(&settings.conf)?;
             config.msfs_dir = Some(settings.data_dir.join("msfs"));
+            config.http_api_key = Some(match settings.conf.get("http_api_key") {
+                Some(key) if !key.is_empty() => key.to_owned(),
+                _ => api_key(&settings.data_dir)?,
+            });
             match open_store(&settings).await? {
                 AnyStore::Sqlite(store) => {
                     println!(
@@ -453,6 +458,37 @@ async fn add_many<S: UserStore + Clone + 'static>(
     Ok(added)
 }
 
+/// The data dir's http_msg_server API key, created (random, readable by the owner only) on
+/// first use.
+fn api_key(data_dir: &Path) -> Result<String, Failure> {
+    let path = data_dir.join("http_api_key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        if !key.trim().is_empty() {
+            return Ok(key.trim().to_owned());
+        }
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut key = String::new();
+    for _ in 0..2 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        key.push_str(&format!("{:016x}", hasher.finish()));
+    }
+    std::fs::create_dir_all(data_dir).map_err(run_error)?;
+    std::fs::write(&path, format!("{key}\n"))
+        .map_err(|e| run_error(format!("{}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(key)
+}
+
 /// A salt as the original's: a decimal number below 10000.
 fn random_salt() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -495,6 +531,7 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
         config.msg.max_msgs_per_sec = rate;
     }
     config.msfs_port = port("msfs_port", 8700)?;
+    config.http_msg_port = port("http_msg_port", 8400)?;
     Ok(config)
 }
 
@@ -506,6 +543,9 @@ async fn run_all<S: Store + 'static>(config: ServeConfig, store: S) -> Result<()
     );
     for addr in &running.msg_servers {
         println!("  msg_server: {addr}");
+    }
+    if let Some(http) = running.http_msg {
+        println!("  admin API:  http://{http}/query/ (http_msg_server; API key in the data dir's http_api_key file unless configured)");
     }
     if let Some(msfs) = running.msfs {
         println!("  msfs:       http://{msfs}/ (images, audio)");
@@ -630,6 +670,30 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     .map(str::to_owned);
                 let listener = bind_first(&listen, role).await?;
                 teamtalk_servers::msfs::run(config, listener, shutdown.clone())
+                    .await
+                    .map_err(run_error)
+            }
+            "http-msg-server" => {
+                let listen =
+                    roles::listen_addrs(&conf, "ListenIP", "ListenPort", "127.0.0.1", 8400)
+                        .map_err(|e| conf_error(path, e))?;
+                let key = conf.require("ApiKey").map_err(|e| conf_error(path, e))?;
+                let db = roles::peer_addrs(&conf, "DBServerIP", "DBServerPort")
+                    .map_err(|e| conf_error(path, e))?;
+                let routes = roles::peer_addrs(&conf, "RouteServerIP", "RouteServerPort")
+                    .map_err(|e| conf_error(path, e))?;
+                let mut config = teamtalk_servers::http_msg::HttpMsgConfig::new(key, db, routes);
+                if let Some(n) = conf
+                    .parsed("ConcurrentDBConnCnt", "a number")
+                    .map_err(|e| conf_error(path, e))?
+                {
+                    config.db_connections = n;
+                }
+                if let Some(aes) = conf.get("aesKey") {
+                    config.message_key = aes.to_owned();
+                }
+                let listener = bind_first(&listen, role).await?;
+                teamtalk_servers::http_msg::run(config, listener, shutdown.clone())
                     .await
                     .map_err(run_error)
             }

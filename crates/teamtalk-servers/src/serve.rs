@@ -51,6 +51,10 @@ pub struct ServeConfig {
     pub msfs_port: u16,
     /// Where msfs keeps files; `None`: no msfs in this process.
     pub msfs_dir: Option<std::path::PathBuf>,
+    /// http_msg_server port. Default 8400.
+    pub http_msg_port: u16,
+    /// The API key of http_msg_server; `None`: no http_msg_server in this process.
+    pub http_api_key: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -69,6 +73,8 @@ impl Default for ServeConfig {
             group_sync_interval: Duration::from_secs(5),
             msfs_port: 8700,
             msfs_dir: None,
+            http_msg_port: 8400,
+            http_api_key: None,
         }
     }
 }
@@ -83,6 +89,7 @@ impl ServeConfig {
             route_port: 0,
             db_proxy_port: 0,
             msfs_port: 0,
+            http_msg_port: 0,
             reconnect_delay: Duration::from_millis(200),
             ..ServeConfig::default()
         }
@@ -104,6 +111,8 @@ pub struct Running {
     pub db_proxy: SocketAddr,
     /// msfs, when started.
     pub msfs: Option<SocketAddr>,
+    /// http_msg_server, when started.
+    pub http_msg: Option<SocketAddr>,
     trigger: ShutdownTrigger,
     tasks: JoinSet<std::io::Result<()>>,
 }
@@ -154,6 +163,13 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         Some(dir) => Some((bind(ip, config.msfs_port, "msfs").await?, dir.clone())),
         None => None,
     };
+    let http_msg = match &config.http_api_key {
+        Some(key) => Some((
+            bind(ip, config.http_msg_port, "http_msg_server").await?,
+            key.clone(),
+        )),
+        None => None,
+    };
     let mut msg_listeners = Vec::new();
     for port in &config.msg_ports {
         msg_listeners.push(bind(ip, *port, "msg_server").await?);
@@ -169,6 +185,10 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         route: route.local_addr()?,
         db_proxy: db.local_addr()?,
         msfs: match &msfs {
+            Some((listener, _)) => Some(listener.local_addr()?),
+            None => None,
+        },
+        http_msg: match &http_msg {
             Some((listener, _)) => Some(listener.local_addr()?),
             None => None,
         },
@@ -211,6 +231,16 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         login,
         shutdown.clone(),
     ));
+    if let Some((listener, key)) = http_msg {
+        let mut http_config =
+            crate::http_msg::HttpMsgConfig::new(&key, vec![running.db_proxy], vec![running.route]);
+        http_config.reconnect_delay = config.reconnect_delay;
+        tasks.spawn(crate::http_msg::run(
+            http_config,
+            listener,
+            shutdown.clone(),
+        ));
+    }
     for listener in msg_listeners {
         let port = listener.local_addr()?.port();
         let settings = MsgServerSettings {

@@ -186,7 +186,7 @@ fn serve_with_users_added_by_the_cli() {
     let config = dir.join("serve.toml");
     std::fs::write(
         &config,
-        "http_port = 0\nmsg_port = 0\nlogin_port = 0\nroute_port = 0\ndb_proxy_port = 0\nmsfs_port = 0\n",
+        "http_port = 0\nmsg_port = 0\nlogin_port = 0\nroute_port = 0\ndb_proxy_port = 0\nmsfs_port = 0\nhttp_msg_port = 0\n",
     )
     .unwrap();
     let mut server = teamtalk()
