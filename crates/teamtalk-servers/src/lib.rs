@@ -14,6 +14,7 @@
 //! - [`login_server`]: login_server: HTTP discovery and the msg_server registry.
 //! - [`msfs`]: msfs: the HTTP blob store (images, avatars, audio).
 //! - [`msg_server`]: msg_server: client connections and their upstream links.
+//! - [`push`]: push_server with a pluggable backend (webhook).
 //! - [`route_server`]: route_server: presence and relay between msg_servers.
 //! - [`roles`]: each role's original configuration keys, from `.conf` or TOML.
 //! - [`serve`]: every role in one process (`teamtalk serve`).
@@ -30,6 +31,7 @@ pub mod link;
 pub mod login_server;
 pub mod msfs;
 pub mod msg_server;
+pub mod push;
 pub mod roles;
 pub mod route_server;
 pub mod serve;

@@ -40,6 +40,7 @@ USAGE:
   teamtalk msg-server --config FILE
   teamtalk msfs --config FILE
   teamtalk http-msg-server --config FILE
+  teamtalk push-server --config FILE
       One role alone, reading the original .conf file (dbproxyserver.conf, routeserver.conf,
       loginserver.conf, msgserver.conf) or a .toml file with the same keys. A db-proxy-server
       config without DBInstances serves the embedded store in data_dir instead of MySQL.
@@ -50,6 +51,7 @@ SERVE CONFIG (TOML, every key optional):
   http_port = 8080   msg_port = 8000   login_port = 8100   route_port = 8200
   db_proxy_port = 10600   msfs_port = 8700 (files in DATA_DIR/msfs)   max_msgs_per_sec = 20
   http_msg_port = 8400   http_api_key = \"…\" (default: generated into DATA_DIR/http_api_key)
+  push_webhook = \"http://…\" (push notifications POSTed there; no pushes without)   push_port = 8500
   msfs = \"http://127.0.0.1:8700/\"   discovery = \"http://127.0.0.1/api/discovery\"
   mysql_url = \"mysql://user:pw@host:3306/teamtalk\"   redis_url = \"redis://127.0.0.1:6379\"
 
@@ -532,6 +534,11 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
     }
     config.msfs_port = port("msfs_port", 8700)?;
     config.http_msg_port = port("http_msg_port", 8400)?;
+    config.push_port = port("push_port", 8500)?;
+    config.push_webhook = conf
+        .get("push_webhook")
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned);
     Ok(config)
 }
 
@@ -694,6 +701,20 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 }
                 let listener = bind_first(&listen, role).await?;
                 teamtalk_servers::http_msg::run(config, listener, shutdown.clone())
+                    .await
+                    .map_err(run_error)
+            }
+            "push-server" => {
+                let listen =
+                    roles::listen_addrs(&conf, "ListenIP", "ListenPort", "127.0.0.1", 8500)
+                        .map_err(|e| conf_error(path, e))?;
+                let url = conf
+                    .require("WebhookUrl")
+                    .map_err(|e| conf_error(path, e))?;
+                let backend = teamtalk_servers::push::WebhookBackend::new(url)
+                    .map_err(|e| conf_error(path, e))?;
+                let listener = bind_first(&listen, role).await?;
+                teamtalk_servers::push::run(Arc::new(backend), listener, shutdown.clone())
                     .await
                     .map_err(run_error)
             }

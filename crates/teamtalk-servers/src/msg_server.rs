@@ -34,6 +34,8 @@ pub struct MsgServerSettings {
     pub route_servers: Vec<SocketAddr>,
     /// login_servers (`LoginServerIP{n}`/`LoginServerPort{n}`).
     pub login_servers: Vec<SocketAddr>,
+    /// push_servers (`PushServerIP{n}`/`PushServerPort{n}`).
+    pub push_servers: Vec<SocketAddr>,
     /// Client links (no heartbeats of our own; the core applies the idle timeouts).
     pub client_link: LinkConfig,
     /// Upstream links (heartbeat 5 s, timeout 30 s).
@@ -50,6 +52,7 @@ impl Default for MsgServerSettings {
             db_connections: 2,
             route_servers: Vec::new(),
             login_servers: Vec::new(),
+            push_servers: Vec::new(),
             client_link: LinkConfig::client(),
             upstream_link: LinkConfig {
                 outbox: 64 * 1024,
@@ -108,6 +111,9 @@ pub async fn run<C: Clock + 'static>(
     }
     for addr in &settings.login_servers {
         dial(*addr, Upstream::Login);
+    }
+    for addr in &settings.push_servers {
+        dial(*addr, Upstream::Push);
     }
 
     let started = Instant::now();

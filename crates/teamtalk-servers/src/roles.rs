@@ -79,7 +79,8 @@ pub fn login_server(
 
 /// msg_server listeners and settings: `ListenIP`/`ListenPort` (8000), `IpAddr1` (required),
 /// `IpAddr2`, `MaxConnCnt`, `DBServerIP{n}`/`DBServerPort{n}`, `ConcurrentDBConnCnt`,
-/// `LoginServerIP{n}`/`LoginServerPort{n}`, `RouteServerIP{n}`/`RouteServerPort{n}`, and
+/// `LoginServerIP{n}`/`LoginServerPort{n}`, `RouteServerIP{n}`/`RouteServerPort{n}`,
+/// `PushServerIP{n}`/`PushServerPort{n}`, `aesKey` (32 characters), and
 /// `MaxMsgsPerSecond` (ours, 20).
 pub fn msg_server(conf: &ConfFile) -> Result<(Vec<SocketAddr>, MsgServerSettings), ConfError> {
     let listen = listen_addrs(conf, "ListenIP", "ListenPort", "0.0.0.0", 8000)?;
@@ -106,6 +107,13 @@ pub fn msg_server(conf: &ConfFile) -> Result<(Vec<SocketAddr>, MsgServerSettings
         .unwrap_or(10);
     settings.login_servers = peer_addrs(conf, "LoginServerIP", "LoginServerPort")?;
     settings.route_servers = peer_addrs(conf, "RouteServerIP", "RouteServerPort")?;
+    settings.push_servers = peer_addrs(conf, "PushServerIP", "PushServerPort")?;
+    if let Some(key) = conf.get("aesKey") {
+        if key.len() != 32 {
+            return Err(invalid("aesKey", "32 characters"));
+        }
+        settings.core.aes_key = key.to_owned();
+    }
     Ok((listen, settings))
 }
 

@@ -55,6 +55,10 @@ pub struct ServeConfig {
     pub http_msg_port: u16,
     /// The API key of http_msg_server; `None`: no http_msg_server in this process.
     pub http_api_key: Option<String>,
+    /// Where push_server posts notifications; `None`: no pushes.
+    pub push_webhook: Option<String>,
+    /// push_server port (msg_servers' links). Default 8500.
+    pub push_port: u16,
 }
 
 impl Default for ServeConfig {
@@ -75,6 +79,8 @@ impl Default for ServeConfig {
             msfs_dir: None,
             http_msg_port: 8400,
             http_api_key: None,
+            push_webhook: None,
+            push_port: 8500,
         }
     }
 }
@@ -90,6 +96,7 @@ impl ServeConfig {
             db_proxy_port: 0,
             msfs_port: 0,
             http_msg_port: 0,
+            push_port: 0,
             reconnect_delay: Duration::from_millis(200),
             ..ServeConfig::default()
         }
@@ -170,6 +177,15 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         )),
         None => None,
     };
+    let push = match &config.push_webhook {
+        Some(url) => {
+            let backend = crate::push::WebhookBackend::new(url).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?;
+            Some((bind(ip, config.push_port, "push_server").await?, backend))
+        }
+        None => None,
+    };
     let mut msg_listeners = Vec::new();
     for port in &config.msg_ports {
         msg_listeners.push(bind(ip, *port, "msg_server").await?);
@@ -231,6 +247,18 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         login,
         shutdown.clone(),
     ));
+    let push_servers = match push {
+        Some((listener, backend)) => {
+            let addr = listener.local_addr()?;
+            tasks.spawn(crate::push::run(
+                Arc::new(backend),
+                listener,
+                shutdown.clone(),
+            ));
+            vec![addr]
+        }
+        None => Vec::new(),
+    };
     if let Some((listener, key)) = http_msg {
         let mut http_config =
             crate::http_msg::HttpMsgConfig::new(&key, vec![running.db_proxy], vec![running.route]);
@@ -254,6 +282,7 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
             db_servers: vec![running.db_proxy],
             route_servers: vec![running.route],
             login_servers: vec![running.login],
+            push_servers: push_servers.clone(),
             reconnect_delay: config.reconnect_delay,
             ..MsgServerSettings::default()
         };

@@ -19,6 +19,7 @@
 //! - the device token is cleared on logout only for mobile connections.
 
 pub mod identity;
+pub mod push;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -59,6 +60,8 @@ pub enum Upstream {
     Route,
     /// A login_server.
     Login,
+    /// A push_server (the most recently connected one is used).
+    Push,
 }
 
 /// Something for the shell to do.
@@ -87,6 +90,8 @@ pub struct MsgServerConfig {
     pub host_name: String,
     /// Messages a connection may send per second; more are dropped (20).
     pub max_msgs_per_sec: u32,
+    /// The message key (`aesKey`, 32 characters): push alerts show the decrypted text.
+    pub aes_key: String,
     /// A connection that has not logged in by then is closed (15 s).
     pub login_timeout_ms: u64,
     /// Idle timeout of PC clients (120 s).
@@ -104,6 +109,7 @@ impl Default for MsgServerConfig {
             max_conn_cnt: 100_000,
             host_name: String::new(),
             max_msgs_per_sec: 20,
+            aes_key: crate::crypt::DEFAULT_KEY.to_owned(),
             login_timeout_ms: 15_000,
             pc_timeout_ms: 120_000,
             mobile_timeout_ms: 300_000,
@@ -151,8 +157,11 @@ struct Conn {
 struct LocalUser {
     /// Logged-in connections, oldest first.
     conns: Vec<ConnId>,
-    /// Whether a PC client of the user is online anywhere (route_server's last word).
+    /// Whether a PC client of the user is online anywhere (route_server's last word; starts
+    /// false, Q-39).
     pc_online: bool,
+    /// Nickname, for push alerts.
+    nick: String,
 }
 
 #[derive(Clone, Debug)]
@@ -178,11 +187,18 @@ pub struct MsgServer<C> {
     /// Open route_server links, oldest first: the first is the master.
     routes: Vec<LinkId>,
     logins: Vec<LinkId>,
+    /// push_server links, oldest first: the last is used.
+    pushes: Vec<LinkId>,
+    key: crate::crypt::MessageKey,
 }
 
 impl<C: Clock> MsgServer<C> {
     /// A msg_server without connections or links.
     pub fn new(config: MsgServerConfig, clock: C) -> MsgServer<C> {
+        let key = crate::crypt::MessageKey::new(&config.aes_key).unwrap_or_else(|_| {
+            tracing::warn!("aesKey is not 32 characters; push alerts use the default key");
+            crate::crypt::MessageKey::default_key()
+        });
         MsgServer {
             config,
             clock,
@@ -194,6 +210,8 @@ impl<C: Clock> MsgServer<C> {
             db_turn: 0,
             routes: Vec::new(),
             logins: Vec::new(),
+            pushes: Vec::new(),
+            key,
         }
     }
 
@@ -772,6 +790,7 @@ impl<C: Clock> MsgServer<C> {
                 range,
                 usable: true,
             }),
+            Upstream::Push => self.pushes.push(link),
             Upstream::Login => {
                 self.logins.push(link);
                 let info = server::ImMsgServInfo {
@@ -846,6 +865,7 @@ impl<C: Clock> MsgServer<C> {
             self.message_done(conn, out);
         }
         self.logins.retain(|l| *l != link);
+        self.pushes.retain(|l| *l != link);
         let was_master = self.routes.first() == Some(&link);
         self.routes.retain(|l| *l != link);
         if was_master {
@@ -871,6 +891,11 @@ impl<C: Clock> MsgServer<C> {
             Upstream::Db(_) => self.db_answer(link, pdu, out),
             Upstream::Route => self.route_message(pdu, out),
             Upstream::Login => {}
+            Upstream::Push => {
+                if pdu.command() == CommandId::OTHER_PUSH_TO_USER_RSP {
+                    tracing::debug!("push_server answered");
+                }
+            }
         }
     }
 
@@ -946,9 +971,23 @@ impl<C: Clock> MsgServer<C> {
                 let pdu = Pdu::encode_message(&answer, 0);
                 self.to_user(UserId(answer.user_id), None, &pdu, out);
             }
-            M::DeviceTokenRsp(_) | M::GetDeviceTokenRsp(_) | M::GroupGetShieldRsp(_) => {
-                // Push requests are only sent with a push_server; token writes need no answer.
+            M::DeviceTokenRsp(_) => {} // token writes need no answer
+            M::GroupGetShieldRsp(answer) => {
+                let users: Vec<u32> = answer
+                    .shield_status_list
+                    .iter()
+                    .filter(|s| s.shield_status == 0)
+                    .map(|s| s.user_id)
+                    .collect();
+                if !users.is_empty() {
+                    let request = server::ImGetDeviceTokenReq {
+                        user_id: users,
+                        attach_data: answer.attach_data,
+                    };
+                    self.send_db(DbRange::Other, Pdu::encode_message(&request, 0), out);
+                }
             }
+            M::GetDeviceTokenRsp(answer) => self.push_tokens(answer, out),
             mut answer => match identity::reply_route(&mut answer) {
                 Some((user, attach)) => {
                     let attach = attach.take();
@@ -1028,7 +1067,9 @@ impl<C: Clock> MsgServer<C> {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.state = ConnState::Open(user);
         }
-        self.users.entry(user).or_default().conns.push(conn);
+        let entry = self.users.entry(user).or_default();
+        entry.conns.push(conn);
+        entry.nick = info.user_nick_name.clone();
         let count = server::ImUserCntUpdate {
             user_action: 1,
             user_id: user.0,
@@ -1127,6 +1168,13 @@ impl<C: Clock> MsgServer<C> {
                 let to = UserId(data.to_session_id);
                 if to != from {
                     self.to_user(to, None, &relay, out);
+                    if !self.pushes.is_empty() {
+                        let request = server::ImGetDeviceTokenReq {
+                            user_id: vec![to.0],
+                            attach_data: Some(prost::Message::encode_to_vec(&data).into()),
+                        };
+                        self.send_db(DbRange::Other, Pdu::encode_message(&request, 0), out);
+                    }
                 }
             }
             crate::domain::SessionKind::Group => self.ask_group_members(data, sender, out),
@@ -1184,8 +1232,109 @@ impl<C: Clock> MsgServer<C> {
         let mut members = group.group_member_list.clone();
         members.sort_unstable();
         members.dedup();
-        for member in members {
+        for &member in &members {
             self.to_user(UserId(member), origin, &pdu, out);
+        }
+        // The msg_server the message was sent on asks for the pushes (once, not every one).
+        if origin.is_some() && !self.pushes.is_empty() {
+            let request = server::ImGroupGetShieldReq {
+                group_id: group.group_id,
+                user_id: members
+                    .into_iter()
+                    .filter(|m| *m != data.from_user_id)
+                    .collect(),
+                attach_data: Some(prost::Message::encode_to_vec(&data).into()),
+            };
+            self.send_db(DbRange::Other, Pdu::encode_message(&request, 0), out);
+        }
+    }
+
+    /// db_proxy gave the push tokens of a message's receivers: push to those whose phone is
+    /// not connected here; receivers on other msg_servers are looked up on route_server first
+    /// (their push is silent while a PC of theirs is online).
+    fn push_tokens(&mut self, answer: server::ImGetDeviceTokenRsp, out: &mut Vec<Action>) {
+        let Some(message) = answer
+            .attach_data
+            .as_ref()
+            .and_then(|a| <message::ImMsgData as prost::Message>::decode(a.clone()).ok())
+        else {
+            return;
+        };
+        let from = UserId(message.from_user_id);
+        let nick = self
+            .users
+            .get(&from)
+            .map(|u| u.nick.clone())
+            .filter(|n| !n.is_empty());
+        let Some(flash) = push::alert(&message, nick.as_deref(), &self.key) else {
+            return;
+        };
+        let data = push::custom_data(&message);
+        let (mut local, mut remote) = (Vec::new(), Vec::new());
+        for mut token in answer.user_token_info {
+            let user = UserId(token.user_id);
+            if user == from {
+                continue; // never push a sender their own message
+            }
+            match self.users.get(&user) {
+                Some(entry) => {
+                    let phone_here = entry.conns.iter().any(|c| {
+                        self.conns
+                            .get(c)
+                            .and_then(|c| c.client)
+                            .is_some_and(ClientType::is_mobile)
+                    });
+                    if phone_here {
+                        continue; // the phone got the message itself
+                    }
+                    let pc_here = entry.conns.iter().any(|c| {
+                        self.conns
+                            .get(c)
+                            .and_then(|c| c.client)
+                            .is_some_and(|t| !t.is_mobile())
+                    });
+                    token.push_type = crate::kick::push_type(entry.pc_online || pc_here);
+                    local.push(token);
+                }
+                None => remote.push(token),
+            }
+        }
+        if !local.is_empty() {
+            let request = server::ImPushToUserReq {
+                flash: flash.clone(),
+                data: data.clone(),
+                user_token_list: local,
+            };
+            self.to_push(Pdu::encode_message(&request, 0), out);
+        }
+        if !remote.is_empty() {
+            let mut users: Vec<u32> = remote.iter().map(|t| t.user_id).collect();
+            users.sort_unstable();
+            users.dedup();
+            let prepared = server::ImPushToUserReq {
+                flash,
+                data,
+                user_token_list: remote,
+            };
+            let query = buddy::ImUsersStatReq {
+                user_id: 0,
+                user_id_list: users,
+                attach_data: Some(
+                    PduAttach::new(
+                        AttachType::PDU_FOR_PUSH,
+                        0,
+                        prost::Message::encode_to_vec(&prepared).into(),
+                    )
+                    .to_bytes(),
+                ),
+            };
+            self.to_master_route(Pdu::encode_message(&query, 0), out);
+        }
+    }
+
+    fn to_push(&self, pdu: Pdu, out: &mut Vec<Action>) {
+        if let Some(&link) = self.pushes.last() {
+            out.push(Action::ToUpstream(link, pdu));
         }
     }
 
@@ -1243,6 +1392,23 @@ impl<C: Clock> MsgServer<C> {
                     .map(|a| a.attach_type);
                 if kind == Some(AttachType::HANDLE) {
                     self.route_back(answer.user_id, attach, M::UsersStatRsp(answer), seq, out);
+                } else if kind == Some(AttachType::PDU_FOR_PUSH) {
+                    // The receivers' presence decides silent (PC online) or normal pushes.
+                    let prepared = attach
+                        .as_ref()
+                        .and_then(|a| PduAttach::decode(a).ok())
+                        .and_then(|a| {
+                            <server::ImPushToUserReq as prost::Message>::decode(a.pdu).ok()
+                        });
+                    if let Some(mut prepared) = prepared {
+                        for token in &mut prepared.user_token_list {
+                            let online = answer.user_stat_list.iter().any(|s| {
+                                s.user_id == token.user_id && s.status == STATUS_ONLINE as i32
+                            });
+                            token.push_type = crate::kick::push_type(online);
+                        }
+                        self.to_push(Pdu::encode_message(&prepared, 0), out);
+                    }
                 }
             }
             M::MsgDataReadNotify(notify) => {

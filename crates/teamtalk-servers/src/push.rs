@@ -1,0 +1,201 @@
+//! push_server: receives `CID_OTHER_PUSH_TO_USER_REQ` from msg_servers and hands every
+//! device token to a [`PushBackend`] (spec/servers.md §7.3). The original spoke Apple's
+//! retired binary APNs protocol and failed every Android token; here the delivery is
+//! pluggable, with a webhook backend: an HTTP POST of a JSON payload per notification.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use teamtalk_core::proto::base_define::PushResult;
+use teamtalk_core::proto::server::{ImPushToUserReq, ImPushToUserRsp};
+use teamtalk_core::{CommandId, Pdu};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::link::{self, LinkConfig, LinkEvent};
+use crate::shutdown::Shutdown;
+
+/// One notification to one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// The receiver.
+    pub user_id: u32,
+    /// Its device's client type (17 iOS, 18 Android).
+    pub client_type: i32,
+    /// The device token.
+    pub token: String,
+    /// 1 normal (with sound), 2 silent (a PC of the user is online).
+    pub push_type: u32,
+    /// Badge: the user's unread messages.
+    pub badge: u32,
+    /// Alert text (already cut to length).
+    pub alert: String,
+    /// Custom data, JSON (`{"msg_type":…,"from_id":…[,"group_id":…]}`).
+    pub data: String,
+}
+
+/// Why a notification was not delivered.
+#[derive(Debug, thiserror::Error)]
+#[error("push failed: {0}")]
+pub struct PushError(pub String);
+
+/// Where notifications go.
+pub trait PushBackend: Send + Sync + 'static {
+    /// Delivers one notification.
+    fn push(
+        &self,
+        notification: &Notification,
+    ) -> impl Future<Output = Result<(), PushError>> + Send;
+}
+
+/// POSTs each notification as JSON to a URL:
+/// `{"user_id","client_type","token","push_type","badge","alert","data"}` (`data` as a JSON
+/// object). A 2xx answer counts as delivered.
+#[derive(Clone, Debug)]
+pub struct WebhookBackend {
+    url: url::Url,
+    timeout: Duration,
+}
+
+impl WebhookBackend {
+    /// A webhook at `url` (`http://host[:port]/path`).
+    pub fn new(url: &str) -> Result<WebhookBackend, PushError> {
+        let url =
+            url::Url::parse(url).map_err(|e| PushError(format!("webhook URL {url:?}: {e}")))?;
+        if url.scheme() != "http" || url.host_str().is_none() {
+            return Err(PushError(format!(
+                "webhook URL must be http://host/…, got {url}"
+            )));
+        }
+        Ok(WebhookBackend {
+            url,
+            timeout: Duration::from_secs(5),
+        })
+    }
+}
+
+impl PushBackend for WebhookBackend {
+    async fn push(&self, n: &Notification) -> Result<(), PushError> {
+        let data: serde_json::Value =
+            serde_json::from_str(&n.data).unwrap_or(serde_json::Value::Null);
+        let body = serde_json::json!({
+            "user_id": n.user_id,
+            "client_type": n.client_type,
+            "token": n.token,
+            "push_type": n.push_type,
+            "badge": n.badge,
+            "alert": n.alert,
+            "data": data,
+        })
+        .to_string();
+        let host = self.url.host_str().unwrap_or_default().to_owned();
+        let port = self.url.port_or_known_default().unwrap_or(80);
+        let request = format!(
+            "POST {} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            &self.url[url::Position::BeforePath..],
+            body.len()
+        );
+        let exchange = async {
+            let mut stream = TcpStream::connect((host.as_str(), port)).await?;
+            stream.write_all(request.as_bytes()).await?;
+            let mut head = vec![0u8; 64];
+            let n = stream.read(&mut head).await?;
+            Ok::<_, std::io::Error>(
+                String::from_utf8_lossy(head.get(..n).unwrap_or_default()).into_owned(),
+            )
+        };
+        let head = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| PushError("webhook timed out".into()))?
+            .map_err(|e| PushError(format!("webhook: {e}")))?;
+        let status = head.split_whitespace().nth(1).unwrap_or("");
+        if status.starts_with('2') {
+            Ok(())
+        } else {
+            Err(PushError(format!("webhook answered {status:?}")))
+        }
+    }
+}
+
+/// Serves msg_server links on `listener` until `shutdown`, pushing through `backend`.
+pub async fn run<B: PushBackend>(
+    backend: Arc<B>,
+    listener: TcpListener,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    info!(addr = ?listener.local_addr().ok(), "push_server listening");
+    let mut next = 0u64;
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = link::accept(&listener) => accepted,
+            _ = shutdown.wait() => return Ok(()),
+        };
+        next += 1;
+        let (events_tx, events) = mpsc::channel(256);
+        link::spawn_serve(
+            "push",
+            stream,
+            peer,
+            next,
+            LinkConfig::default(),
+            events_tx,
+            shutdown.clone(),
+        );
+        tokio::spawn(serve_link(backend.clone(), events));
+    }
+}
+
+async fn serve_link<B: PushBackend>(backend: Arc<B>, mut events: mpsc::Receiver<LinkEvent<u64>>) {
+    let mut outbox = None;
+    while let Some(event) = events.recv().await {
+        match event {
+            LinkEvent::Opened(_, o) => outbox = Some(o),
+            LinkEvent::Closed(_) => return,
+            LinkEvent::Frame(_, pdu) => {
+                if pdu.command() != CommandId::OTHER_PUSH_TO_USER_REQ {
+                    debug!(command = %pdu.command(), "push_server ignores");
+                    continue;
+                }
+                let Ok(request) = pdu.decode_body::<ImPushToUserReq>() else {
+                    debug!("undecodable push request");
+                    continue;
+                };
+                let (backend, outbox, seq) = (backend.clone(), outbox.clone(), pdu.seq_num());
+                tokio::spawn(async move {
+                    let mut results = Vec::new();
+                    for token in request.user_token_list {
+                        let notification = Notification {
+                            user_id: token.user_id,
+                            client_type: token.user_type,
+                            token: token.token.clone(),
+                            push_type: token.push_type,
+                            badge: token.push_count,
+                            alert: request.flash.clone(),
+                            data: request.data.clone(),
+                        };
+                        let result_code = match backend.push(&notification).await {
+                            Ok(()) => 0,
+                            Err(error) => {
+                                warn!(user = token.user_id, %error, "push not delivered");
+                                1
+                            }
+                        };
+                        results.push(PushResult {
+                            user_token: token.token,
+                            result_code,
+                        });
+                    }
+                    if let Some(outbox) = outbox {
+                        let answer = ImPushToUserRsp {
+                            push_result_list: results,
+                        };
+                        let _ = outbox.send_pdu(&Pdu::encode_message(&answer, seq));
+                    }
+                });
+            }
+        }
+    }
+}
