@@ -137,3 +137,81 @@ pub async fn run(options: &ChatOptions) -> Result<Report, BenchError> {
     report.set("wall_s", round2(wall.as_secs_f64()));
     Ok(report)
 }
+
+/// Settings of a ramp: `chat` runs at growing rates until the deployment saturates.
+#[derive(Clone, Debug)]
+pub struct RampOptions {
+    /// The first step; its `rate` is the starting rate and `duration` each step's length.
+    pub base: ChatOptions,
+    /// Each step's rate is the previous one times this (> 1).
+    pub factor: f64,
+    /// A step whose p99 exceeds this (ms) counts as saturated.
+    pub max_p99_ms: f64,
+}
+
+/// Open-loop ramp to saturation: steps of `chat` at growing rates. A step is sustained when
+/// at least 95 % of the offered rate is delivered, nothing is lost or unacknowledged beyond
+/// 1 %, and p99 stays under the bound. Reports every step and the highest sustained rate.
+pub async fn ramp(options: &RampOptions) -> Result<Report, BenchError> {
+    if options.factor.is_nan() || options.factor <= 1.0 {
+        return Err(BenchError::Usage("--ramp-factor must be above 1".into()));
+    }
+    let mut steps = Vec::new();
+    let mut best: Option<Report> = None;
+    let mut rate = options.base.rate;
+    loop {
+        let step = ChatOptions {
+            rate,
+            ..options.base.clone()
+        };
+        let report = match run(&step).await {
+            Ok(report) => report,
+            Err(BenchError::Usage(message)) if !steps.is_empty() => {
+                tracing::info!(%message, "not enough users for the next step; stopping");
+                break;
+            }
+            Err(error) => return Err(error),
+        };
+        let delivered = report.number("delivered_per_s");
+        let sent = report.number("sent").max(1.0);
+        let sustained = delivered >= 0.95 * rate
+            && report.number("lost") == 0.0
+            && report.number("unacked") / sent <= 0.01
+            && report.number("p99_ms") <= options.max_p99_ms;
+        println!(
+            "step {:>9.0} msgs/s: delivered {:>9.1}/s, p50 {:>8.2} ms, p99 {:>8.2} ms, lost {}, unacked {} — {}",
+            rate,
+            delivered,
+            report.number("p50_ms"),
+            report.number("p99_ms"),
+            report.number("lost"),
+            report.number("unacked"),
+            if sustained { "sustained" } else { "saturated" }
+        );
+        steps.push(report.to_json());
+        if !sustained {
+            break;
+        }
+        best = Some(report);
+        rate *= options.factor;
+    }
+    let mut out = Report::new("chat-ramp");
+    match &best {
+        Some(best) => {
+            out.set("max_sustained_per_s", best.number("delivered_per_s"));
+            for key in ["p50_ms", "p99_ms", "client_cpu_pct"] {
+                out.set(&format!("at_max_{key}"), best.number(key));
+            }
+        }
+        None => out.set("max_sustained_per_s", 0.0),
+    }
+    out.set(
+        "lost",
+        steps
+            .iter()
+            .map(|s| s["lost"].as_f64().unwrap_or(0.0))
+            .sum::<f64>(),
+    );
+    out.set("steps", serde_json::Value::Array(steps));
+    Ok(out)
+}

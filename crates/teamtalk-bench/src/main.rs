@@ -14,6 +14,7 @@ teamtalk-bench — load and measure a TeamTalk deployment through the public pro
 USAGE:
   teamtalk-bench login --login-url URL | --msg-server HOST:PORT  USERS [--logins N] [--parallel C]
   teamtalk-bench chat  TARGET USERS --rate MSGS_PER_S [--duration SECS] [--per-conn-rate R] [--drain SECS]
+  teamtalk-bench chat  TARGET USERS --ramp START_RATE [--ramp-factor 1.25] [--ramp-max-p99-ms 1000] [--duration SECS_PER_STEP]
   teamtalk-bench group TARGET USERS --members M [--senders S] --rate POSTS_PER_S [--duration SECS]
   teamtalk-bench idle  TARGET USERS [--server-pid PID] [--sources K] [--duration SECS]
   teamtalk-bench relay --listen HOST:PORT
@@ -28,6 +29,8 @@ MODES:
   chat   pairs (u1→u2, u3→u4, …) sending numbered messages open-loop at the total rate, spread
          over enough pairs to stay under the server's per-connection limit (default 20/s);
          delivered/s, latency sender→receiver, exact lost/duplicated/out-of-order counts.
+         --ramp: steps from START_RATE, ×factor each, until a step is not sustained (under
+         95 % delivered, anything lost, over 1 % unacknowledged, or p99 over the bound).
   group  one group of the first M users; S of them post: fan-out deliveries/s and latency.
   idle   holds --count logged-in connections from K source addresses 127.0.0.1.. (default 4)
          for --duration (default 5 s); server RSS growth per connection with --server-pid.
@@ -157,10 +160,20 @@ async fn execute(mode: &str, mut flags: Flags) -> Result<Option<Report>, BenchEr
             .await?
         }
         "chat" => {
+            let ramp_start: Option<f64> = flags
+                .take("ramp")
+                .map(|v| v.parse())
+                .transpose()
+                .map_err(|_| BenchError::Usage("--ramp: not a rate".into()))?;
+            let ramp_factor: f64 = flags.number("ramp-factor", Some(1.25))?;
+            let max_p99_ms: f64 = flags.number("ramp-max-p99-ms", Some(1000.0))?;
             let options = chat::ChatOptions {
                 target: flags.target()?,
                 users: flags.users()?,
-                rate: flags.number("rate", None)?,
+                rate: match ramp_start {
+                    Some(start) => start,
+                    None => flags.number("rate", None)?,
+                },
                 duration: flags.secs("duration", 10.0)?,
                 per_conn_rate: flags.number("per-conn-rate", Some(20.0))?,
                 drain: flags.secs("drain", DEFAULT_DRAIN.as_secs_f64())?,
@@ -171,7 +184,16 @@ async fn execute(mode: &str, mut flags: Flags) -> Result<Option<Report>, BenchEr
                     "--rate and --per-conn-rate must be positive".into(),
                 ));
             }
-            chat::run(&options).await?
+            if ramp_start.is_some() {
+                chat::ramp(&chat::RampOptions {
+                    base: options,
+                    factor: ramp_factor,
+                    max_p99_ms,
+                })
+                .await?
+            } else {
+                chat::run(&options).await?
+            }
         }
         "group" => {
             let target = flags.target()?;

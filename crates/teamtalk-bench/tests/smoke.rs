@@ -141,5 +141,24 @@ async fn every_mode_runs_clean() {
     for key in ["lost", "duplicated", "out_of_order", "unacked"] {
         assert_eq!(report.number(key), 0.0, "relay {key}: {}", report.table());
     }
+    // The ramp steps up until the users run out (40 users: 20 pairs at 18/s each).
+    let ramp = chat::RampOptions {
+        base: chat::ChatOptions {
+            rate: 90.0,
+            duration: Duration::from_secs(1),
+            drain: Duration::from_millis(500),
+            ..options
+        },
+        factor: 2.0,
+        max_p99_ms: 1000.0,
+    };
+    let report = chat::ramp(&ramp).await.unwrap();
+    assert_eq!(
+        report.number("max_sustained_per_s"),
+        360.0,
+        "{}",
+        report.table()
+    );
+    assert_eq!(report.number("lost"), 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
