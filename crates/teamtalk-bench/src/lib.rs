@@ -111,6 +111,7 @@ impl Report {
                 serde_json::Value::Number(n) if n.is_f64() => {
                     format!("{:.2}", n.as_f64().unwrap_or(0.0))
                 }
+                serde_json::Value::Array(items) => format!("({} entries; see --json)", items.len()),
                 other => other.to_string(),
             };
             out.push_str(&format!("  {k:<width$}  {value}\n"));
