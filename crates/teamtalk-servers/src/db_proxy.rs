@@ -10,25 +10,18 @@
 //! - Shutdown: every link gets `CID_OTHER_STOP_RECV_PACKET`, stops reading, finishes the
 //!   requests in flight, and closes; then [`run`] returns.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use teamtalk_core::link::{LinkAction, LinkTimer};
 use teamtalk_core::pdu::DEFAULT_MAX_FRAME_LEN;
-use teamtalk_core::proto::other::ImHeartBeat;
 use teamtalk_core::proto::server::ImStopReceivePacket;
 use teamtalk_core::service::Handler;
-use teamtalk_core::{CommandId, Pdu, PduDecoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use teamtalk_core::Pdu;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, Instrument};
 
+use crate::link::{self, LinkConfig, LinkEvent, Outbox};
 use crate::shutdown::Shutdown;
 
 /// Settings of the db_proxy_server shell.
@@ -63,19 +56,12 @@ pub async fn run<H: Handler + 'static>(
     let mut next_id = 0u64;
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    next_id += 1;
-                    let span = tracing::info_span!("db_proxy_link", id = next_id, %peer);
-                    let link = serve_link(stream, handler.clone(), config.clone(), shutdown.clone());
-                    links.spawn(link.instrument(span));
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            (stream, peer) = link::accept(&listener) => {
+                next_id += 1;
+                let span = tracing::info_span!("db_proxy_link", id = next_id, %peer);
+                let served = serve_link(stream, next_id, handler.clone(), config.clone(), shutdown.clone());
+                links.spawn(served.instrument(span));
+            }
             _ = shutdown.wait() => break,
             Some(_) = links.join_next(), if !links.is_empty() => {}
         }
@@ -85,88 +71,76 @@ pub async fn run<H: Handler + 'static>(
     Ok(())
 }
 
+/// One msg_server link: frames come from a [`link`] task (heartbeats, timeouts, framing);
+/// each request is answered on its own task, at most `max_in_flight` at once (beyond, the link
+/// stops reading). On shutdown the peer gets `CID_OTHER_STOP_RECV_PACKET`, the link stops
+/// reading, the requests in flight are answered, then the link closes.
 async fn serve_link<H: Handler + 'static>(
     stream: TcpStream,
+    id: u64,
     handler: Arc<H>,
     config: DbProxyServerConfig,
     mut shutdown: Shutdown,
 ) {
     info!("link opened");
-    let _ = stream.set_nodelay(true);
-    let (mut reader, writer) = stream.into_split();
-    let started = Instant::now();
-    let now_ms = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let last_sent = Arc::new(AtomicU64::new(0));
-    let (queue, frames) = mpsc::channel::<Bytes>(config.write_queue.max(1));
-    let write_task = tokio::spawn(write_frames(writer, frames, last_sent.clone(), now_ms));
-
-    let mut decoder = PduDecoder::new(config.max_frame_len);
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut timer = LinkTimer::new(0);
+    let link_config = LinkConfig {
+        max_frame_len: config.max_frame_len,
+        outbox: config.write_queue.max(1),
+        drain_on_shutdown: true,
+        ..LinkConfig::default()
+    };
+    let (events_tx, mut events) = mpsc::channel(16);
+    let link = tokio::spawn(
+        link::serve(stream, id, link_config, events_tx, shutdown.clone()).in_current_span(),
+    );
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let mut requests = JoinSet::new();
-    'link: loop {
-        timer.sent(last_sent.load(Ordering::Relaxed));
-        let deadline = started + Duration::from_millis(timer.next_deadline());
+    let mut outbox: Option<Outbox> = None;
+    let stopping = loop {
         tokio::select! {
-            read = reader.read_buf(&mut buf) => match read {
-                Ok(0) => break 'link,
-                Ok(_) => {
-                    timer.received(now_ms());
-                    loop {
-                        match decoder.decode(&mut buf) {
-                            Ok(Some(pdu)) => {
-                                if pdu.command() == CommandId::OTHER_HEARTBEAT {
-                                    continue; // dropped, never echoed
-                                }
-                                let Ok(permit) = in_flight.clone().acquire_owned().await else { break 'link };
-                                let (handler, queue) = (handler.clone(), queue.clone());
-                                requests.spawn(async move {
-                                    answer(&*handler, pdu, &queue).await;
-                                    drop(permit);
-                                }.in_current_span());
-                            }
-                            Ok(None) => break,
-                            Err(error) => {
-                                debug!(%error, "framing error, closing the link");
-                                break 'link;
-                            }
-                        }
-                    }
+            event = events.recv() => match event {
+                Some(LinkEvent::Opened(_, o)) => outbox = Some(o),
+                Some(LinkEvent::Frame(_, pdu)) => {
+                    let (Some(o), Ok(permit)) = (&outbox, in_flight.clone().acquire_owned().await) else {
+                        break false;
+                    };
+                    requests.spawn(answer(handler.clone(), pdu, o.clone(), permit).in_current_span());
                 }
-                Err(error) => {
-                    debug!(%error, "read failed");
-                    break 'link;
-                }
+                Some(LinkEvent::Closed(_)) | None => break false,
             },
-            _ = tokio::time::sleep_until(deadline) => match timer.poll(now_ms()) {
-                Some(LinkAction::SendHeartbeat) => {
-                    let _ = queue.send(Pdu::encode_message(&ImHeartBeat {}, 0).to_bytes()).await;
-                }
-                Some(LinkAction::Close) => {
-                    info!("link silent for too long, closing");
-                    break 'link;
-                }
-                None => {}
-            },
-            _ = shutdown.wait() => {
-                let stop = ImStopReceivePacket { result: 0 };
-                let _ = queue.send(Pdu::encode_message(&stop, 0).to_bytes()).await;
-                break 'link;
-            }
+            _ = shutdown.wait() => break true,
             Some(_) = requests.join_next(), if !requests.is_empty() => {}
         }
+    };
+    if let (true, Some(o)) = (stopping, &outbox) {
+        let stop = ImStopReceivePacket { result: 0 };
+        let _ = o.send_wait(Pdu::encode_message(&stop, 0).to_bytes()).await;
+        // Requests already read are still answered; the link reads no more.
+        while let Ok(event) = events.try_recv() {
+            if let LinkEvent::Frame(_, pdu) = event {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                requests.spawn(answer(handler.clone(), pdu, o.clone(), permit).in_current_span());
+            }
+        }
     }
-    // Finish what was asked before closing.
+    // Finish what was asked, then let the link flush and close.
     while requests.join_next().await.is_some() {}
-    drop(queue);
-    let _ = write_task.await;
+    drop(outbox);
+    drop(events);
+    let _ = link.await;
     info!("link closed");
 }
 
 /// Decodes one request, lets the handler answer it, and queues the answer with the request's
-/// sequence number.
-async fn answer<H: Handler>(handler: &H, pdu: Pdu, queue: &mpsc::Sender<Bytes>) {
+/// sequence number; the permit bounds the requests in flight.
+async fn answer<H: Handler>(
+    handler: Arc<H>,
+    pdu: Pdu,
+    outbox: Outbox,
+    permit: OwnedSemaphorePermit,
+) {
     let request = match pdu.decode_any() {
         Ok(request) => request,
         Err(error) => {
@@ -175,25 +149,9 @@ async fn answer<H: Handler>(handler: &H, pdu: Pdu, queue: &mpsc::Sender<Bytes>) 
         }
     };
     if let Some(reply) = handler.handle(request).await {
-        let _ = queue.send(reply.to_pdu(pdu.seq_num()).to_bytes()).await;
+        let _ = outbox
+            .send_wait(reply.to_pdu(pdu.seq_num()).to_bytes())
+            .await;
     }
-}
-
-async fn write_frames(
-    mut writer: OwnedWriteHalf,
-    mut frames: mpsc::Receiver<Bytes>,
-    last_sent: Arc<AtomicU64>,
-    now_ms: impl Fn() -> u64,
-) {
-    let mut batch = Vec::new();
-    while frames.recv_many(&mut batch, 64).await > 0 {
-        for frame in batch.drain(..) {
-            if let Err(error) = writer.write_all(&frame).await {
-                debug!(%error, "write failed");
-                return;
-            }
-        }
-        last_sent.store(now_ms(), Ordering::Relaxed);
-    }
-    let _ = writer.shutdown().await;
+    drop(permit);
 }

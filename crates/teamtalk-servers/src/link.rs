@@ -41,6 +41,10 @@ pub struct LinkConfig {
     /// Whether received heartbeats are reported to the owner (client links) or swallowed
     /// (server links). Default: swallowed.
     pub report_heartbeats: bool,
+    /// On shutdown, stop reading but keep sending until the owner drops the outbox (the
+    /// owner finishes what it was asked, db_proxy-style), instead of flushing and closing at
+    /// once. Default false.
+    pub drain_on_shutdown: bool,
 }
 
 impl Default for LinkConfig {
@@ -51,6 +55,7 @@ impl Default for LinkConfig {
             heartbeat: Some(Duration::from_millis(SERVER_HEARTBEAT_INTERVAL_MS)),
             timeout: Some(Duration::from_millis(SERVER_TIMEOUT_MS)),
             report_heartbeats: false,
+            drain_on_shutdown: false,
         }
     }
 }
@@ -161,10 +166,11 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
     let mut buf = BytesMut::new();
     let mut batch = Vec::new();
     let mut out = BytesMut::new();
+    let mut draining = false;
     'link: loop {
         let deadline = started + Duration::from_millis(timer.next_deadline());
         tokio::select! {
-            ready = reader.readable() => match ready.and_then(|()| read_into(&reader, &mut buf)) {
+            ready = reader.readable(), if !draining => match ready.and_then(|()| read_into(&reader, &mut buf)) {
                 Ok(0) => break 'link,
                 Ok(_) => {
                     timer.received(now_ms());
@@ -223,7 +229,11 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                 }
                 None => {}
             },
-            _ = shutdown.wait() => {
+            _ = shutdown.wait(), if !draining => {
+                if config.drain_on_shutdown {
+                    draining = true; // no more reading; the owner closes the outbox when done
+                    continue 'link;
+                }
                 // Flush what is queued, then close.
                 outgoing.close();
                 while let Some(frame) = outgoing.recv().await {

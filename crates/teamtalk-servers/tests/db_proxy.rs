@@ -186,3 +186,57 @@ async fn a_framing_error_closes_only_that_link() {
     trigger.trigger();
     server.await.unwrap().unwrap();
 }
+
+/// Answers every request after a pause, to have requests in flight at shutdown.
+struct Slow;
+
+impl teamtalk_core::service::Handler for Slow {
+    async fn handle(&self, request: AnyMessage) -> Option<AnyMessage> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match request {
+            AnyMessage::ValidateReq(req) => Some(
+                server::ImValidateRsp {
+                    user_name: req.user_name,
+                    result_code: 1,
+                    result_string: None,
+                    user_info: None,
+                    attach_data: req.attach_data,
+                }
+                .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_requests_in_flight() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (trigger, watch) = shutdown::channel();
+    let server = tokio::spawn(run(
+        DbProxyServerConfig::default(),
+        listener,
+        Arc::new(Slow),
+        watch,
+    ));
+    let mut client = Client::connect(addr).await;
+    client.send(login(&[]), 1).await;
+    client.send(login(&[]), 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    trigger.trigger();
+    let stop = client.recv().await.unwrap();
+    assert_eq!(stop.command(), CommandId::OTHER_STOP_RECV_PACKET);
+    let mut answered: Vec<u16> = vec![
+        client.recv().await.unwrap().seq_num(),
+        client.recv().await.unwrap().seq_num(),
+    ];
+    answered.sort_unstable();
+    assert_eq!(
+        answered,
+        vec![1, 2],
+        "both requests in flight are answered after the stop notice"
+    );
+    assert!(client.recv().await.is_none(), "then the link closes");
+    server.await.unwrap().unwrap();
+}
