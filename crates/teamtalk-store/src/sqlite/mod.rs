@@ -82,6 +82,30 @@ pub struct SqliteStore {
     relations: Arc<Mutex<HashMap<(u32, u32), RelationId>>>,
     /// Users known to exist (users are never deleted).
     known_users: Arc<Mutex<std::collections::HashSet<UserId>>>,
+    /// The background checkpointer stops when the last clone of the store is gone.
+    _alive: Arc<()>,
+}
+
+/// Copies the WAL back into the database several times a second without blocking the writer
+/// (`wal_checkpoint(PASSIVE)`), so that commits rarely pay for a checkpoint themselves.
+async fn checkpoint_in_background(
+    mut connection: sqlx::SqliteConnection,
+    alive: std::sync::Weak<()>,
+) {
+    use sqlx::Connection;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if alive.upgrade().is_none() {
+            let _ = connection.close().await;
+            return;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut connection)
+            .await
+        {
+            tracing::debug!(%error, "background checkpoint failed");
+        }
+    }
 }
 
 /// Schema scripts; script `i` takes the database from `user_version` i to i + 1.
@@ -117,7 +141,14 @@ impl SqliteStore {
             })
             .busy_timeout(Duration::from_secs(30))
             .disable_statement_logging();
-        let mut connection = options.connect().await.map_err(db)?;
+        let writer_options = options
+            .clone()
+            // The writer never checkpoints in the way of a commit unless the WAL grows past
+            // ~64 MiB: a background connection checkpoints it (PASSIVE) several times a second.
+            .pragma("wal_autocheckpoint", "16384")
+            // A bigger page cache (64 MiB) for the hot b-tree pages of busy conversations.
+            .pragma("cache_size", "-65536");
+        let mut connection = writer_options.connect().await.map_err(db)?;
         migrate(&mut connection).await?;
         let writer = Writer::spawn(connection);
         // A local file cannot go stale: no ping before every use.
@@ -125,14 +156,21 @@ impl SqliteStore {
             .test_before_acquire(false)
             .max_connections(config.read_connections.max(1))
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await
             .map_err(db)?;
+        let alive = Arc::new(());
+        let checkpointer = options.connect().await.map_err(db)?;
+        tokio::spawn(checkpoint_in_background(
+            checkpointer,
+            Arc::downgrade(&alive),
+        ));
         Ok(SqliteStore {
             writer,
             reader,
             relations: Arc::default(),
             known_users: Arc::default(),
+            _alive: alive,
         })
     }
 
