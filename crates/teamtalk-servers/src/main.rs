@@ -22,18 +22,19 @@ teamtalk — TeamTalk-compatible IM servers
 
 USAGE:
   teamtalk serve [--config FILE] [--data-dir DIR]
-      login_server, route_server, db_proxy_server and msg_server in one process on the
-      embedded SQLite store (default data dir ./teamtalk-data), listening on 127.0.0.1:
-      HTTP discovery 8080 (http://127.0.0.1:8080/msg_server), clients 8000; internal links
-      login 8100, route 8200, db_proxy 10600.
+      login_server, route_server, db_proxy_server, msg_server, msfs and http_msg_server in
+      one process on the embedded SQLite store (default data dir ./teamtalk-data), listening
+      on 127.0.0.1: HTTP discovery 8080 (http://127.0.0.1:8080/msg_server), clients 8000,
+      msfs 8700, admin API 8400; internal links login 8100, route 8200, db_proxy 10600; and
+      push_server (8500) when push_webhook is configured.
   teamtalk user add NAME --password PW [--nick NICK] [--dept DEPT_ID] [--data-dir DIR | --config FILE]
   teamtalk user list [--data-dir DIR | --config FILE]
   teamtalk user add-many --prefix P --count N --password PW [--first 1] [--dept ID] [--data-dir DIR | --config FILE]
       Users P1 … PN (from --first), all with the same password: provisioning for benchmarks.
   teamtalk dept add NAME [--parent ID] [--data-dir DIR | --config FILE]
-      Administration on the same store (SQLite in the data dir, or MySQL + Redis when the
-      config file sets mysql_url and redis_url, or is an original dbproxyserver.conf). Passwords are stored with the original
-      scheme: md5(md5(password) + salt) with a random salt.
+      Administration on the same store: SQLite in the data dir, or MySQL + Redis when the
+      config file sets mysql_url and redis_url (or is an original dbproxyserver.conf).
+      Passwords are stored with the original scheme: md5(md5(password) + salt), random salt.
   teamtalk db-proxy-server --config FILE
   teamtalk route-server --config FILE
   teamtalk login-server --config FILE
@@ -42,8 +43,9 @@ USAGE:
   teamtalk http-msg-server --config FILE
   teamtalk push-server --config FILE
       One role alone, reading the original .conf file (dbproxyserver.conf, routeserver.conf,
-      loginserver.conf, msgserver.conf) or a .toml file with the same keys. A db-proxy-server
-      config without DBInstances serves the embedded store in data_dir instead of MySQL.
+      loginserver.conf, msgserver.conf, msfs.conf …) or a .toml file with the same keys. A
+      db-proxy-server config without DBInstances serves the embedded store in data_dir.
+      Keys and defaults: docs/deploy.md.
   teamtalk --help
 
 SERVE CONFIG (TOML, every key optional):
