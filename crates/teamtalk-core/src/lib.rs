@@ -46,6 +46,7 @@
 //! - [`kick`]: multi-device rules: who a login or a mobile's kick request pushes out.
 //! - [`msg_server`]: the msg_server as a state machine: client sessions, login, delivery,
 //!   kicks, and its links to db_proxy, route_server and login_server.
+//! - [`file_transfer`]: the file_server's transfer tasks (online relay, offline store).
 //! - [`link`]: heartbeats and idle timeouts of server links, as data.
 //! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).
 
@@ -56,6 +57,7 @@ pub mod command;
 pub mod crypt;
 pub mod domain;
 pub mod error;
+pub mod file_transfer;
 pub mod guard;
 pub mod ids;
 pub mod kick;
