@@ -487,6 +487,11 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
         }
     }
 
+    /// The sender and receiver of a task.
+    pub fn users(&self, task_id: &str) -> Option<(u32, u32)> {
+        self.tasks.get(task_id).map(|t| (t.from, t.to))
+    }
+
     /// The file name and size of a task.
     pub fn describe(&self, task_id: &str) -> Option<(&str, u32)> {
         self.tasks.get(task_id).map(|t| (t.name.as_str(), t.size))

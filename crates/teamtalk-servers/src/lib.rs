@@ -9,6 +9,7 @@
 //! - [`clock`]: the wall clock handed to the core (the only place that reads it).
 //! - [`conf`]: the original servers' `.conf` files, for migrating deployments.
 //! - [`db_proxy`]: db_proxy_server: msg_server links dispatched to a core [`Handler`].
+//! - [`file_server`]: file_server: online relay and offline files.
 //! - [`http_msg`]: http_msg_server: the administration HTTP API.
 //! - [`link`]: framed links (heartbeats, timeouts, bounded queues) and reconnecting dials.
 //! - [`login_server`]: login_server: HTTP discovery and the msg_server registry.
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod conf;
 pub mod db_proxy;
 pub mod db_proxy_conf;
+pub mod file_server;
 pub mod http_msg;
 pub mod link;
 pub mod login_server;

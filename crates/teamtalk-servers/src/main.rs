@@ -25,8 +25,8 @@ USAGE:
       login_server, route_server, db_proxy_server, msg_server, msfs and http_msg_server in
       one process on the embedded SQLite store (default data dir ./teamtalk-data), listening
       on 127.0.0.1: HTTP discovery 8080 (http://127.0.0.1:8080/msg_server), clients 8000,
-      msfs 8700, admin API 8400; internal links login 8100, route 8200, db_proxy 10600; and
-      push_server (8500) when push_webhook is configured.
+      msfs 8700, admin API 8400, file_server 8600 (8601 for msg_servers); internal links
+      login 8100, route 8200, db_proxy 10600; and push_server (8500) with push_webhook.
   teamtalk user add NAME --password PW [--nick NICK] [--dept DEPT_ID] [--data-dir DIR | --config FILE]
   teamtalk user list [--data-dir DIR | --config FILE]
   teamtalk user add-many --prefix P --count N --password PW [--first 1] [--dept ID] [--data-dir DIR | --config FILE]
@@ -42,6 +42,7 @@ USAGE:
   teamtalk msfs --config FILE
   teamtalk http-msg-server --config FILE
   teamtalk push-server --config FILE
+  teamtalk file-server --config FILE
       One role alone, reading the original .conf file (dbproxyserver.conf, routeserver.conf,
       loginserver.conf, msgserver.conf, msfs.conf …) or a .toml file with the same keys. A
       db-proxy-server config without DBInstances serves the embedded store in data_dir.
@@ -54,6 +55,7 @@ SERVE CONFIG (TOML, every key optional):
   db_proxy_port = 10600   msfs_port = 8700 (files in DATA_DIR/msfs)   max_msgs_per_sec = 20
   http_msg_port = 8400   http_api_key = \"…\" (default: generated into DATA_DIR/http_api_key)
   push_webhook = \"http://…\" (push notifications POSTed there; no pushes without)   push_port = 8500
+  file_port = 8600   file_ms_port = 8601 (offline files in DATA_DIR/offline_file)
   msfs = \"http://127.0.0.1:8700/\"   discovery = \"http://127.0.0.1/api/discovery\"
   mysql_url = \"mysql://user:pw@host:3306/teamtalk\"   redis_url = \"redis://127.0.0.1:6379\"
 
@@ -173,7 +175,7 @@ fn parse(args: &[String]) -> Result<Command, Usage> {
             opts: opts(&mut take),
         },
         [role @ ("db-proxy-server" | "route-server" | "login-server" | "msg-server" | "msfs"
-        | "http-msg-server")] => Command::Role {
+        | "http-msg-server" | "push-server" | "file-server")] => Command::Role {
             role: (*role).to_owned(),
             config: take("config")
                 .map(PathBuf::from)
@@ -320,6 +322,7 @@ async fn execute(command: Command) -> Result<(), Failure> {
             let settings = settings(&opts)?;
             let mut config = serve_config(&settings.conf)?;
             config.msfs_dir = Some(settings.data_dir.join("msfs"));
+            config.file_dir = Some(settings.data_dir.join("offline_file"));
             config.http_api_key = Some(match settings.conf.get("http_api_key") {
                 Some(key) if !key.is_empty() => key.to_owned(),
                 _ => api_key(&settings.data_dir)?,
@@ -537,6 +540,8 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
     config.msfs_port = port("msfs_port", 8700)?;
     config.http_msg_port = port("http_msg_port", 8400)?;
     config.push_port = port("push_port", 8500)?;
+    config.file_client_port = port("file_port", 8600)?;
+    config.file_ms_port = port("file_ms_port", 8601)?;
     config.push_webhook = conf
         .get("push_webhook")
         .filter(|u| !u.is_empty())
@@ -703,6 +708,59 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 }
                 let listener = bind_first(&listen, role).await?;
                 teamtalk_servers::http_msg::run(config, listener, shutdown.clone())
+                    .await
+                    .map_err(run_error)
+            }
+            "file-server" => {
+                let clients = roles::listen_addrs(
+                    &conf,
+                    "ClientListenIP",
+                    "ClientListenPort",
+                    "0.0.0.0",
+                    8600,
+                )
+                .map_err(|e| conf_error(path, e))?;
+                let links = roles::listen_addrs(
+                    &conf,
+                    "MsgServerListenIP",
+                    "MsgServerListenPort",
+                    "127.0.0.1",
+                    8601,
+                )
+                .map_err(|e| conf_error(path, e))?;
+                let port = clients.first().map_or(8600, |a| u32::from(a.port()));
+                let advertise: Vec<(String, u32)> = conf
+                    .addresses("FileServerIp")
+                    .into_iter()
+                    .map(|ip| (ip, port))
+                    .collect();
+                if advertise.is_empty() {
+                    return Err(conf_error(
+                        path,
+                        "FileServerIp (the addresses clients reach this server at) is required",
+                    ));
+                }
+                let mut limits = teamtalk_core::file_transfer::FileLimits::default();
+                if let Some(secs) = conf
+                    .parsed::<u64>("TaskTimeout", "seconds")
+                    .map_err(|e| conf_error(path, e))?
+                {
+                    limits.idle_ms = secs.saturating_mul(1000);
+                }
+                if let Some(days) = conf
+                    .parsed::<u64>("OfflineRetentionDays", "days")
+                    .map_err(|e| conf_error(path, e))?
+                {
+                    limits.offline_retention_ms = days.saturating_mul(86_400_000);
+                }
+                let config = teamtalk_servers::file_server::FileServerConfig {
+                    dir: PathBuf::from(conf.get("OfflineDir").unwrap_or("./offline_file")),
+                    advertise,
+                    limits,
+                };
+                let clients = bind_first(&clients, role).await?;
+                let links = bind_first(&links, role).await?;
+                teamtalk_servers::file_server::run(config, clients, links, shutdown.clone())
                     .await
                     .map_err(run_error)
             }

@@ -36,6 +36,8 @@ pub struct MsgServerSettings {
     pub login_servers: Vec<SocketAddr>,
     /// push_servers (`PushServerIP{n}`/`PushServerPort{n}`).
     pub push_servers: Vec<SocketAddr>,
+    /// file_servers' msg_server ports (`FileServerIP{n}`/`FileServerPort{n}`).
+    pub file_servers: Vec<SocketAddr>,
     /// Client links (no heartbeats of our own; the core applies the idle timeouts).
     pub client_link: LinkConfig,
     /// Upstream links (heartbeat 5 s, timeout 30 s).
@@ -53,6 +55,7 @@ impl Default for MsgServerSettings {
             route_servers: Vec::new(),
             login_servers: Vec::new(),
             push_servers: Vec::new(),
+            file_servers: Vec::new(),
             client_link: LinkConfig::client(),
             upstream_link: LinkConfig {
                 outbox: 64 * 1024,
@@ -114,6 +117,9 @@ pub async fn run<C: Clock + 'static>(
     }
     for addr in &settings.push_servers {
         dial(*addr, Upstream::Push);
+    }
+    for addr in &settings.file_servers {
+        dial(*addr, Upstream::File);
     }
 
     let started = Instant::now();

@@ -108,6 +108,7 @@ pub fn msg_server(conf: &ConfFile) -> Result<(Vec<SocketAddr>, MsgServerSettings
     settings.login_servers = peer_addrs(conf, "LoginServerIP", "LoginServerPort")?;
     settings.route_servers = peer_addrs(conf, "RouteServerIP", "RouteServerPort")?;
     settings.push_servers = peer_addrs(conf, "PushServerIP", "PushServerPort")?;
+    settings.file_servers = peer_addrs(conf, "FileServerIP", "FileServerPort")?;
     if let Some(key) = conf.get("aesKey") {
         if key.len() != 32 {
             return Err(invalid("aesKey", "32 characters"));

@@ -59,6 +59,12 @@ pub struct ServeConfig {
     pub push_webhook: Option<String>,
     /// push_server port (msg_servers' links). Default 8500.
     pub push_port: u16,
+    /// Where file_server keeps offline files; `None`: no file_server in this process.
+    pub file_dir: Option<std::path::PathBuf>,
+    /// file_server port for clients. Default 8600.
+    pub file_client_port: u16,
+    /// file_server port for msg_servers. Default 8601.
+    pub file_ms_port: u16,
 }
 
 impl Default for ServeConfig {
@@ -81,6 +87,9 @@ impl Default for ServeConfig {
             http_api_key: None,
             push_webhook: None,
             push_port: 8500,
+            file_dir: None,
+            file_client_port: 8600,
+            file_ms_port: 8601,
         }
     }
 }
@@ -97,6 +106,8 @@ impl ServeConfig {
             msfs_port: 0,
             http_msg_port: 0,
             push_port: 0,
+            file_client_port: 0,
+            file_ms_port: 0,
             reconnect_delay: Duration::from_millis(200),
             ..ServeConfig::default()
         }
@@ -120,6 +131,8 @@ pub struct Running {
     pub msfs: Option<SocketAddr>,
     /// http_msg_server, when started.
     pub http_msg: Option<SocketAddr>,
+    /// file_server's client port, when started.
+    pub file_server: Option<SocketAddr>,
     trigger: ShutdownTrigger,
     tasks: JoinSet<std::io::Result<()>>,
 }
@@ -177,6 +190,14 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         )),
         None => None,
     };
+    let files = match &config.file_dir {
+        Some(dir) => Some((
+            bind(ip, config.file_client_port, "file_server").await?,
+            bind(ip, config.file_ms_port, "file_server").await?,
+            dir.clone(),
+        )),
+        None => None,
+    };
     let push = match &config.push_webhook {
         Some(url) => {
             let backend = crate::push::WebhookBackend::new(url).map_err(|e| {
@@ -202,6 +223,10 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         db_proxy: db.local_addr()?,
         msfs: match &msfs {
             Some((listener, _)) => Some(listener.local_addr()?),
+            None => None,
+        },
+        file_server: match &files {
+            Some((clients, _, _)) => Some(clients.local_addr()?),
             None => None,
         },
         http_msg: match &http_msg {
@@ -247,6 +272,25 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         login,
         shutdown.clone(),
     ));
+    let file_servers = match files {
+        Some((clients, links, dir)) => {
+            let addr = links.local_addr()?;
+            let port = u32::from(clients.local_addr()?.port());
+            let file_config = crate::file_server::FileServerConfig {
+                dir,
+                advertise: vec![(advertise.clone(), port)],
+                limits: Default::default(),
+            };
+            tasks.spawn(crate::file_server::run(
+                file_config,
+                clients,
+                links,
+                shutdown.clone(),
+            ));
+            vec![addr]
+        }
+        None => Vec::new(),
+    };
     let push_servers = match push {
         Some((listener, backend)) => {
             let addr = listener.local_addr()?;
@@ -283,6 +327,7 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
             route_servers: vec![running.route],
             login_servers: vec![running.login],
             push_servers: push_servers.clone(),
+            file_servers: file_servers.clone(),
             reconnect_delay: config.reconnect_delay,
             ..MsgServerSettings::default()
         };

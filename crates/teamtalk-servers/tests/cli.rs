@@ -55,6 +55,15 @@ fn help_and_usage_errors() {
     ] {
         assert!(help.contains(word), "--help mentions {word}");
     }
+    for role in ["push-server", "file-server", "msfs", "http-msg-server"] {
+        let out = teamtalk()
+            .args([role, "--config", "/nonexistent.conf"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{role}: {err}");
+        assert!(err.contains("cannot read"), "{role} is a known role: {err}");
+    }
     for bad in [
         &["serve", "--bogus", "1"][..],
         &["frobnicate"],
@@ -186,7 +195,7 @@ fn serve_with_users_added_by_the_cli() {
     let config = dir.join("serve.toml");
     std::fs::write(
         &config,
-        "http_port = 0\nmsg_port = 0\nlogin_port = 0\nroute_port = 0\ndb_proxy_port = 0\nmsfs_port = 0\nhttp_msg_port = 0\n",
+        "http_port = 0\nmsg_port = 0\nlogin_port = 0\nroute_port = 0\ndb_proxy_port = 0\nmsfs_port = 0\nhttp_msg_port = 0\nfile_port = 0\nfile_ms_port = 0\n",
     )
     .unwrap();
     let mut server = teamtalk()

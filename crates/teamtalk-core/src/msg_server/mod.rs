@@ -62,6 +62,8 @@ pub enum Upstream {
     Login,
     /// A push_server (the most recently connected one is used).
     Push,
+    /// A file_server.
+    File,
 }
 
 /// Something for the shell to do.
@@ -189,6 +191,8 @@ pub struct MsgServer<C> {
     logins: Vec<LinkId>,
     /// push_server links, oldest first: the last is used.
     pushes: Vec<LinkId>,
+    /// file_server links with the addresses they hand to clients.
+    files: Vec<(LinkId, Vec<bd::IpAddr>)>,
     key: crate::crypt::MessageKey,
 }
 
@@ -211,6 +215,7 @@ impl<C: Clock> MsgServer<C> {
             routes: Vec::new(),
             logins: Vec::new(),
             pushes: Vec::new(),
+            files: Vec::new(),
             key,
         }
     }
@@ -603,6 +608,9 @@ impl<C: Clock> MsgServer<C> {
                     );
                 }
             }
+            M::FileReq(request) if !self.files.is_empty() => {
+                self.file_request(conn, user, request, seq, out)
+            }
             M::FileReq(request) => {
                 // No file_server is connected to this msg_server: the request fails at once.
                 let answer = file::ImFileRsp {
@@ -623,7 +631,7 @@ impl<C: Clock> MsgServer<C> {
                     file_name: request.file_name.clone(),
                     file_size: request.file_size,
                     task_id: request.task_id.clone(),
-                    ip_addr_list: Vec::new(),
+                    ip_addr_list: self.file_addresses(),
                     trans_mode: bd::TransferFileType::FileTypeOffline as i32,
                     offline_ready: 1,
                 };
@@ -791,6 +799,11 @@ impl<C: Clock> MsgServer<C> {
                 usable: true,
             }),
             Upstream::Push => self.pushes.push(link),
+            Upstream::File => {
+                self.files.push((link, Vec::new()));
+                let ask = server::ImFileServerIpReq {};
+                out.push(Action::ToUpstream(link, Pdu::encode_message(&ask, 0)));
+            }
             Upstream::Login => {
                 self.logins.push(link);
                 let info = server::ImMsgServInfo {
@@ -866,6 +879,7 @@ impl<C: Clock> MsgServer<C> {
         }
         self.logins.retain(|l| *l != link);
         self.pushes.retain(|l| *l != link);
+        self.files.retain(|(l, _)| *l != link);
         let was_master = self.routes.first() == Some(&link);
         self.routes.retain(|l| *l != link);
         if was_master {
@@ -891,6 +905,7 @@ impl<C: Clock> MsgServer<C> {
             Upstream::Db(_) => self.db_answer(link, pdu, out),
             Upstream::Route => self.route_message(pdu, out),
             Upstream::Login => {}
+            Upstream::File => self.file_answer(link, pdu, out),
             Upstream::Push => {
                 if pdu.command() == CommandId::OTHER_PUSH_TO_USER_RSP {
                     tracing::debug!("push_server answered");
@@ -988,6 +1003,11 @@ impl<C: Clock> MsgServer<C> {
                 }
             }
             M::GetDeviceTokenRsp(answer) => self.push_tokens(answer, out),
+            M::FileHasOfflineRsp(mut answer) => {
+                answer.ip_addr_list = self.file_addresses();
+                let (user, attach) = (answer.user_id, answer.attach_data.take());
+                self.route_back(user, attach, M::FileHasOfflineRsp(answer), seq, out);
+            }
             mut answer => match identity::reply_route(&mut answer) {
                 Some((user, attach)) => {
                     let attach = attach.take();
@@ -1332,6 +1352,145 @@ impl<C: Clock> MsgServer<C> {
         }
     }
 
+    /// The addresses clients reach a file_server at (the first one that told us).
+    fn file_addresses(&self) -> Vec<bd::IpAddr> {
+        self.files
+            .iter()
+            .find(|(_, addrs)| !addrs.is_empty())
+            .map(|(_, addrs)| addrs.clone())
+            .unwrap_or_default()
+    }
+
+    fn to_file_server(&self, pdu: Pdu, out: &mut Vec<Action>) {
+        let link = self
+            .files
+            .iter()
+            .find(|(_, addrs)| !addrs.is_empty())
+            .or_else(|| self.files.first())
+            .map(|(l, _)| *l);
+        if let Some(link) = link {
+            out.push(Action::ToUpstream(link, pdu));
+        }
+    }
+
+    /// CID_FILE_REQUEST (§8.10): the transfer is registered on a file_server; ONLINE only
+    /// when the receiver can take it now (a PC client here, or online per route_server).
+    fn file_request(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        request: file::ImFileReq,
+        seq: u16,
+        out: &mut Vec<Action>,
+    ) {
+        let to = UserId(request.to_user_id);
+        let mut transfer = server::ImFileTransferReq {
+            from_user_id: user.0,
+            to_user_id: to.0,
+            file_name: request.file_name,
+            file_size: request.file_size,
+            trans_mode: request.trans_mode,
+            attach_data: Some(DbAttach::new(AttachType::HANDLE, conn.0).to_bytes()),
+        };
+        let online_asked = request.trans_mode == bd::TransferFileType::FileTypeOnline as i32;
+        if online_asked {
+            match self.users.get(&to) {
+                Some(entry) => {
+                    let pc_here = entry.conns.iter().any(|c| {
+                        self.conns
+                            .get(c)
+                            .and_then(|c| c.client)
+                            .is_some_and(|t| !t.is_mobile())
+                    });
+                    if !pc_here {
+                        transfer.trans_mode = bd::TransferFileType::FileTypeOffline as i32;
+                    }
+                }
+                None if !self.routes.is_empty() => {
+                    let query = buddy::ImUsersStatReq {
+                        user_id: user.0,
+                        user_id_list: vec![to.0],
+                        attach_data: Some(
+                            PduAttach::new(
+                                AttachType::HANDLE_AND_PDU_FOR_FILE,
+                                conn.0,
+                                prost::Message::encode_to_vec(&transfer).into(),
+                            )
+                            .to_bytes(),
+                        ),
+                    };
+                    self.to_master_route(Pdu::encode_message(&query, seq), out);
+                    return;
+                }
+                None => transfer.trans_mode = bd::TransferFileType::FileTypeOffline as i32,
+            }
+        }
+        self.to_file_server(Pdu::encode_message(&transfer, seq), out);
+    }
+
+    /// What a file_server says: its addresses, or a registered transfer for a client.
+    fn file_answer(&mut self, link: LinkId, pdu: Pdu, out: &mut Vec<Action>) {
+        let seq = pdu.seq_num();
+        match pdu.decode_any() {
+            Ok(AnyMessage::FileServerIpRsp(answer)) => {
+                if let Some((_, addrs)) = self.files.iter_mut().find(|(l, _)| *l == link) {
+                    *addrs = answer.ip_addr_list;
+                }
+            }
+            Ok(AnyMessage::FileTransferRsp(answer)) => {
+                let Some(conn) = answer
+                    .attach_data
+                    .as_deref()
+                    .and_then(|a| DbAttach::decode(a).ok())
+                    .map(|a| ConnId(a.handle))
+                else {
+                    return;
+                };
+                if !matches!(self.conns.get(&conn).map(|c| &c.state), Some(ConnState::Open(u)) if u.0 == answer.from_user_id)
+                {
+                    return;
+                }
+                let addrs = self
+                    .files
+                    .iter()
+                    .find(|(l, _)| *l == link)
+                    .map(|(_, a)| a.clone())
+                    .unwrap_or_default();
+                let mode = answer
+                    .trans_mode
+                    .unwrap_or(bd::TransferFileType::FileTypeOffline as i32);
+                let task_id = answer.task_id.clone().unwrap_or_default();
+                let name = answer.file_name.clone().unwrap_or_default();
+                let response = file::ImFileRsp {
+                    result_code: answer.result_code,
+                    from_user_id: answer.from_user_id,
+                    to_user_id: answer.to_user_id,
+                    file_name: name.clone(),
+                    task_id: task_id.clone(),
+                    ip_addr_list: addrs.clone(),
+                    trans_mode: mode,
+                };
+                out.push(Action::ToClient(conn, Pdu::encode_message(&response, seq)));
+                if answer.result_code == 0 {
+                    let notify = file::ImFileNotify {
+                        from_user_id: answer.from_user_id,
+                        to_user_id: answer.to_user_id,
+                        file_name: name,
+                        file_size: answer.file_size.unwrap_or(0),
+                        task_id,
+                        ip_addr_list: addrs,
+                        trans_mode: mode,
+                        offline_ready: 0,
+                    };
+                    let notify = Pdu::encode_message(&notify, 0);
+                    self.to_user_pcs(UserId(answer.to_user_id), &notify, out);
+                    self.to_master_route(notify, out);
+                }
+            }
+            _ => tracing::debug!(command = %pdu.command(), "file_server message ignored"),
+        }
+    }
+
     fn to_push(&self, pdu: Pdu, out: &mut Vec<Action>) {
         if let Some(&link) = self.pushes.last() {
             out.push(Action::ToUpstream(link, pdu));
@@ -1392,6 +1551,24 @@ impl<C: Clock> MsgServer<C> {
                     .map(|a| a.attach_type);
                 if kind == Some(AttachType::HANDLE) {
                     self.route_back(answer.user_id, attach, M::UsersStatRsp(answer), seq, out);
+                } else if kind == Some(AttachType::HANDLE_AND_PDU_FOR_FILE) {
+                    // An ONLINE file request to a user elsewhere: online only if route_server
+                    // sees them online.
+                    let prepared = attach
+                        .as_ref()
+                        .and_then(|a| PduAttach::decode(a).ok())
+                        .and_then(|a| {
+                            <server::ImFileTransferReq as prost::Message>::decode(a.pdu).ok()
+                        });
+                    if let Some(mut prepared) = prepared {
+                        let online = answer.user_stat_list.iter().any(|s| {
+                            s.user_id == prepared.to_user_id && s.status == STATUS_ONLINE as i32
+                        });
+                        if !online {
+                            prepared.trans_mode = bd::TransferFileType::FileTypeOffline as i32;
+                        }
+                        self.to_file_server(Pdu::encode_message(&prepared, seq), out);
+                    }
                 } else if kind == Some(AttachType::PDU_FOR_PUSH) {
                     // The receivers' presence decides silent (PC online) or normal pushes.
                     let prepared = attach

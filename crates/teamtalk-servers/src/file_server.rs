@@ -1,0 +1,315 @@
+//! file_server: relays files between two clients (online) or stores them for a receiver who
+//! is away (offline), spec/servers.md §6, a shell over [`teamtalk_core::file_transfer`].
+//!
+//! Offline files live in `{dir}/{first 2 chars of task}/{task}` with the original's 960-byte
+//! header (storage.md §8); they are found again at start-up.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use teamtalk_core::file_transfer::{FileAction, FileLimits, FileTasks};
+use teamtalk_core::proto::base_define::IpAddr as WireAddr;
+use teamtalk_core::proto::server::{ImFileServerIpRsp, ImFileTransferReq};
+use teamtalk_core::{CommandId, Pdu};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::link::{self, LinkConfig, LinkEvent, Outbox};
+use crate::shutdown::Shutdown;
+
+/// Size of the header in front of an offline file's bytes.
+const HEADER: usize = 960;
+
+/// Settings of file_server.
+#[derive(Clone, Debug)]
+pub struct FileServerConfig {
+    /// Where offline files are kept (`offline_file`).
+    pub dir: PathBuf,
+    /// Addresses handed to clients (`FileServerIp` × `ClientListenPort`).
+    pub advertise: Vec<(String, u32)>,
+    /// Size limit, idle timeout and retention.
+    pub limits: FileLimits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Peer {
+    Client(u64),
+    MsgServer(u64),
+}
+
+/// Serves clients on `clients` and msg_servers on `msg_servers` until `shutdown`.
+pub async fn run(
+    config: FileServerConfig,
+    clients: TcpListener,
+    msg_servers: TcpListener,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(&config.dir).await?;
+    info!(clients = ?clients.local_addr().ok(), msg_servers = ?msg_servers.local_addr().ok(), "file_server listening");
+    let started = Instant::now();
+    let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut tasks = FileTasks::new(config.limits);
+    for (id, from, to, size) in stored_files(&config.dir).await {
+        tasks.restore_offline(id, from, to, size, now_ms());
+    }
+    let (events_tx, mut events) = mpsc::channel::<LinkEvent<Peer>>(1024);
+    let mut outboxes: HashMap<Peer, Outbox> = HashMap::new();
+    let mut next = 0u64;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut out = Vec::new();
+    let client_link = LinkConfig {
+        outbox: 64,
+        heartbeat: None,
+        timeout: Some(Duration::from_secs(120)),
+        report_heartbeats: true,
+        ..LinkConfig::default()
+    };
+    loop {
+        tokio::select! {
+            (stream, peer) = link::accept(&clients) => {
+                next += 1;
+                link::spawn_serve("file_client", stream, peer, Peer::Client(next), client_link.clone(), events_tx.clone(), shutdown.clone());
+            }
+            (stream, peer) = link::accept(&msg_servers) => {
+                next += 1;
+                link::spawn_serve("file_ms", stream, peer, Peer::MsgServer(next), LinkConfig::default(), events_tx.clone(), shutdown.clone());
+            }
+            Some(event) = events.recv() => match event {
+                LinkEvent::Opened(peer, outbox) => {
+                    outboxes.insert(peer, outbox);
+                }
+                LinkEvent::Closed(peer) => {
+                    outboxes.remove(&peer);
+                    if let Peer::Client(c) = peer {
+                        tasks.closed(c, now_ms(), &mut out);
+                    }
+                }
+                LinkEvent::Frame(Peer::Client(c), pdu) => tasks.frame(c, &pdu, now_ms(), &mut out),
+                LinkEvent::Frame(peer @ Peer::MsgServer(_), pdu) => {
+                    if let Some(answer) = msg_server_request(&mut tasks, &config, &pdu, now_ms()) {
+                        if let Some(outbox) = outboxes.get(&peer) {
+                            let _ = outbox.send_pdu(&answer);
+                        }
+                    }
+                }
+            },
+            _ = ticker.tick() => tasks.tick(now_ms(), &mut out),
+            _ = shutdown.wait() => return Ok(()),
+        }
+        while !out.is_empty() {
+            let actions: Vec<FileAction<u64>> = std::mem::take(&mut out);
+            for action in actions {
+                perform(action, &config, &mut tasks, &mut outboxes, &mut out).await;
+            }
+        }
+    }
+}
+
+fn msg_server_request(
+    tasks: &mut FileTasks<u64>,
+    config: &FileServerConfig,
+    pdu: &Pdu,
+    now_ms: u64,
+) -> Option<Pdu> {
+    match pdu.command() {
+        CommandId::OTHER_FILE_TRANSFER_REQ => {
+            let request = pdu.decode_body::<ImFileTransferReq>().ok()?;
+            let answer = tasks.create(request, new_task_id(), now_ms);
+            Some(Pdu::encode_message(&answer, pdu.seq_num()))
+        }
+        CommandId::OTHER_FILE_SERVER_IP_REQ => {
+            let answer = ImFileServerIpRsp {
+                ip_addr_list: wire_addrs(&config.advertise),
+            };
+            Some(Pdu::encode_message(&answer, pdu.seq_num()))
+        }
+        _ => None,
+    }
+}
+
+/// The advertised addresses as protocol values.
+pub fn wire_addrs(addrs: &[(String, u32)]) -> Vec<WireAddr> {
+    addrs
+        .iter()
+        .map(|(ip, port)| WireAddr {
+            ip: ip.clone(),
+            port: *port,
+        })
+        .collect()
+}
+
+/// A random 128-bit task id in the UUID text form.
+fn new_task_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut words = [0u64; 2];
+    for word in &mut words {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        *word = hasher.finish();
+    }
+    let hex = format!("{:016x}{:016x}", words[0], words[1]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+fn file_path(dir: &Path, task: &str) -> Option<PathBuf> {
+    // Ids are ours (hex and dashes); anything else never names a file.
+    if task.len() < 2 || !task.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return None;
+    }
+    Some(dir.join(task.get(..2)?).join(task))
+}
+
+async fn perform(
+    action: FileAction<u64>,
+    config: &FileServerConfig,
+    tasks: &mut FileTasks<u64>,
+    outboxes: &mut HashMap<Peer, Outbox>,
+    out: &mut Vec<FileAction<u64>>,
+) {
+    match action {
+        FileAction::Send(c, pdu) => {
+            if let Some(outbox) = outboxes.get(&Peer::Client(c)) {
+                if outbox.send_pdu(&pdu).is_err() {
+                    outboxes.remove(&Peer::Client(c));
+                }
+            }
+        }
+        FileAction::Close(c) => {
+            outboxes.remove(&Peer::Client(c));
+        }
+        FileAction::Store { task, offset, data } => {
+            if let Err(error) = store(config, tasks, &task, offset, &data).await {
+                warn!(%error, "cannot store an offline file block");
+            }
+        }
+        FileAction::Load {
+            conn,
+            task,
+            offset,
+            len,
+            seq,
+        } => match load(config, &task, offset, len).await {
+            Ok(data) => tasks.loaded(conn, &task, offset, data, seq, out),
+            Err(error) => {
+                warn!(%error, "cannot read an offline file");
+                outboxes.remove(&Peer::Client(conn));
+            }
+        },
+        FileAction::Forget(task) => {
+            if let Some(path) = file_path(&config.dir, &task) {
+                let _ = tokio::fs::remove_file(path).await;
+            }
+        }
+    }
+}
+
+async fn store(
+    config: &FileServerConfig,
+    tasks: &FileTasks<u64>,
+    task: &str,
+    offset: u32,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let path = file_path(&config.dir, task).ok_or_else(|| std::io::Error::other("bad task id"))?;
+    if offset == 0 {
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let (_, size) = tasks.describe(task).unwrap_or(("", 0));
+        let mut header = vec![0u8; HEADER];
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (from, to) = tasks.users(task).unwrap_or((0, 0));
+        for (at, len, value) in [
+            (0, 128, task.to_owned()),
+            (128, 64, from.to_string()),
+            (192, 64, to.to_string()),
+            (256, 128, now.to_string()),
+            (896, 64, size.to_string()),
+        ] {
+            let bytes = value.as_bytes();
+            let n = bytes.len().min(len - 1);
+            if let (Some(dst), Some(src)) = (header.get_mut(at..at + n), bytes.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+        }
+        tokio::fs::write(&path, &header).await?;
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .await?;
+    file.write_all(data).await?;
+    file.flush().await
+}
+
+async fn load(
+    config: &FileServerConfig,
+    task: &str,
+    offset: u32,
+    len: u32,
+) -> std::io::Result<Bytes> {
+    let path = file_path(&config.dir, task).ok_or_else(|| std::io::Error::other("bad task id"))?;
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(HEADER as u64 + u64::from(offset)))
+        .await?;
+    let mut data = vec![0u8; len as usize];
+    file.read_exact(&mut data).await?;
+    Ok(Bytes::from(data))
+}
+
+/// Offline files already on disk: (task, from, to, size).
+async fn stored_files(dir: &Path) -> Vec<(String, u32, u32, u32)> {
+    let mut found = Vec::new();
+    let Ok(mut shards) = tokio::fs::read_dir(dir).await else {
+        return found;
+    };
+    while let Ok(Some(shard)) = shards.next_entry().await {
+        let Ok(mut files) = tokio::fs::read_dir(shard.path()).await else {
+            continue;
+        };
+        while let Ok(Some(file)) = files.next_entry().await {
+            let Ok(bytes) = tokio::fs::read(file.path()).await else {
+                continue;
+            };
+            let field = |at: usize, len: usize| {
+                let raw = bytes.get(at..at + len).unwrap_or_default();
+                let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+                String::from_utf8_lossy(raw.get(..end).unwrap_or_default()).into_owned()
+            };
+            let (task, from, to, size) = (
+                field(0, 128),
+                field(128, 64),
+                field(192, 64),
+                field(896, 64),
+            );
+            let (Ok(from), Ok(to), Ok(size)) = (from.parse(), to.parse(), size.parse::<u32>())
+            else {
+                continue;
+            };
+            if bytes.len() == HEADER + size as usize && !task.is_empty() {
+                found.push((task, from, to, size));
+            } else {
+                debug!(path = %file.path().display(), "incomplete offline file skipped");
+            }
+        }
+    }
+    found
+}
