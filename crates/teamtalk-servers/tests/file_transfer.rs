@@ -359,15 +359,23 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
     drop(up);
 
     let mut bob = Conn::login(ms, "bob").await;
-    bob.send(
-        file::ImFileHasOfflineReq {
-            user_id: 0,
-            attach_data: None,
-        },
-        5,
-    )
-    .await;
-    let (list, _) = bob.expect::<file::ImFileHasOfflineRsp>().await;
+    // The record is written by db_proxy on its own time: ask until it is there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let list = loop {
+        bob.send(
+            file::ImFileHasOfflineReq {
+                user_id: 0,
+                attach_data: None,
+            },
+            5,
+        )
+        .await;
+        let (list, _) = bob.expect::<file::ImFileHasOfflineRsp>().await;
+        if !list.offline_file_list.is_empty() || Instant::now() > deadline {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(list.offline_file_list.len(), 1, "{list:?}");
     assert_eq!(list.offline_file_list[0].task_id, task);
     assert!(
@@ -418,23 +426,23 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
         6,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    bob.send(
-        file::ImFileHasOfflineReq {
-            user_id: 0,
-            attach_data: None,
-        },
-        7,
-    )
-    .await;
-    assert!(
-        bob.expect::<file::ImFileHasOfflineRsp>()
-            .await
-            .0
-            .offline_file_list
-            .is_empty(),
-        "deleted"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        bob.send(
+            file::ImFileHasOfflineReq {
+                user_id: 0,
+                attach_data: None,
+            },
+            7,
+        )
+        .await;
+        let (list, _) = bob.expect::<file::ImFileHasOfflineRsp>().await;
+        if list.offline_file_list.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the record was never deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
