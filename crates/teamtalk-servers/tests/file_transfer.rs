@@ -310,8 +310,16 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let size = 3 * BLOCK + 123;
     let data = content(size as usize);
-    let rsp = alice.request_file(bob_id, size, 1).await;
-    assert_eq!(rsp.trans_mode, 2, "bob is away: offline");
+    // Asked as ONLINE; once route_server knows bob left, the msg_server makes it offline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rsp = loop {
+        let rsp = alice.request_file(bob_id, size, 1).await;
+        if rsp.trans_mode == 2 {
+            break rsp;
+        }
+        assert!(Instant::now() < deadline, "bob is away: offline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let task = rsp.task_id.clone();
     let mut up = Conn::connect(fs).await;
     up.send(
