@@ -303,6 +303,39 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
     .await;
     assert_eq!(s2.expect::<file::ImFileState>().await.0.state, 2, "refused");
 
+    // Cancelled by the sender: the receiver hears it.
+    let rsp = alice.request_file(bob.user, 100, 1).await;
+    let mut s3 = Conn::connect(fs).await;
+    let login3 = |user, role| file::ImFileLoginReq {
+        user_id: user,
+        task_id: rsp.task_id.clone(),
+        file_role: role,
+    };
+    s3.send(login3(alice.user, 1), 1).await;
+    s3.expect::<file::ImFileLoginRsp>().await;
+    let mut r3 = Conn::connect(fs).await;
+    r3.send(login3(bob.user, 2), 1).await;
+    r3.expect::<file::ImFileLoginRsp>().await;
+    s3.send(
+        file::ImFileState {
+            state: 1,
+            task_id: rsp.task_id.clone(),
+            user_id: alice.user,
+        },
+        0,
+    )
+    .await;
+    assert_eq!(
+        r3.expect::<file::ImFileState>().await.0.state,
+        0,
+        "peer ready first"
+    );
+    assert_eq!(
+        r3.expect::<file::ImFileState>().await.0.state,
+        1,
+        "then cancelled"
+    );
+
     // Offline: uploaded while bob is away, listed after his login, downloaded, then deleted.
     drop(bob);
     tokio::time::sleep(Duration::from_millis(200)).await;
