@@ -963,11 +963,7 @@ impl<C: Clock> MsgServer<C> {
                 self.route_back(user, attach, M::ChangeSignInfoRsp(answer), seq, out);
             }
             M::GroupChangeMemberRsp(mut answer) => {
-                let handle = answer
-                    .attach_data
-                    .as_deref()
-                    .and_then(|a| DbAttach::decode(a).ok())
-                    .map(|a| ConnId(a.handle));
+                let handle = answer.attach_data.as_deref().and_then(handle_of);
                 if answer.result_code == 0 {
                     let notify = group::ImGroupChangeMemberNotify {
                         user_id: answer.user_id,
@@ -1028,11 +1024,7 @@ impl<C: Clock> MsgServer<C> {
         seq: u16,
         out: &mut Vec<Action>,
     ) {
-        let Some(conn) = attach
-            .as_deref()
-            .and_then(|a| DbAttach::decode(a).ok())
-            .map(|a| ConnId(a.handle))
-        else {
+        let Some(conn) = attach.as_deref().and_then(handle_of) else {
             tracing::debug!(command = %answer.command(), "answer without readable attach data dropped");
             return;
         };
@@ -1047,12 +1039,7 @@ impl<C: Clock> MsgServer<C> {
     }
 
     fn validated(&mut self, answer: server::ImValidateRsp, seq: u16, out: &mut Vec<Action>) {
-        let Some(conn) = answer
-            .attach_data
-            .as_deref()
-            .and_then(|a| DbAttach::decode(a).ok())
-            .map(|a| ConnId(a.handle))
-        else {
+        let Some(conn) = answer.attach_data.as_deref().and_then(handle_of) else {
             return;
         };
         let Some(c) = self.conns.get(&conn) else {
@@ -1151,12 +1138,7 @@ impl<C: Clock> MsgServer<C> {
     /// db_proxy stored a message (msg_id set, 0 = failure): acknowledge it to the sender,
     /// pass it to the other msg_servers and deliver it here.
     fn stored(&mut self, mut data: message::ImMsgData, seq: u16, out: &mut Vec<Action>) {
-        let sender = data
-            .attach_data
-            .take()
-            .as_deref()
-            .and_then(|a| DbAttach::decode(a).ok())
-            .map(|a| ConnId(a.handle));
+        let sender = data.attach_data.take().as_deref().and_then(handle_of);
         if let Some(conn) = sender {
             self.message_done(conn, out);
         }
@@ -1438,12 +1420,7 @@ impl<C: Clock> MsgServer<C> {
                 }
             }
             Ok(AnyMessage::FileTransferRsp(answer)) => {
-                let Some(conn) = answer
-                    .attach_data
-                    .as_deref()
-                    .and_then(|a| DbAttach::decode(a).ok())
-                    .map(|a| ConnId(a.handle))
-                else {
+                let Some(conn) = answer.attach_data.as_deref().and_then(handle_of) else {
                     return;
                 };
                 if !matches!(self.conns.get(&conn).map(|c| &c.state), Some(ConnState::Open(u)) if u.0 == answer.from_user_id)
@@ -1761,6 +1738,11 @@ impl<C: Clock> MsgServer<C> {
         conns.sort_unstable();
         out.extend(conns.into_iter().map(|c| Action::ToClient(c, pdu.clone())));
     }
+}
+
+/// The client connection named by attach data (its first 12 bytes); `None` when too short.
+fn handle_of(attach: &[u8]) -> Option<ConnId> {
+    DbAttach::decode(attach).ok().map(|a| ConnId(a.handle))
 }
 
 /// Puts `attach` into the attach data field of a request that has one.
