@@ -84,15 +84,7 @@ pub async fn run(options: &ChatOptions) -> Result<Report, BenchError> {
         )));
         pair += 1;
     }
-    let mut sent = 0u64;
-    let mut acked_by_pair = Vec::new();
-    for task in senders {
-        let result = task
-            .await
-            .map_err(|e| BenchError::Protocol(e.to_string()))??;
-        sent += result.sent;
-        acked_by_pair.push(result.acked);
-    }
+    let (sent, acked_by_pair) = traffic::join_senders(senders).await?;
     let wall = epoch.elapsed().saturating_sub(Duration::from_millis(200));
     let cpu_pct = cpu.percent();
     let _ = stop_tx.send(true);

@@ -97,15 +97,7 @@ pub async fn run(options: &GroupOptions) -> Result<Report, BenchError> {
             options.drain,
         )));
     }
-    let mut sent = 0u64;
-    let mut acked = Vec::new();
-    for task in senders {
-        let result = task
-            .await
-            .map_err(|e| BenchError::Protocol(e.to_string()))??;
-        sent += result.sent;
-        acked.push(result.acked);
-    }
+    let (sent, acked) = traffic::join_senders(senders).await?;
     let cpu_pct = cpu.percent();
     let _ = stop_tx.send(true);
     let mut latencies = Latencies::default();

@@ -121,6 +121,23 @@ async fn collect_acks(mut reader: FrameReader, in_flight: Arc<Mutex<Vec<u32>>>) 
     acked
 }
 
+/// Waits for every sender: messages sent in all, and each sender's acknowledged numbers (in
+/// sender order).
+pub async fn join_senders(
+    senders: Vec<tokio::task::JoinHandle<Result<Sent, BenchError>>>,
+) -> Result<(u64, Vec<Vec<u32>>), BenchError> {
+    let mut sent = 0u64;
+    let mut acked = Vec::with_capacity(senders.len());
+    for task in senders {
+        let result = task
+            .await
+            .map_err(|e| BenchError::Protocol(e.to_string()))??;
+        sent += result.sent;
+        acked.push(result.acked);
+    }
+    Ok((sent, acked))
+}
+
 /// Receives numbered messages of run `run` on `session` until `stop` turns true.
 pub async fn receive(
     session: Session,
