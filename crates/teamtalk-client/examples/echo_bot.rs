@@ -9,7 +9,7 @@
 
 mod common;
 
-use teamtalk_client::{Client, Event};
+use teamtalk_client::Event;
 use teamtalk_core::domain::SessionKind;
 
 const USAGE: &str =
@@ -19,13 +19,7 @@ const USAGE: &str =
 async fn main() {
     let args = common::Args::parse(USAGE);
     args.finish(USAGE);
-    let (client, mut events) = match Client::connect(args.config).await {
-        Ok(connected) => connected,
-        Err(error) => {
-            eprintln!("echo_bot: {error}");
-            std::process::exit(1);
-        }
-    };
+    let (client, mut events) = common::connect_or_exit("echo_bot", args.config).await;
     let me = client.me();
     println!(
         "echo_bot: logged in as {} (id {})",

@@ -240,13 +240,7 @@ impl Chat {
 async fn main() {
     let args = common::Args::parse(USAGE);
     args.finish(USAGE);
-    let (client, mut events) = match Client::connect(args.config).await {
-        Ok(connected) => connected,
-        Err(error) => {
-            eprintln!("tt: {error}");
-            std::process::exit(1);
-        }
-    };
+    let (client, mut events) = common::connect_or_exit("tt", args.config).await;
     let mut chat = Chat {
         client: client.clone(),
         names: HashMap::new(),

@@ -279,14 +279,7 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
                 }
             }
             UPLOADER => {
-                let first = ImFilePullDataReq {
-                    task_id: req.task_id,
-                    user_id: task.from,
-                    trans_mode: OFFLINE,
-                    offset: task.stored,
-                    data_size: BLOCK.min(task.size - task.stored),
-                };
-                out.push(FileAction::Send(conn, Pdu::encode_message(&first, 0)));
+                out.push(FileAction::Send(conn, next_upload_pull(req.task_id, task)));
             }
             _ => {}
         }
@@ -356,14 +349,7 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
         });
         task.stored += len;
         if task.stored < task.size {
-            let next = ImFilePullDataReq {
-                task_id: rsp.task_id,
-                user_id: task.from,
-                trans_mode: OFFLINE,
-                offset: task.stored,
-                data_size: BLOCK.min(task.size - task.stored),
-            };
-            out.push(FileAction::Send(conn, Pdu::encode_message(&next, 0)));
+            out.push(FileAction::Send(conn, next_upload_pull(rsp.task_id, task)));
         } else {
             let done = ImFileState {
                 state: DONE,
@@ -496,6 +482,18 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
     pub fn describe(&self, task_id: &str) -> Option<(&str, u32)> {
         self.tasks.get(task_id).map(|t| (t.name.as_str(), t.size))
     }
+}
+
+/// The file_server's request for the next block of an offline upload.
+fn next_upload_pull<C>(task_id: String, task: &Task<C>) -> Pdu {
+    let pull = ImFilePullDataReq {
+        task_id,
+        user_id: task.from,
+        trans_mode: OFFLINE,
+        offset: task.stored,
+        data_size: BLOCK.min(task.size - task.stored),
+    };
+    Pdu::encode_message(&pull, 0)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! `--login-url URL` (or `--msg-server HOST:PORT`) `--user NAME --password PW`.
 #![allow(dead_code)] // each example uses a part
 
-use teamtalk_client::ClientConfig;
+use teamtalk_client::{Client, ClientConfig, Events};
 
 /// Parsed flags: the connection settings and every other `--flag value` pair.
 pub(crate) struct Args {
@@ -68,6 +68,17 @@ impl Args {
         if let Some((name, _)) = self.extra.first() {
             eprintln!("error: unknown flag --{name}\n{usage}");
             std::process::exit(64);
+        }
+    }
+}
+
+/// Connects and logs in, or prints why not and exits with 1.
+pub(crate) async fn connect_or_exit(name: &str, config: ClientConfig) -> (Client, Events) {
+    match Client::connect(config).await {
+        Ok(connected) => connected,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            std::process::exit(1);
         }
     }
 }
