@@ -107,7 +107,7 @@ async fn offline_phones_get_pushes_unless_muted() {
     }
     let (url, mut pushes) = webhook().await;
     let config = ServeConfig {
-        push_webhook: Some(url),
+        push: teamtalk_servers::push::PushSettings::webhook(url),
         ..ServeConfig::ephemeral(1)
     };
     let running = serve::start(config, store).await.unwrap();

@@ -15,7 +15,7 @@
 //! - [`login_server`]: login_server: HTTP discovery and the msg_server registry.
 //! - [`msfs`]: msfs: the HTTP blob store (images, avatars, audio).
 //! - [`msg_server`]: msg_server: client connections and their upstream links.
-//! - [`push`]: push_server with a pluggable backend (webhook).
+//! - [`push`]: push_server with a pluggable backend (webhook; APNs with the `apns` feature).
 //! - [`route_server`]: route_server: presence and relay between msg_servers.
 //! - [`roles`]: each role's original configuration keys, from `.conf` or TOML.
 //! - [`serve`]: every role in one process (`teamtalk serve`).

@@ -26,7 +26,8 @@ USAGE:
       one process on the embedded SQLite store (default data dir ./teamtalk-data), listening
       on 127.0.0.1: HTTP discovery 8080 (http://127.0.0.1:8080/msg_server), clients 8000,
       msfs 8700, admin API 8400, file_server 8600 (8601 for msg_servers); internal links
-      login 8100, route 8200, db_proxy 10600; and push_server (8500) with push_webhook.
+      login 8100, route 8200, db_proxy 10600; and push_server (8500) with push_webhook
+      or APNs keys.
   teamtalk user add NAME --password PW [--nick NICK] [--dept DEPT_ID] [--data-dir DIR | --config FILE]
   teamtalk user list [--data-dir DIR | --config FILE]
   teamtalk user add-many --prefix P --count N --password PW [--first 1] [--dept ID] [--data-dir DIR | --config FILE]
@@ -55,6 +56,8 @@ SERVE CONFIG (TOML, every key optional):
   db_proxy_port = 10600   msfs_port = 8700 (files in DATA_DIR/msfs)   max_msgs_per_sec = 20
   http_msg_port = 8400   http_api_key = \"…\" (default: generated into DATA_DIR/http_api_key)
   push_webhook = \"http://…\" (push notifications POSTed there; no pushes without)   push_port = 8500
+  apns_key_file = \"AuthKey_KEYID.p8\"   apns_key_id = \"…\"   apns_team_id = \"…\"   apns_topic = \"…\"
+  apns_sandbox = 0 (1: development endpoint) — iOS pushes through APNs (build with --features apns)
   file_port = 8600   file_ms_port = 8601 (offline files in DATA_DIR/offline_file)
   msfs = \"http://127.0.0.1:8700/\"   discovery = \"http://127.0.0.1/api/discovery\"
   mysql_url = \"mysql://user:pw@host:3306/teamtalk\"   redis_url = \"redis://127.0.0.1:6379\"
@@ -542,10 +545,7 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
     config.push_port = port("push_port", 8500)?;
     config.file_client_port = port("file_port", 8600)?;
     config.file_ms_port = port("file_ms_port", 8601)?;
-    config.push_webhook = conf
-        .get("push_webhook")
-        .filter(|u| !u.is_empty())
-        .map(str::to_owned);
+    config.push = roles::push_settings(conf, &roles::PushKeys::SERVE).map_err(bad)?;
     Ok(config)
 }
 
@@ -765,14 +765,9 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     .map_err(run_error)
             }
             "push-server" => {
-                let listen =
-                    roles::listen_addrs(&conf, "ListenIP", "ListenPort", "127.0.0.1", 8500)
-                        .map_err(|e| conf_error(path, e))?;
-                let url = conf
-                    .require("WebhookUrl")
-                    .map_err(|e| conf_error(path, e))?;
-                let backend = teamtalk_servers::push::WebhookBackend::new(url)
-                    .map_err(|e| conf_error(path, e))?;
+                let (listen, settings) =
+                    roles::push_server(&conf).map_err(|e| conf_error(path, e))?;
+                let backend = settings.backend().map_err(|e| conf_error(path, e))?;
                 let listener = bind_first(&listen, role).await?;
                 teamtalk_servers::push::run(Arc::new(backend), listener, shutdown.clone())
                     .await

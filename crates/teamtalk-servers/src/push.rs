@@ -1,7 +1,10 @@
 //! push_server: receives `CID_OTHER_PUSH_TO_USER_REQ` from msg_servers and hands every
 //! device token to a [`PushBackend`] (spec/servers.md §7.3). The original spoke Apple's
 //! retired binary APNs protocol and failed every Android token; here the delivery is
-//! pluggable, with a webhook backend: an HTTP POST of a JSON payload per notification.
+//! pluggable, with a webhook backend (an HTTP POST of a JSON payload per notification) and,
+//! with the cargo feature `apns`, Apple's HTTP/2 provider API ([`apns`]).
+//! [`PlatformBackend`] sends iOS devices to APNs when it is configured and everything else to
+//! the webhook.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +20,9 @@ use tracing::{debug, info, warn};
 
 use crate::link::{self, LinkConfig, LinkEvent};
 use crate::shutdown::Shutdown;
+
+#[cfg(feature = "apns")]
+pub mod apns;
 
 /// One notification to one device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +122,77 @@ impl PushBackend for WebhookBackend {
             Ok(())
         } else {
             Err(PushError(format!("webhook answered {status:?}")))
+        }
+    }
+}
+
+/// What a push_server delivers through: a webhook, APNs (feature `apns`), or both.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushSettings {
+    /// Where notifications are POSTed (every device when there is no APNs, else non-iOS ones).
+    pub webhook_url: Option<String>,
+    /// APNs, for iOS devices.
+    #[cfg(feature = "apns")]
+    pub apns: Option<apns::ApnsConfig>,
+}
+
+impl PushSettings {
+    /// Only a webhook at `url`.
+    pub fn webhook(url: impl Into<String>) -> PushSettings {
+        PushSettings {
+            webhook_url: Some(url.into()),
+            #[cfg(feature = "apns")]
+            apns: None,
+        }
+    }
+
+    /// Whether no backend is configured (no push_server is needed).
+    pub fn is_empty(&self) -> bool {
+        #[cfg(feature = "apns")]
+        if self.apns.is_some() {
+            return false;
+        }
+        self.webhook_url.is_none()
+    }
+
+    /// The backends, ready to push (reads the APNs key file).
+    pub fn backend(&self) -> Result<PlatformBackend, PushError> {
+        Ok(PlatformBackend {
+            webhook: self
+                .webhook_url
+                .as_deref()
+                .map(WebhookBackend::new)
+                .transpose()?,
+            #[cfg(feature = "apns")]
+            apns: self.apns.clone().map(apns::ApnsBackend::new).transpose()?,
+        })
+    }
+}
+
+/// iOS devices go to APNs when it is configured; every other device (and iOS ones without
+/// APNs) to the webhook. A device no backend serves fails (result code 1, as the original
+/// answered for Android tokens).
+#[derive(Debug, Default)]
+pub struct PlatformBackend {
+    webhook: Option<WebhookBackend>,
+    #[cfg(feature = "apns")]
+    apns: Option<apns::ApnsBackend>,
+}
+
+impl PushBackend for PlatformBackend {
+    async fn push(&self, notification: &Notification) -> Result<(), PushError> {
+        #[cfg(feature = "apns")]
+        if notification.client_type == teamtalk_core::proto::base_define::ClientType::Ios as i32 {
+            if let Some(apns) = &self.apns {
+                return apns.push(notification).await;
+            }
+        }
+        match &self.webhook {
+            Some(webhook) => webhook.push(notification).await,
+            None => Err(PushError(format!(
+                "no push backend for client type {}",
+                notification.client_type
+            ))),
         }
     }
 }

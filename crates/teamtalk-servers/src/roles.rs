@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use crate::conf::{ConfError, ConfFile};
 use crate::login_server::LoginServerConfig;
 use crate::msg_server::MsgServerSettings;
+use crate::push::PushSettings;
 
 fn invalid(key: &str, expected: &'static str) -> ConfError {
     ConfError::Invalid {
@@ -160,4 +161,125 @@ mod tests {
             2
         );
     }
+}
+
+/// The names of the push backend keys: the push-server role's ([`PushKeys::ROLE`]) and
+/// `teamtalk serve`'s ([`PushKeys::SERVE`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PushKeys {
+    /// The webhook URL.
+    pub webhook: &'static str,
+    /// The APNs `.p8` key file; the other APNs keys are required with it.
+    pub apns_key_file: &'static str,
+    /// The key id.
+    pub apns_key_id: &'static str,
+    /// The team id.
+    pub apns_team_id: &'static str,
+    /// The app's bundle id.
+    pub apns_topic: &'static str,
+    /// 1: Apple's development endpoint; 0: production (the original's `SandBox`).
+    pub apns_sandbox: &'static str,
+    /// `https://host[:port]` overriding the endpoint.
+    pub apns_endpoint: &'static str,
+    /// Extra trusted certificate authorities (PEM).
+    pub apns_ca_file: &'static str,
+}
+
+impl PushKeys {
+    /// The push-server role's keys (`WebhookUrl`, `ApnsKeyFile`, …, the original's `SandBox`).
+    pub const ROLE: PushKeys = PushKeys {
+        webhook: "WebhookUrl",
+        apns_key_file: "ApnsKeyFile",
+        apns_key_id: "ApnsKeyId",
+        apns_team_id: "ApnsTeamId",
+        apns_topic: "ApnsTopic",
+        apns_sandbox: "SandBox",
+        apns_endpoint: "ApnsEndpoint",
+        apns_ca_file: "ApnsCaFile",
+    };
+    /// `teamtalk serve`'s keys (`push_webhook`, `apns_key_file`, …).
+    pub const SERVE: PushKeys = PushKeys {
+        webhook: "push_webhook",
+        apns_key_file: "apns_key_file",
+        apns_key_id: "apns_key_id",
+        apns_team_id: "apns_team_id",
+        apns_topic: "apns_topic",
+        apns_sandbox: "apns_sandbox",
+        apns_endpoint: "apns_endpoint",
+        apns_ca_file: "apns_ca_file",
+    };
+}
+
+/// The push backends named by `keys` (none configured: [`PushSettings::is_empty`]). APNs keys
+/// in a build without the `apns` feature are an error, not silently ignored.
+pub fn push_settings(conf: &ConfFile, keys: &PushKeys) -> Result<PushSettings, ConfError> {
+    let webhook_url = conf
+        .get(keys.webhook)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned);
+    if let Some(url) = &webhook_url {
+        if crate::push::WebhookBackend::new(url).is_err() {
+            return Err(invalid(keys.webhook, "an http://host[:port]/path URL"));
+        }
+    }
+    let key_file = conf.get(keys.apns_key_file).filter(|f| !f.is_empty());
+    #[cfg(not(feature = "apns"))]
+    {
+        if key_file.is_none() {
+            return Ok(PushSettings { webhook_url });
+        }
+        Err(invalid(
+            keys.apns_key_file,
+            "no APNs key: this build has no APNs support (rebuild with --features apns)",
+        ))
+    }
+    #[cfg(feature = "apns")]
+    {
+        let Some(key_file) = key_file else {
+            return Ok(PushSettings {
+                webhook_url,
+                apns: None,
+            });
+        };
+        let sandbox = match conf.get(keys.apns_sandbox).unwrap_or("0") {
+            "1" | "true" => true,
+            "0" | "false" | "" => false,
+            _ => return Err(invalid(keys.apns_sandbox, "1 (sandbox) or 0 (production)")),
+        };
+        let mut apns = crate::push::apns::ApnsConfig::new(
+            key_file,
+            conf.require(keys.apns_key_id)?,
+            conf.require(keys.apns_team_id)?,
+            conf.require(keys.apns_topic)?,
+            sandbox,
+        );
+        if let Some(endpoint) = conf.get(keys.apns_endpoint).filter(|e| !e.is_empty()) {
+            apns.endpoint = endpoint.to_owned();
+        }
+        apns.ca_file = conf
+            .get(keys.apns_ca_file)
+            .filter(|f| !f.is_empty())
+            .map(std::path::PathBuf::from);
+        Ok(PushSettings {
+            webhook_url,
+            apns: Some(apns),
+        })
+    }
+}
+
+/// push-server: `ListenIP` / `ListenPort` (127.0.0.1:8500) and its backends
+/// ([`PushKeys::ROLE`]); at least one backend is required.
+pub fn push_server(conf: &ConfFile) -> Result<(Vec<SocketAddr>, PushSettings), ConfError> {
+    let listen = listen_addrs(conf, "ListenIP", "ListenPort", "127.0.0.1", 8500)?;
+    let settings = push_settings(conf, &PushKeys::ROLE)?;
+    if settings.is_empty() {
+        return Err(ConfError::Missing {
+            key: format!(
+                "{} or {}",
+                PushKeys::ROLE.webhook,
+                PushKeys::ROLE.apns_key_file
+            ),
+        });
+    }
+    Ok((listen, settings))
 }

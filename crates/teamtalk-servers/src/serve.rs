@@ -55,8 +55,8 @@ pub struct ServeConfig {
     pub http_msg_port: u16,
     /// The API key of http_msg_server; `None`: no http_msg_server in this process.
     pub http_api_key: Option<String>,
-    /// Where push_server posts notifications; `None`: no pushes.
-    pub push_webhook: Option<String>,
+    /// push_server's backends; none configured: no push_server, no pushes.
+    pub push: crate::push::PushSettings,
     /// push_server port (msg_servers' links). Default 8500.
     pub push_port: u16,
     /// Where file_server keeps offline files; `None`: no file_server in this process.
@@ -85,7 +85,7 @@ impl Default for ServeConfig {
             msfs_dir: None,
             http_msg_port: 8400,
             http_api_key: None,
-            push_webhook: None,
+            push: crate::push::PushSettings::default(),
             push_port: 8500,
             file_dir: None,
             file_client_port: 8600,
@@ -198,14 +198,14 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         )),
         None => None,
     };
-    let push = match &config.push_webhook {
-        Some(url) => {
-            let backend = crate::push::WebhookBackend::new(url).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
-            })?;
-            Some((bind(ip, config.push_port, "push_server").await?, backend))
-        }
-        None => None,
+    let push = if config.push.is_empty() {
+        None
+    } else {
+        let backend = config
+            .push
+            .backend()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        Some((bind(ip, config.push_port, "push_server").await?, backend))
     };
     let mut msg_listeners = Vec::new();
     for port in &config.msg_ports {

@@ -85,6 +85,22 @@ fn help_and_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ListenPort"));
+    // APNs keys: without the `apns` feature the build says so; with it, the missing key
+    // file is named. Either way the role does not start half-configured.
+    let push = dir.join("pushserver.conf");
+    std::fs::write(
+        &push,
+        "ListenPort=0\nApnsKeyFile=/nonexistent/AuthKey_X.p8\nApnsKeyId=X\nApnsTeamId=Y\nApnsTopic=z\n",
+    )
+    .unwrap();
+    let out = teamtalk()
+        .args(["push-server", "--config"])
+        .arg(&push)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("APNs"), "{err}");
     let toml = dir.join("serve.toml");
     std::fs::write(&toml, "http_port = [1]\n").unwrap();
     let out = teamtalk()
