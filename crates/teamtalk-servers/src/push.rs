@@ -2,7 +2,7 @@
 //! device token to a [`PushBackend`] (spec/servers.md §7.3). The original spoke Apple's
 //! retired binary APNs protocol and failed every Android token; here the delivery is
 //! pluggable, with a webhook backend (an HTTP POST of a JSON payload per notification) and,
-//! with the cargo feature `apns`, Apple's HTTP/2 provider API ([`apns`]).
+//! with the cargo feature `apns`, Apple's HTTP/2 provider API (module `apns`).
 //! [`PlatformBackend`] sends iOS devices to APNs when it is configured and everything else to
 //! the webhook.
 
