@@ -340,4 +340,54 @@ async fn run(config: &MysqlRedisConfig, store: MysqlRedisStore) {
         .await
         .unwrap();
     assert_eq!(files.offline_file_list[0].task_id, "uuid-1");
+
+    // Session rows deleted behind the store's back (an operator, another tool): the next
+    // message creates them again instead of updating rows that are gone.
+    sqlx::query("DELETE FROM IMRecentSession WHERE type = 1")
+        .execute(&db)
+        .await
+        .unwrap();
+    // Concurrent messages in both directions, committed together by the message writer.
+    let proxy = Arc::new(proxy);
+    let mut sends = Vec::new();
+    for i in 0..40u32 {
+        let proxy = proxy.clone();
+        let (from, to) = if i % 2 == 0 { (1, 2) } else { (2, 1) };
+        sends.push(tokio::spawn(async move {
+            proxy
+                .send_message(message::ImMsgData {
+                    from_user_id: from,
+                    to_session_id: to,
+                    create_time: T + 200,
+                    msg_type: 1,
+                    msg_data: Bytes::from(format!("burst {i}")),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .unwrap()
+                .msg_id
+        }));
+    }
+    let mut ids = Vec::new();
+    for send in sends {
+        ids.push(send.await.unwrap());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (4..44).collect::<Vec<u32>>());
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM IMMessage_1 WHERE relateId = 9 AND msgId BETWEEN 4 AND 43",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(stored, 40, "every acknowledged message is stored");
+    let rows: Vec<(u32, u32, i64)> = sqlx::query_as(
+        "SELECT userId, peerId, COUNT(*) FROM IMRecentSession WHERE type = 1 \
+         AND status = 0 GROUP BY userId, peerId ORDER BY userId",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(rows, vec![(1, 2, 1), (2, 1, 1)], "one visible session each");
 }

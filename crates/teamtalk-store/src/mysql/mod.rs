@@ -28,6 +28,7 @@ mod keys;
 mod msfs;
 #[macro_use]
 mod sql;
+mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -51,6 +52,7 @@ use teamtalk_core::store::{
 use keys::{Keys, COUNT};
 use msfs::Msfs;
 use sql::{chunks, shard, sized};
+use writer::{MessageRow, Record, Writer};
 
 /// Connection settings.
 #[derive(Clone, Debug)]
@@ -123,6 +125,11 @@ pub struct MysqlRedisStore {
     msfs: Option<Msfs>,
     relations: Arc<Mutex<HashMap<(u32, u32), RelationId>>>,
     known_users: Arc<Mutex<HashSet<UserId>>>,
+    /// The newest `IMRecentSession` row id of (owner, type, peer). Rows are never deleted (a
+    /// removed session is `status = 1`) and a new one is inserted only when none exists, so
+    /// once known the id stays the one `upsert_session` would pick.
+    sessions: Arc<Mutex<HashMap<SessionKey, u32>>>,
+    writer: Writer,
 }
 
 /// What [`MysqlRedisStore::upsert_session`] does to an existing session row.
@@ -156,7 +163,6 @@ impl MysqlRedisStore {
         let slave = pool(&config.slave_url).map_err(db)?;
         sqlx::query("SELECT 1").execute(&master).await.map_err(db)?;
         Ok(MysqlRedisStore {
-            master,
             slave,
             unread: redis_client(&config.redis.unread).await?,
             group_set: redis_client(&config.redis.group_set).await?,
@@ -166,6 +172,9 @@ impl MysqlRedisStore {
             msfs: config.msfs_url.as_deref().map(Msfs::new).transpose()?,
             relations: Arc::default(),
             known_users: Arc::default(),
+            sessions: Arc::default(),
+            writer: Writer::spawn(master.clone()),
+            master,
         })
     }
 
@@ -257,6 +266,14 @@ impl MysqlRedisStore {
             .await;
         result
     }
+}
+
+/// (owner, session type as stored, peer id).
+type SessionKey = (u32, i32, u32);
+
+/// The session cache's key of (owner, peer).
+fn session_key(owner: UserId, peer: Peer) -> SessionKey {
+    (owner.0, peer.kind().to_wire(), peer.raw())
 }
 
 async fn redis_client(url: &str) -> StoreResult<Client> {
@@ -351,11 +368,10 @@ const SINGLE_BY_ID: [[&str; 4]; 8] = sharded_in_list!(
     " WHERE relateId = ? AND status = 0 AND created >= ? AND msgId IN ",
     ""
 );
-const SINGLE_INSERT: [&str; 8] = sharded!(
-    "INSERT INTO ",
+const SINGLE_INSERT: [[&str; 3]; 8] = sharded_insert!(
     "IMMessage_",
-    " (relateId, fromId, toId, msgId, content, status, type, created, updated) \
-     VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)"
+    "(relateId, fromId, toId, msgId, content, status, type, created, updated)",
+    "(?, ?, ?, ?, ?, 0, ?, ?, ?)"
 );
 const SINGLE_FIRST: [&str; 8] = sharded!(
     "SELECT CAST(id AS SIGNED) FROM ",
@@ -384,11 +400,10 @@ const GROUP_BY_ID: [[&str; 4]; 8] = sharded_in_list!(
     " WHERE groupId = ? AND status = 0 AND created >= ? AND msgId IN ",
     ""
 );
-const GROUP_INSERT: [&str; 8] = sharded!(
-    "INSERT INTO ",
+const GROUP_INSERT: [[&str; 3]; 8] = sharded_insert!(
     "IMGroupMessage_",
-    " (groupId, userId, msgId, content, type, status, created, updated) \
-     VALUES (?, ?, ?, ?, ?, 0, ?, ?)"
+    "(groupId, userId, msgId, content, type, status, created, updated)",
+    "(?, ?, ?, ?, ?, 0, ?, ?)"
 );
 const GROUP_MAX_ID: [&str; 8] = sharded!(
     "SELECT CAST(MAX(msgId) AS SIGNED) FROM ",
@@ -688,7 +703,7 @@ impl MysqlRedisStore {
 
     /// addSession of the original, serialized per (owner, peer) with a named lock (Q-61): the
     /// newest row of any status is updated as `existing` says, or a visible row is inserted
-    /// (`created = updated = now`).
+    /// (`created = updated = now`). The row's id is remembered for [`Self::record`].
     async fn upsert_session(
         &self,
         owner: UserId,
@@ -702,8 +717,11 @@ impl MysqlRedisStore {
             peer.kind().to_wire(),
             peer.raw()
         );
-        self.locked(name, async move |conn| {
-            let update = match (Self::session_row(conn, owner, peer).await?, existing) {
+        let id = self
+            .locked(name, async move |conn| {
+                let row = Self::session_row(conn, owner, peer).await?;
+                let session_id = row.map(|(id, _)| id);
+                let update = match (row, existing) {
                 (Some((id, _)), OnExisting::Reactivate(at)) => {
                     sqlx::query("UPDATE IMRecentSession SET status = 0, updated = ? WHERE id = ?")
                         .bind(at.0)
@@ -724,10 +742,22 @@ impl MysqlRedisStore {
                 .bind(now.0)
                 .bind(now.0),
             };
-            update.execute(&mut *conn).await.map_err(db)?;
-            Ok(())
-        })
-        .await
+                let done = update.execute(&mut *conn).await.map_err(db)?;
+                match session_id {
+                    Some(id) => Ok(id),
+                    None => i64::try_from(done.last_insert_id())
+                        .map_err(|_| StoreError::Inconsistent("session id out of range".into())),
+                }
+            })
+            .await?;
+        // Ids are positive (AUTO_INCREMENT); one that is not is simply not remembered.
+        if let Ok(id) = u32::try_from(id) {
+            self.sessions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(session_key(owner, peer), id);
+        }
+        Ok(())
     }
 
     /// The newest session row of (owner, peer) of any status: (id, status).
@@ -753,6 +783,99 @@ impl MysqlRedisStore {
             ))
         })
         .transpose()
+    }
+
+    /// The row of a single message: its content as stored and the relation's next id.
+    async fn single_row(
+        &self,
+        relation: RelationId,
+        to: UserId,
+        message: &NewMessage,
+    ) -> StoreResult<MessageRow> {
+        let content = self.stored_content(message, to.0).await?;
+        let id = self
+            .next_msg_id(
+                self.keys.msg_id(relation),
+                shard(&SINGLE_FIRST, relation.0),
+                shard(&SINGLE_MAX_ID, relation.0),
+                relation.0,
+            )
+            .await?;
+        Ok(MessageRow::Single {
+            relation: relation.0,
+            from: message.from.0,
+            to: to.0,
+            id,
+            content,
+            msg_type: message.msg_type.to_wire(),
+            created: message.created.0,
+        })
+    }
+
+    /// The row of a group message: its content as stored and the group's next id.
+    async fn group_row(&self, group: GroupId, message: &NewMessage) -> StoreResult<MessageRow> {
+        let content = self.stored_content(message, group.0).await?;
+        let id = self
+            .next_msg_id(
+                self.keys.group_msg_id(group),
+                shard(&GROUP_FIRST, group.0),
+                shard(&GROUP_MAX_ID, group.0),
+                group.0,
+            )
+            .await?;
+        Ok(MessageRow::Group {
+            group: group.0,
+            from: message.from.0,
+            id,
+            content,
+            msg_type: message.msg_type.to_wire(),
+            created: message.created.0,
+        })
+    }
+
+    /// Commits `row` with the sessions of `touched` made visible at `now`, through the group
+    /// commit writer. Sessions whose row id is not known yet (or whose row vanished) are
+    /// created or updated afterwards under their named lock, as `touch_session` does.
+    async fn record(
+        &self,
+        row: MessageRow,
+        touched: &[(UserId, Peer)],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut known = Vec::with_capacity(touched.len());
+        let mut unknown = Vec::new();
+        {
+            let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+            for &(owner, peer) in touched {
+                match sessions.get(&session_key(owner, peer)) {
+                    Some(&id) => known.push(id),
+                    None => unknown.push((owner, peer)),
+                }
+            }
+        }
+        let vanished = self
+            .writer
+            .write(Record {
+                row,
+                sessions: known,
+                now: now.0,
+            })
+            .await?;
+        if !vanished.is_empty() {
+            let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+            for &(owner, peer) in touched {
+                let key = session_key(owner, peer);
+                if sessions.get(&key).is_some_and(|id| vanished.contains(id)) {
+                    sessions.remove(&key);
+                    unknown.push((owner, peer));
+                }
+            }
+        }
+        for (owner, peer) in unknown {
+            self.upsert_session(owner, peer, OnExisting::Reactivate(now), now)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Allocates the next message id from `key`.
@@ -981,60 +1104,17 @@ impl MessageStore for MysqlRedisStore {
         to: UserId,
         message: &NewMessage,
     ) -> StoreResult<MsgId> {
-        let content = self.stored_content(message, to.0).await?;
-        let key = self.keys.msg_id(relation);
-        let id = self
-            .next_msg_id(
-                key,
-                shard(&SINGLE_FIRST, relation.0),
-                shard(&SINGLE_MAX_ID, relation.0),
-                relation.0,
-            )
-            .await?;
-        sqlx::query(shard(&SINGLE_INSERT, relation.0))
-            .bind(relation.0)
-            .bind(message.from.0)
-            .bind(to.0)
-            .bind(id)
-            .bind(content)
-            .bind(message.msg_type.to_wire())
-            .bind(message.created.0)
-            .bind(message.created.0)
-            .execute(&self.master)
-            .await
-            .map_err(db)?;
-        Ok(MsgId(id))
+        let row = self.single_row(relation, to, message).await?;
+        let mut conn = self.master.acquire().await.map_err(db)?;
+        writer::insert_rows(&mut conn, &[&row]).await?;
+        Ok(MsgId(row.id()))
     }
 
     async fn append_group(&self, group: GroupId, message: &NewMessage) -> StoreResult<MsgId> {
-        let content = self.stored_content(message, group.0).await?;
-        let key = self.keys.group_msg_id(group);
-        let id = self
-            .next_msg_id(
-                key,
-                shard(&GROUP_FIRST, group.0),
-                shard(&GROUP_MAX_ID, group.0),
-                group.0,
-            )
-            .await?;
-        sqlx::query(shard(&GROUP_INSERT, group.0))
-            .bind(group.0)
-            .bind(message.from.0)
-            .bind(id)
-            .bind(content)
-            .bind(message.msg_type.to_wire())
-            .bind(message.created.0)
-            .bind(message.created.0)
-            .execute(&self.master)
-            .await
-            .map_err(db)?;
-        sqlx::query("UPDATE IMGroup SET lastChated = ? WHERE id = ?")
-            .bind(message.created.0)
-            .bind(group.0)
-            .execute(&self.master)
-            .await
-            .map_err(db)?;
-        Ok(MsgId(id))
+        let row = self.group_row(group, message).await?;
+        let mut conn = self.master.acquire().await.map_err(db)?;
+        writer::insert_rows(&mut conn, &[&row]).await?;
+        Ok(MsgId(row.id()))
     }
 
     async fn single_messages(
@@ -1138,8 +1218,40 @@ fn parse_u32(value: &str) -> u32 {
     value.trim().parse().unwrap_or(0)
 }
 
-/// The original's order of effects (MySQL insert, then Redis counters and sessions).
-impl RecordMessage for MysqlRedisStore {}
+/// The original's effects in its order (the MySQL rows, then the Redis counters), with the
+/// MySQL writes of concurrent messages committed together (`writer.rs`).
+impl RecordMessage for MysqlRedisStore {
+    async fn record_single(
+        &self,
+        relation: RelationId,
+        to: UserId,
+        message: &NewMessage,
+        now: Timestamp,
+    ) -> StoreResult<MsgId> {
+        let from = message.from;
+        let row = self.single_row(relation, to, message).await?;
+        let id = MsgId(row.id());
+        self.record(row, &[(from, Peer::User(to)), (to, Peer::User(from))], now)
+            .await?;
+        self.add_unread(to, from).await?;
+        Ok(id)
+    }
+
+    async fn record_group(
+        &self,
+        group: GroupId,
+        message: &NewMessage,
+        now: Timestamp,
+    ) -> StoreResult<MsgId> {
+        let from = message.from;
+        let row = self.group_row(group, message).await?;
+        let id = MsgId(row.id());
+        self.record(row, &[(from, Peer::Group(group))], now).await?;
+        self.add_group_message(group).await?;
+        self.catch_up(from, group).await?;
+        Ok(id)
+    }
+}
 
 impl UnreadStore for MysqlRedisStore {
     async fn add_unread(&self, owner: UserId, peer: UserId) -> StoreResult<()> {

@@ -83,6 +83,67 @@ macro_rules! sharded_in_list {
     };
 }
 
+/// Row counts of the multi-row `INSERT`s; more rows are split (largest first).
+pub(super) const ROWS: [usize; 3] = [1, 8, 32];
+
+/// `row` repeated 1, 8 or 32 times, comma-separated.
+macro_rules! values {
+    ($row:expr, 1) => {
+        $row
+    };
+    ($row:expr, 8) => {
+        concat!($row, ",", $row, ",", $row, ",", $row, ",", $row, ",", $row, ",", $row, ",", $row)
+    };
+    ($row:expr, 32) => {
+        concat!(
+            values!($row, 8),
+            ",",
+            values!($row, 8),
+            ",",
+            values!($row, 8),
+            ",",
+            values!($row, 8)
+        )
+    };
+}
+
+/// `INSERT INTO {table}{0..7} {columns} VALUES row,…` for each shard and each size of
+/// [`ROWS`]: `[shard][size]`.
+macro_rules! sharded_insert {
+    ($table:expr, $columns:expr, $row:expr) => {
+        [
+            sharded_insert!(@sizes $table, "0", $columns, $row),
+            sharded_insert!(@sizes $table, "1", $columns, $row),
+            sharded_insert!(@sizes $table, "2", $columns, $row),
+            sharded_insert!(@sizes $table, "3", $columns, $row),
+            sharded_insert!(@sizes $table, "4", $columns, $row),
+            sharded_insert!(@sizes $table, "5", $columns, $row),
+            sharded_insert!(@sizes $table, "6", $columns, $row),
+            sharded_insert!(@sizes $table, "7", $columns, $row),
+        ]
+    };
+    (@sizes $table:expr, $shard:expr, $columns:expr, $row:expr) => {
+        [
+            concat!("INSERT INTO ", $table, $shard, " ", $columns, " VALUES ", values!($row, 1)),
+            concat!("INSERT INTO ", $table, $shard, " ", $columns, " VALUES ", values!($row, 8)),
+            concat!("INSERT INTO ", $table, $shard, " ", $columns, " VALUES ", values!($row, 32)),
+        ]
+    };
+}
+
+/// Splits `n` rows into statement sizes of [`ROWS`], largest first; yields (index into
+/// `ROWS`, row count).
+pub(super) fn row_chunks(mut n: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (index, &size) in ROWS.iter().enumerate().rev() {
+        while n >= size {
+            out.push((index, size));
+            n -= size;
+        }
+    }
+    out
+}
+
 /// Splits `ids` into chunks, each padded (by repeating its last id) to a size of [`CHUNKS`];
 /// yields (index into `CHUNKS`, padded ids).
 pub(super) fn chunks(ids: &[u32]) -> Vec<(usize, Vec<u32>)> {
@@ -146,6 +207,21 @@ mod tests {
             si[7][1],
             "SELECT * FROM IMMessage_7 WHERE msgId IN (?,?,?,?,?,?,?,?)"
         );
+    }
+
+    #[test]
+    fn multi_row_inserts() {
+        let q: [[&str; 3]; 8] = sharded_insert!("IMMessage_", "(a, b)", "(?, 0)");
+        assert_eq!(q[3][0], "INSERT INTO IMMessage_3 (a, b) VALUES (?, 0)");
+        assert_eq!(q[7][1].matches("(?, 0)").count(), 8);
+        assert_eq!(q[0][2].matches('?').count(), 32);
+        assert!(row_chunks(0).is_empty());
+        assert_eq!(row_chunks(1), vec![(0, 1)]);
+        assert_eq!(
+            row_chunks(45),
+            vec![(2, 32), (1, 8), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1)]
+        );
+        assert_eq!(row_chunks(64), vec![(2, 32), (2, 32)]);
     }
 
     #[test]
