@@ -16,12 +16,12 @@ use teamtalk_core::pdu::DEFAULT_MAX_FRAME_LEN;
 use teamtalk_core::proto::server::ImStopReceivePacket;
 use teamtalk_core::service::Handler;
 use teamtalk_core::Pdu;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, Instrument};
 
-use crate::link::{self, LinkConfig, LinkEvent, Outbox};
+use crate::link::{self, LinkConfig, LinkEvent, Listeners, Outbox};
 use crate::shutdown::Shutdown;
 
 /// Settings of the db_proxy_server shell.
@@ -48,10 +48,11 @@ impl Default for DbProxyServerConfig {
 /// Serves links accepted on `listener` until `shutdown`, then drains them and returns.
 pub async fn run<H: Handler + 'static>(
     config: DbProxyServerConfig,
-    listener: TcpListener,
+    listener: impl Into<Listeners>,
     handler: Arc<H>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let listener: Listeners = listener.into();
     let mut links = JoinSet::new();
     let mut next_id = 0u64;
     loop {

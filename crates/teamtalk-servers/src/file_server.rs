@@ -14,12 +14,11 @@ use teamtalk_core::proto::base_define::IpAddr as WireAddr;
 use teamtalk_core::proto::server::{ImFileServerIpRsp, ImFileTransferReq};
 use teamtalk_core::{CommandId, Pdu};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::link::{self, LinkConfig, LinkEvent, Outbox};
+use crate::link::{self, LinkConfig, LinkEvent, Listeners, Outbox};
 use crate::shutdown::Shutdown;
 
 /// Size of the header in front of an offline file's bytes.
@@ -45,12 +44,14 @@ enum Peer {
 /// Serves clients on `clients` and msg_servers on `msg_servers` until `shutdown`.
 pub async fn run(
     config: FileServerConfig,
-    clients: TcpListener,
-    msg_servers: TcpListener,
+    clients: impl Into<Listeners>,
+    msg_servers: impl Into<Listeners>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let clients: Listeners = clients.into();
+    let msg_servers: Listeners = msg_servers.into();
     tokio::fs::create_dir_all(&config.dir).await?;
-    info!(clients = ?clients.local_addr().ok(), msg_servers = ?msg_servers.local_addr().ok(), "file_server listening");
+    info!(clients = ?clients.local_addrs(), msg_servers = ?msg_servers.local_addrs(), "file_server listening");
     let started = Instant::now();
     let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut tasks = FileTasks::new(config.limits);

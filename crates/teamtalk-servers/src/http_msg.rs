@@ -28,11 +28,10 @@ use serde_json::{json, Value};
 use teamtalk_core::crypt::MessageKey;
 use teamtalk_core::proto::{group, message};
 use teamtalk_core::{AnyMessage, AttachType, DbAttach, Pdu};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::link::{self, Backoff, LinkConfig, LinkEvent, Outbox};
+use crate::link::{self, Backoff, LinkConfig, LinkEvent, Listeners, Outbox};
 use crate::shutdown::Shutdown;
 
 /// Settings of http_msg_server.
@@ -97,9 +96,10 @@ struct State {
 /// Serves the API on `listener` until `shutdown`, keeping links to db_proxy and route_server.
 pub async fn run(
     config: HttpMsgConfig,
-    listener: TcpListener,
+    listener: impl Into<Listeners>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let listener: Listeners = listener.into();
     if config.api_key.is_empty() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -109,7 +109,7 @@ pub async fn run(
     let key = MessageKey::new(&config.message_key).map_err(|e| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("aesKey: {e}"))
     })?;
-    info!(addr = ?listener.local_addr().ok(), "http_msg_server listening");
+    info!(addr = ?listener.local_addrs(), "http_msg_server listening");
     let (events_tx, events) = mpsc::channel::<LinkEvent<Up>>(1024);
     let mut n = 0;
     let upstream = LinkConfig::default();

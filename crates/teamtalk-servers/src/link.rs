@@ -403,9 +403,86 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4)
 }
 
+/// The listening sockets of one server: a role's `ListenIP` may name several addresses
+/// (`;`-separated, spec/servers.md §1), and every one is served.
+#[derive(Debug)]
+pub struct Listeners {
+    listeners: Vec<TcpListener>,
+    /// Where the next accept starts looking, so no address starves the others.
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Listeners {
+    /// Binds every address of `addrs` (at least one).
+    pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Listeners> {
+        if addrs.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no listen address",
+            ));
+        }
+        let mut listeners = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?;
+            listeners.push(listener);
+        }
+        Ok(Listeners {
+            listeners,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// The bound addresses (port 0 resolved), in the order given.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The first bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listeners
+            .first()
+            .ok_or_else(|| std::io::Error::other("no listener"))?
+            .local_addr()
+    }
+
+    /// The next connection on any of the sockets.
+    pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        use std::sync::atomic::Ordering;
+        std::future::poll_fn(|cx| {
+            let count = self.listeners.len();
+            let start = self.next.load(Ordering::Relaxed);
+            for offset in 0..count {
+                let index = (start + offset) % count;
+                if let Some(listener) = self.listeners.get(index) {
+                    if let std::task::Poll::Ready(result) = listener.poll_accept(cx) {
+                        self.next.store(index + 1, Ordering::Relaxed);
+                        return std::task::Poll::Ready(result);
+                    }
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(listener: TcpListener) -> Listeners {
+        Listeners {
+            listeners: vec![listener],
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
 /// The next connection on `listener`. Accept errors (out of file descriptors and the like)
 /// are logged and retried after a short pause instead of spinning.
-pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+pub async fn accept(listener: &Listeners) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(accepted) => return accepted,

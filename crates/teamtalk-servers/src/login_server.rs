@@ -15,11 +15,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use teamtalk_core::balance::{discovery_json, MsgServerInfo, Registry};
 use teamtalk_core::AnyMessage;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use crate::link::{self, LinkConfig, LinkEvent};
+use crate::link::{self, LinkConfig, LinkEvent, Listeners};
 use crate::shutdown::Shutdown;
 
 /// Settings of the login_server.
@@ -51,11 +50,13 @@ type SharedRegistry = Arc<Mutex<Registry<u64>>>;
 /// Serves HTTP discovery on `http` and msg_server links on `msg_servers` until `shutdown`.
 pub async fn run(
     config: LoginServerConfig,
-    http: TcpListener,
-    msg_servers: TcpListener,
+    http: impl Into<Listeners>,
+    msg_servers: impl Into<Listeners>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    info!(http = ?http.local_addr().ok(), msg_servers = ?msg_servers.local_addr().ok(), "login_server listening");
+    let http: Listeners = http.into();
+    let msg_servers: Listeners = msg_servers.into();
+    info!(http = ?http.local_addrs(), msg_servers = ?msg_servers.local_addrs(), "login_server listening");
     let registry: SharedRegistry = Arc::default();
     let http_task = tokio::spawn(serve_http(
         http,
@@ -109,7 +110,7 @@ pub async fn run(
 }
 
 async fn serve_http(
-    listener: TcpListener,
+    listener: Listeners,
     registry: SharedRegistry,
     config: LoginServerConfig,
     mut shutdown: Shutdown,

@@ -12,10 +12,10 @@ use teamtalk_core::store::{Credentials, NewDepartment, NewUser, Store, User, Use
 use teamtalk_servers::clock::SystemClock;
 use teamtalk_servers::conf::ConfFile;
 use teamtalk_servers::db_proxy_conf::DbProxyConf;
+use teamtalk_servers::link::Listeners;
 use teamtalk_servers::serve::{self, ServeConfig};
 use teamtalk_servers::{db_proxy, login_server, msg_server, roles, route_server, shutdown};
 use teamtalk_store::{MysqlRedisConfig, MysqlRedisStore, SqliteConfig, SqliteStore};
-use tokio::net::TcpListener;
 
 const HELP: &str = "\
 teamtalk — TeamTalk-compatible IM servers
@@ -580,20 +580,18 @@ async fn run_all<S: Store + 'static>(config: ServeConfig, store: S) -> Result<()
     }
 }
 
-async fn bind_first(addrs: &[std::net::SocketAddr], role: &str) -> Result<TcpListener, Failure> {
-    let addr = addrs
-        .first()
-        .ok_or_else(|| usage(format!("{role}: no listen address")))?;
-    if addrs.len() > 1 {
-        tracing::warn!(%addr, "several listen addresses configured; only the first is used");
+/// Binds every address of a role's `ListenIP` list.
+async fn bind_all(addrs: &[std::net::SocketAddr], role: &str) -> Result<Listeners, Failure> {
+    if addrs.is_empty() {
+        return Err(usage(format!("{role}: no listen address")).into());
     }
-    TcpListener::bind(addr)
+    Listeners::bind(addrs)
         .await
-        .map_err(|e| run_error(format!("{role} cannot listen on {addr}: {e}")))
+        .map_err(|e| run_error(format!("{role}: {e}")))
 }
 
 async fn serve_db_proxy<S: Store + 'static>(
-    listener: TcpListener,
+    listener: Listeners,
     store: S,
     business: DbProxyConfig,
     shutdown: shutdown::Shutdown,
@@ -624,7 +622,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
             "db-proxy-server" if conf.get("DBInstances").is_some() => {
                 let conf = DbProxyConf::from_conf(&conf).map_err(|e| conf_error(path, e))?;
                 let business = conf.business().map_err(|e| conf_error(path, e))?;
-                let listener = bind_first(&conf.listen, role).await?;
+                let listener = bind_all(&conf.listen, role).await?;
                 let store = MysqlRedisStore::connect(&conf.store)
                     .await
                     .map_err(run_error)?;
@@ -646,7 +644,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     }
                     None => DbProxyConfig::default(),
                 };
-                let listener = bind_first(&listen, role).await?;
+                let listener = bind_all(&listen, role).await?;
                 let settings = Settings {
                     data_dir: PathBuf::from(conf.get("data_dir").unwrap_or("./teamtalk-data")),
                     conf: ConfFile::default(),
@@ -662,7 +660,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
             }
             "route-server" => {
                 let listen = roles::route_listen(&conf).map_err(|e| conf_error(path, e))?;
-                let listener = bind_first(&listen, role).await?;
+                let listener = bind_all(&listen, role).await?;
                 route_server::run(Default::default(), listener, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -682,7 +680,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     .get("UploadToken")
                     .filter(|t| !t.is_empty())
                     .map(str::to_owned);
-                let listener = bind_first(&listen, role).await?;
+                let listener = bind_all(&listen, role).await?;
                 teamtalk_servers::msfs::run(config, listener, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -706,7 +704,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 if let Some(aes) = conf.get("aesKey") {
                     config.message_key = aes.to_owned();
                 }
-                let listener = bind_first(&listen, role).await?;
+                let listener = bind_all(&listen, role).await?;
                 teamtalk_servers::http_msg::run(config, listener, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -758,8 +756,8 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     advertise,
                     limits,
                 };
-                let clients = bind_first(&clients, role).await?;
-                let links = bind_first(&links, role).await?;
+                let clients = bind_all(&clients, role).await?;
+                let links = bind_all(&links, role).await?;
                 teamtalk_servers::file_server::run(config, clients, links, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -768,7 +766,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 let (listen, settings) =
                     roles::push_server(&conf).map_err(|e| conf_error(path, e))?;
                 let backend = settings.backend().map_err(|e| conf_error(path, e))?;
-                let listener = bind_first(&listen, role).await?;
+                let listener = bind_all(&listen, role).await?;
                 teamtalk_servers::push::run(Arc::new(backend), listener, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -776,8 +774,8 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
             "login-server" => {
                 let (http, links, config) =
                     roles::login_server(&conf).map_err(|e| conf_error(path, e))?;
-                let http = bind_first(&http, role).await?;
-                let links = bind_first(&links, role).await?;
+                let http = bind_all(&http, role).await?;
+                let links = bind_all(&links, role).await?;
                 login_server::run(config, http, links, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -785,7 +783,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
             _ => {
                 let (listen, settings) =
                     roles::msg_server(&conf).map_err(|e| conf_error(path, e))?;
-                let listener = bind_first(&listen, role).await?;
+                let listener = bind_all(&listen, role).await?;
                 msg_server::run(settings, listener, SystemClock, shutdown.clone())
                     .await
                     .map_err(run_error)

@@ -25,10 +25,9 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::link;
+use crate::link::{self, Listeners};
 use crate::shutdown::Shutdown;
 
 /// Settings of msfs.
@@ -75,16 +74,17 @@ const COUNT_FILE: &str = "FileCnt";
 /// Serves msfs on `listener` until `shutdown`; the file counter is saved on the way out.
 pub async fn run(
     config: MsfsConfig,
-    listener: TcpListener,
+    listener: impl Into<Listeners>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let listener: Listeners = listener.into();
     tokio::fs::create_dir_all(&config.base_dir).await?;
     let count = tokio::fs::read_to_string(config.base_dir.join(COUNT_FILE))
         .await
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    info!(addr = ?listener.local_addr().ok(), base = %config.base_dir.display(), "msfs listening");
+    info!(addr = ?listener.local_addrs(), base = %config.base_dir.display(), "msfs listening");
     let state = Arc::new(State {
         config,
         count: AtomicU64::new(count),

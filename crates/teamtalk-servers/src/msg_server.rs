@@ -13,12 +13,11 @@ use teamtalk_core::domain::Clock;
 use teamtalk_core::msg_server::{
     Action, ConnId, DbRange, LinkId, MsgServer, MsgServerConfig, Upstream,
 };
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::link::{self, Backoff, LinkConfig, LinkEvent, Outbox};
+use crate::link::{self, Backoff, LinkConfig, LinkEvent, Listeners, Outbox};
 use crate::shutdown::Shutdown;
 
 /// Settings of a msg_server.
@@ -75,11 +74,12 @@ enum Peer {
 /// Serves clients accepted on `listener` until `shutdown`, keeping the upstream links up.
 pub async fn run<C: Clock + 'static>(
     settings: MsgServerSettings,
-    listener: TcpListener,
+    listener: impl Into<Listeners>,
     clock: C,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    info!(addr = ?listener.local_addr().ok(), "msg_server listening");
+    let listener: Listeners = listener.into();
+    info!(addr = ?listener.local_addrs(), "msg_server listening");
     let (events_tx, mut events) = mpsc::channel::<LinkEvent<Peer>>(8192);
     let mut core = MsgServer::new(settings.core.clone(), clock);
     let mut kinds = HashMap::new();

@@ -14,11 +14,11 @@ use teamtalk_core::proto::base_define::PushResult;
 use teamtalk_core::proto::server::{ImPushToUserReq, ImPushToUserRsp};
 use teamtalk_core::{CommandId, Pdu};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::link::{self, LinkConfig, LinkEvent};
+use crate::link::{self, LinkConfig, LinkEvent, Listeners};
 use crate::shutdown::Shutdown;
 
 #[cfg(feature = "apns")]
@@ -200,10 +200,11 @@ impl PushBackend for PlatformBackend {
 /// Serves msg_server links on `listener` until `shutdown`, pushing through `backend`.
 pub async fn run<B: PushBackend>(
     backend: Arc<B>,
-    listener: TcpListener,
+    listener: impl Into<Listeners>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    info!(addr = ?listener.local_addr().ok(), "push_server listening");
+    let listener: Listeners = listener.into();
+    info!(addr = ?listener.local_addrs(), "push_server listening");
     let mut next = 0u64;
     loop {
         let (stream, peer) = tokio::select! {

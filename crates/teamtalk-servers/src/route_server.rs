@@ -4,11 +4,10 @@
 use std::collections::HashMap;
 
 use teamtalk_core::routing::{Outgoing, RouteHub, Target};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::link::{self, LinkConfig, LinkEvent, Outbox};
+use crate::link::{self, LinkConfig, LinkEvent, Listeners, Outbox};
 use crate::shutdown::Shutdown;
 
 /// Settings of the route_server shell.
@@ -21,10 +20,11 @@ pub struct RouteServerConfig {
 /// Serves msg_server links accepted on `listener` until `shutdown`.
 pub async fn run(
     config: RouteServerConfig,
-    listener: TcpListener,
+    listener: impl Into<Listeners>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    info!(addr = ?listener.local_addr().ok(), "route_server listening");
+    let listener: Listeners = listener.into();
+    info!(addr = ?listener.local_addrs(), "route_server listening");
     let (events_tx, mut events) = mpsc::channel::<LinkEvent<u64>>(4096);
     let mut hub = RouteHub::new();
     let mut links: HashMap<u64, Outbox> = HashMap::new();

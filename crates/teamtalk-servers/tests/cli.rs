@@ -432,7 +432,7 @@ fn each_role_alone_from_its_config_file() {
         (
             "msgserver.conf",
             format!(
-                "ListenIP=127.0.0.1\nListenPort={client}\nIpAddr1=127.0.0.1\nMaxConnCnt=1000\n\
+                "ListenIP=127.0.0.1;127.0.0.2\nListenPort={client}\nIpAddr1=127.0.0.1\nMaxConnCnt=1000\n\
                  DBServerIP1=127.0.0.1\nDBServerPort1={db}\nDBServerIP2=127.0.0.1\nDBServerPort2={db}\nConcurrentDBConnCnt=1\n\
                  LoginServerIP1=localhost\nLoginServerPort1={links}\nRouteServerIP1=127.0.0.1\nRouteServerPort1={route}\n"
             ),
@@ -468,7 +468,10 @@ fn each_role_alone_from_its_config_file() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(res.result_code, 0, "{res:?}");
-    let (mut bob, res) = Client::login(ms, "bob", "pw");
+    // The second address of `ListenIP` is served too.
+    let second = SocketAddr::from(([127, 0, 0, 2], client));
+    let (mut bob, res) = Client::login(second, "bob", "pw");
+    assert_eq!(res.result_code, 0, "{res:?}");
     let bob_id = res.user_info.unwrap().user_id;
     alice.send(
         message::ImMsgData {
