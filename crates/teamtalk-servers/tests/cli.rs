@@ -214,16 +214,19 @@ fn serve_with_users_added_by_the_cli() {
         "http_port = 0\nmsg_port = 0\nlogin_port = 0\nroute_port = 0\ndb_proxy_port = 0\nmsfs_port = 0\nhttp_msg_port = 0\nfile_port = 0\nfile_ms_port = 0\n",
     )
     .unwrap();
-    let mut server = teamtalk()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&dir)
-        .env("TEAMTALK_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut server = Process(Some(
+        teamtalk()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("TEAMTALK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let stdout = server.0.as_mut().and_then(|c| c.stdout.take()).unwrap();
+    let mut lines = BufReader::new(stdout).lines();
     let mut http = None;
     let mut msfs = None;
     while http.is_none() || msfs.is_none() {
@@ -389,7 +392,24 @@ fn wait_listening(port: u16) {
     }
 }
 
-fn stop(mut child: Child, role: &str) {
+/// A server process of a test: killed when dropped (a failing assertion must not leave it
+/// running, holding ports and the test's output pipe).
+struct Process(Option<Child>);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Stops `process` with SIGTERM and checks that it exits cleanly.
+fn stop(mut process: Process, role: &str) {
+    let Some(mut child) = process.0.take() else {
+        return;
+    };
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -442,12 +462,14 @@ fn each_role_alone_from_its_config_file() {
         std::fs::write(dir.join(name), text).unwrap();
     }
     let spawn = |role: &str, file: &str| {
-        teamtalk()
-            .args([role, "--config"])
-            .arg(dir.join(file))
-            .env("TEAMTALK_LOG", "warn")
-            .spawn()
-            .unwrap()
+        Process(Some(
+            teamtalk()
+                .args([role, "--config"])
+                .arg(dir.join(file))
+                .env("TEAMTALK_LOG", "warn")
+                .spawn()
+                .unwrap(),
+        ))
     };
     let db_proxy = spawn("db-proxy-server", "dbproxy.toml");
     let route_server = spawn("route-server", "routeserver.conf");
