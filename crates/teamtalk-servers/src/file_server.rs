@@ -287,7 +287,8 @@ async fn stored_files(dir: &Path) -> Vec<(String, u32, u32, u32)> {
             continue;
         };
         while let Ok(Some(file)) = files.next_entry().await {
-            let Ok(bytes) = tokio::fs::read(file.path()).await else {
+            // Only the header is read: offline files may be large and many.
+            let Ok((bytes, file_len)) = read_header(&file.path()).await else {
                 continue;
             };
             let field = |at: usize, len: usize| {
@@ -305,7 +306,7 @@ async fn stored_files(dir: &Path) -> Vec<(String, u32, u32, u32)> {
             else {
                 continue;
             };
-            if bytes.len() == HEADER + size as usize && !task.is_empty() {
+            if file_len == HEADER as u64 + u64::from(size) && !task.is_empty() {
                 found.push((task, from, to, size));
             } else {
                 debug!(path = %file.path().display(), "incomplete offline file skipped");
@@ -313,4 +314,13 @@ async fn stored_files(dir: &Path) -> Vec<(String, u32, u32, u32)> {
         }
     }
     found
+}
+
+/// The first [`HEADER`] bytes of a stored file (fewer if it is shorter) and its length.
+async fn read_header(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
+    let file = tokio::fs::File::open(path).await?;
+    let len = file.metadata().await?.len();
+    let mut header = Vec::with_capacity(HEADER);
+    file.take(HEADER as u64).read_to_end(&mut header).await?;
+    Ok((header, len))
 }

@@ -133,11 +133,11 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
         };
         store.add_user(&user, Timestamp(1)).await.unwrap();
     }
-    let config = ServeConfig {
+    let config = || ServeConfig {
         file_dir: Some(dir.join("offline_file")),
         ..ServeConfig::ephemeral(1)
     };
-    let running = serve::start(config, store).await.unwrap();
+    let running = serve::start(config(), store).await.unwrap();
     let ms = running.msg_servers[0];
     let mut alice = Conn::login(ms, "alice").await;
     let mut bob = Conn::login(ms, "bob").await;
@@ -402,6 +402,35 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
     let mut bob = Conn::login(ms, "bob").await;
     // The record is written by db_proxy on its own time: ask until it is there.
     let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        bob.send(
+            file::ImFileHasOfflineReq {
+                user_id: 0,
+                attach_data: None,
+            },
+            5,
+        )
+        .await;
+        let (list, _) = bob.expect::<file::ImFileHasOfflineRsp>().await;
+        if !list.offline_file_list.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the offline record never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The whole system restarts before bob downloads: the file_server finds the file on disk
+    // again (its header says whose it is) and the record is still in the store.
+    let alice_id = alice.user;
+    drop((alice, bob));
+    running.stop().await.unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(dir.join("teamtalk.db")))
+        .await
+        .unwrap();
+    let running = serve::start(config(), store).await.unwrap();
+    let ms = running.msg_servers[0];
+    let mut bob = Conn::login(ms, "bob").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
     let list = loop {
         bob.send(
             file::ImFileHasOfflineReq {
@@ -423,6 +452,9 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
         !list.ip_addr_list.is_empty(),
         "with the file_server's address"
     );
+    let fs: SocketAddr = format!("{}:{}", list.ip_addr_list[0].ip, list.ip_addr_list[0].port)
+        .parse()
+        .unwrap();
     let mut down = Conn::connect(fs).await;
     down.send(
         file::ImFileLoginReq {
@@ -460,7 +492,7 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
     assert_eq!(down.expect::<file::ImFileState>().await.0.state, 3);
     bob.send(
         file::ImFileDelOfflineReq {
-            from_user_id: alice.user,
+            from_user_id: alice_id,
             to_user_id: bob_id,
             task_id: task.clone(),
         },
