@@ -108,6 +108,31 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Asks for the user's offline files until `done` holds for the list (db_proxy writes
+    /// records on its own time); panics with `waiting_for` after 10 s.
+    async fn offline_files_until(
+        &mut self,
+        done: impl Fn(&Vec<teamtalk_core::proto::base_define::OfflineFileInfo>) -> bool,
+        waiting_for: &str,
+    ) -> file::ImFileHasOfflineRsp {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let request = file::ImFileHasOfflineReq {
+                user_id: 0,
+                attach_data: None,
+            };
+            self.send(request, 5).await;
+            let (list, _) = self.expect::<file::ImFileHasOfflineRsp>().await;
+            if done(&list.offline_file_list) {
+                return list;
+            }
+            assert!(Instant::now() < deadline, "{waiting_for}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 fn content(size: usize) -> Bytes {
     (0..size)
         .map(|i| (i * 7 % 251) as u8)
@@ -401,23 +426,8 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
 
     let mut bob = Conn::login(ms, "bob").await;
     // The record is written by db_proxy on its own time: ask until it is there.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        bob.send(
-            file::ImFileHasOfflineReq {
-                user_id: 0,
-                attach_data: None,
-            },
-            5,
-        )
+    bob.offline_files_until(|files| !files.is_empty(), "the offline record never came")
         .await;
-        let (list, _) = bob.expect::<file::ImFileHasOfflineRsp>().await;
-        if !list.offline_file_list.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the offline record never came");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     // The whole system restarts before bob downloads: the file_server finds the file on disk
     // again (its header says whose it is) and the record is still in the store.
@@ -430,22 +440,12 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
     let running = serve::start(config(), store).await.unwrap();
     let ms = running.msg_servers[0];
     let mut bob = Conn::login(ms, "bob").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let list = loop {
-        bob.send(
-            file::ImFileHasOfflineReq {
-                user_id: 0,
-                attach_data: None,
-            },
-            5,
+    let list = bob
+        .offline_files_until(
+            |files| !files.is_empty(),
+            "the record is kept across the restart",
         )
         .await;
-        let (list, _) = bob.expect::<file::ImFileHasOfflineRsp>().await;
-        if !list.offline_file_list.is_empty() || Instant::now() > deadline {
-            break list;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     assert_eq!(list.offline_file_list.len(), 1, "{list:?}");
     assert_eq!(list.offline_file_list[0].task_id, task);
     assert!(
@@ -499,23 +499,8 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
         6,
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        bob.send(
-            file::ImFileHasOfflineReq {
-                user_id: 0,
-                attach_data: None,
-            },
-            7,
-        )
+    bob.offline_files_until(Vec::is_empty, "the record was never deleted")
         .await;
-        let (list, _) = bob.expect::<file::ImFileHasOfflineRsp>().await;
-        if list.offline_file_list.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the record was never deleted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
