@@ -197,6 +197,10 @@ impl PushBackend for PlatformBackend {
     }
 }
 
+/// Push requests delivered at the same time, over all links; more wait (their links stop
+/// being read, so a slow backend slows the msg_servers down instead of growing memory).
+const MAX_CONCURRENT_REQUESTS: usize = 256;
+
 /// Serves msg_server links on `listener` until `shutdown`, pushing through `backend`.
 pub async fn run<B: PushBackend>(
     backend: Arc<B>,
@@ -206,6 +210,7 @@ pub async fn run<B: PushBackend>(
     let listener: Listeners = listener.into();
     info!(addr = ?listener.local_addrs(), "push_server listening");
     let mut next = 0u64;
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = link::accept(&listener) => accepted,
@@ -222,11 +227,15 @@ pub async fn run<B: PushBackend>(
             events_tx,
             shutdown.clone(),
         );
-        tokio::spawn(serve_link(backend.clone(), events));
+        tokio::spawn(serve_link(backend.clone(), events, limit.clone()));
     }
 }
 
-async fn serve_link<B: PushBackend>(backend: Arc<B>, mut events: mpsc::Receiver<LinkEvent<u64>>) {
+async fn serve_link<B: PushBackend>(
+    backend: Arc<B>,
+    mut events: mpsc::Receiver<LinkEvent<u64>>,
+    limit: Arc<tokio::sync::Semaphore>,
+) {
     let mut outbox = None;
     while let Some(event) = events.recv().await {
         match event {
@@ -241,8 +250,12 @@ async fn serve_link<B: PushBackend>(backend: Arc<B>, mut events: mpsc::Receiver<
                     debug!("undecodable push request");
                     continue;
                 };
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    return; // never closed
+                };
                 let (backend, outbox, seq) = (backend.clone(), outbox.clone(), pdu.seq_num());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let mut results = Vec::new();
                     for token in request.user_token_list {
                         let notification = Notification {
@@ -275,5 +288,87 @@ async fn serve_link<B: PushBackend>(backend: Arc<B>, mut events: mpsc::Receiver<
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::BytesMut;
+    use teamtalk_core::proto::base_define::UserTokenInfo;
+    use teamtalk_core::{AnyMessage, PduDecoder, PduMessage};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Holds every push for a while and records how many were in flight at once.
+    #[derive(Default)]
+    struct Slow {
+        in_flight: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl PushBackend for Slow {
+        async fn push(&self, _: &Notification) -> Result<(), PushError> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_backend_bounds_the_requests_in_flight() {
+        let backend = Arc::new(Slow::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let server = tokio::spawn(run(backend.clone(), listener, shutdown));
+
+        let requests = MAX_CONCURRENT_REQUESTS + 44;
+        let mut wire = BytesMut::new();
+        for seq in 0..requests {
+            let request = ImPushToUserReq {
+                flash: "a:b".into(),
+                data: "{}".into(),
+                user_token_list: vec![UserTokenInfo {
+                    user_id: 1,
+                    user_type: 18,
+                    token: format!("t{seq}"),
+                    push_count: 1,
+                    push_type: 1,
+                }],
+            };
+            let seq = u16::try_from(seq).unwrap();
+            wire.extend_from_slice(&AnyMessage::from(request).to_pdu(seq).to_bytes());
+        }
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&wire).await.unwrap();
+
+        let (mut buf, mut decoder, mut answered) = (BytesMut::new(), PduDecoder::default(), 0);
+        while answered < requests {
+            if let Some(pdu) = decoder.decode(&mut buf).unwrap() {
+                if pdu.command() == ImPushToUserRsp::COMMAND {
+                    let answer = pdu.decode_body::<ImPushToUserRsp>().unwrap();
+                    assert_eq!(answer.push_result_list[0].result_code, 0);
+                    answered += 1;
+                }
+                continue;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read_buf(&mut buf))
+                .await
+                .expect("every request is answered")
+                .unwrap();
+            assert!(n > 0);
+        }
+        assert_eq!(
+            backend.most.load(Ordering::SeqCst),
+            MAX_CONCURRENT_REQUESTS,
+            "as many in flight as allowed, no more"
+        );
+        trigger.trigger();
+        server.await.unwrap().unwrap();
     }
 }
