@@ -346,6 +346,9 @@ fn bad_key_files_are_clear_errors() {
     config.key_id = "bad id".into();
     assert!(ApnsBackend::new(config.clone()).is_err());
     config.key_id = KEY_ID.into();
+    config.topic = "com.example\r\nx-evil: 1".into();
+    assert!(ApnsBackend::new(config.clone()).is_err());
+    config.topic = TOPIC.into();
     config.endpoint = "http://api.push.apple.com".into();
     assert!(ApnsBackend::new(config).is_err());
 }

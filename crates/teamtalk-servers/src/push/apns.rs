@@ -128,6 +128,12 @@ impl ApnsBackend {
             ))
         })?;
         let signer = Signer::new(key.secret_pkcs8_der(), &config.key_id, &config.team_id)?;
+        if hyper::header::HeaderValue::from_str(&config.topic).is_err() {
+            return Err(PushError(format!(
+                "APNs topic {:?} cannot be sent as a header",
+                config.topic
+            )));
+        }
         if config.topic.is_empty() {
             return Err(PushError(
                 "APNs topic (the app's bundle id) is empty".into(),
