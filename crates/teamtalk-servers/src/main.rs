@@ -8,7 +8,9 @@ use std::sync::Arc;
 use teamtalk_core::crypt::MessageKey;
 use teamtalk_core::domain::{Clock, DepartmentId, Timestamp};
 use teamtalk_core::service::{DbProxy, DbProxyConfig};
-use teamtalk_core::store::{Credentials, NewDepartment, NewUser, Store, User, UserStore};
+use teamtalk_core::store::{
+    Credentials, NewDepartment, NewUser, Store, User, UserStore, STATUS_ACTIVE, STATUS_RESIGNED,
+};
 use teamtalk_servers::clock::SystemClock;
 use teamtalk_servers::conf::ConfFile;
 use teamtalk_servers::db_proxy_conf::DbProxyConf;
@@ -30,6 +32,10 @@ USAGE:
       or APNs keys.
   teamtalk user add NAME --password PW [--nick NICK] [--dept DEPT_ID] [--data-dir DIR | --config FILE]
   teamtalk user list [--data-dir DIR | --config FILE]
+  teamtalk user passwd NAME --password PW [--data-dir DIR | --config FILE]
+  teamtalk user disable NAME | user enable NAME [--data-dir DIR | --config FILE]
+      A disabled user (status 3, as the original admin's \"delete\") cannot log in and is
+      hidden by clients; enable opens the account again.
   teamtalk user add-many --prefix P --count N --password PW [--first 1] [--dept ID] [--data-dir DIR | --config FILE]
       Users P1 … PN (from --first), all with the same password: provisioning for benchmarks.
   teamtalk dept add NAME [--parent ID] [--data-dir DIR | --config FILE]
@@ -86,6 +92,12 @@ enum Command {
         opts: Options,
     },
     UserList(Options),
+    /// `user passwd|disable|enable NAME`.
+    UserChange {
+        name: String,
+        change: UserChange,
+        opts: Options,
+    },
     UserAddMany {
         prefix: String,
         first: u32,
@@ -103,6 +115,12 @@ enum Command {
         role: String,
         config: PathBuf,
     },
+}
+
+/// What `user passwd|disable|enable` does.
+enum UserChange {
+    Password(String),
+    Status(u32),
 }
 
 #[derive(Default)]
@@ -159,6 +177,22 @@ fn parse(args: &[String]) -> Result<Command, Usage> {
             opts: opts(&mut take),
         },
         ["user", "list"] => Command::UserList(opts(&mut take)),
+        ["user", "passwd", name] => Command::UserChange {
+            name: (*name).to_owned(),
+            change: UserChange::Password(
+                take("password").ok_or_else(|| usage("user passwd needs --password PW"))?,
+            ),
+            opts: opts(&mut take),
+        },
+        ["user", verb @ ("disable" | "enable"), name] => Command::UserChange {
+            name: (*name).to_owned(),
+            change: UserChange::Status(if *verb == "disable" {
+                STATUS_RESIGNED
+            } else {
+                STATUS_ACTIVE
+            }),
+            opts: opts(&mut take),
+        },
         ["user", "add-many"] => Command::UserAddMany {
             prefix: take("prefix").ok_or_else(|| usage("user add-many needs --prefix P"))?,
             first: match take("first") {
@@ -406,6 +440,15 @@ async fn execute(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::UserChange { name, change, opts } => {
+            let store = open_store(&settings(&opts)?).await?;
+            let done = match &store {
+                AnyStore::Sqlite(s) => change_user(s, &name, &change).await,
+                AnyStore::Mysql(s) => change_user(s, &name, &change).await,
+            }?;
+            println!("{done}");
+            Ok(())
+        }
         Command::DeptAdd { name, parent, opts } => {
             let store = open_store(&settings(&opts)?).await?;
             let dept = NewDepartment {
@@ -422,6 +465,46 @@ async fn execute(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Role { role, config } => run_role(&role, &config).await,
+    }
+}
+
+/// Applies `change` to the user named `name` (any status); says what was done.
+async fn change_user<S: UserStore>(
+    store: &S,
+    name: &str,
+    change: &UserChange,
+) -> Result<String, Failure> {
+    let user = store
+        .user_named(name)
+        .await
+        .map_err(run_error)?
+        .ok_or_else(|| usage(format!("no user named {name:?}")))?;
+    let now = SystemClock.now();
+    let (changed, done) = match change {
+        UserChange::Password(password) => {
+            let credentials = Credentials::from_plain(password, &random_salt());
+            let changed = store.set_credentials(user.id, &credentials, now).await;
+            (changed, format!("password of {name} changed"))
+        }
+        UserChange::Status(status) => {
+            let changed = store.set_status(user.id, *status, now).await;
+            let done = if *status == STATUS_RESIGNED {
+                format!(
+                    "{name} disabled: no more logins (connections already open stay until they \
+                     close); clients hide the user at their next sync"
+                )
+            } else {
+                format!("{name} enabled")
+            };
+            (changed, done)
+        }
+    };
+    if changed.map_err(run_error)? {
+        Ok(done)
+    } else {
+        Err(run_error(format!(
+            "user {name:?} vanished while being changed"
+        )))
     }
 }
 

@@ -516,3 +516,51 @@ fn each_role_alone_from_its_config_file() {
     stop(db_proxy, "db-proxy-server");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `user passwd`, `user disable` and `user enable` on the embedded store, checked in the store
+/// the way a login checks it.
+#[test]
+fn passwords_are_changed_and_accounts_closed_from_the_cli() {
+    let dir = temp_dir("useradmin");
+    let (code, _, err) = run(&["user", "add", "dave", "--password", "old"], &dir);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["user", "passwd", "dave", "--password", "n3w"], &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("password of dave changed"), "{out}");
+    let (code, out, err) = run(&["user", "disable", "dave"], &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dave disabled"), "{out}");
+    let (_, list, _) = run(&["user", "list"], &dir);
+    assert!(!list.contains("dave"), "a closed account is not listed: {list}");
+    let (code, _, err) = run(&["user", "enable", "dave"], &dir);
+    assert_eq!(code, 0, "{err}");
+    let (_, list, _) = run(&["user", "list"], &dir);
+    assert!(list.contains("dave"), "{list}");
+    let (code, _, err) = run(&["user", "passwd", "nobody", "--password", "x"], &dir);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("no user named"), "{err}");
+    let (code, _, _) = run(&["user", "passwd", "dave"], &dir);
+    assert_eq!(code, 64, "--password is required");
+
+    // What a login would check: the new password verifies, the old one does not.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use teamtalk_core::store::UserStore;
+        let config = teamtalk_store::SqliteConfig::new(dir.join("teamtalk.db"));
+        let store = teamtalk_store::SqliteStore::open(&config).await.unwrap();
+        let (_, credentials) = store.login_candidate("dave").await.unwrap().unwrap();
+        let verify = |plain: &str| {
+            teamtalk_core::password::verify_password(
+                &client_password(plain),
+                &credentials.salt,
+                &credentials.password_hash,
+            )
+        };
+        assert!(verify("n3w"));
+        assert!(!verify("old"));
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -155,6 +155,16 @@ impl UserStore for MemoryStore {
             .cloned())
     }
 
+    async fn user_named(&self, name: &str) -> StoreResult<Option<User>> {
+        let state = self.state();
+        Ok(state
+            .users
+            .values()
+            .rev()
+            .find(|(u, _)| u.name == name)
+            .map(|(u, _)| u.clone()))
+    }
+
     async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
         let state = self.state();
         let mut ids = ids.to_vec();
@@ -234,6 +244,35 @@ impl UserStore for MemoryStore {
 
     async fn push_shield(&self, user: UserId) -> StoreResult<Option<bool>> {
         Ok(self.state().users.get(&user).map(|(u, _)| u.push_shield))
+    }
+
+    async fn set_credentials(
+        &self,
+        user: UserId,
+        credentials: &Credentials,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut state = self.state();
+        Ok(match state.users.get_mut(&user) {
+            Some((u, c)) => {
+                *c = credentials.clone();
+                u.updated = now;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn set_status(&self, user: UserId, status: u32, now: Timestamp) -> StoreResult<bool> {
+        let mut state = self.state();
+        Ok(match state.users.get_mut(&user) {
+            Some((u, _)) => {
+                u.status = status;
+                u.updated = now;
+                true
+            }
+            None => false,
+        })
     }
 
     async fn add_user(&self, user: &NewUser, now: Timestamp) -> StoreResult<UserId> {

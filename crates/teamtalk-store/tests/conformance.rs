@@ -9,7 +9,9 @@ use bytes::Bytes;
 use teamtalk_core::domain::{GroupId, ManualClock, Timestamp, UserId};
 use teamtalk_core::proto::{base_define as bd, buddy, file, group, login, message, server};
 use teamtalk_core::service::{DbProxy, DbProxyConfig, Handler};
-use teamtalk_core::store::{Credentials, NewDepartment, NewUser, Store, User};
+use teamtalk_core::store::{
+    Credentials, NewDepartment, NewUser, Store, User, STATUS_ACTIVE, STATUS_RESIGNED,
+};
 use teamtalk_core::AnyMessage;
 
 const T0: u32 = 1_700_000_000;
@@ -270,6 +272,99 @@ async fn login_is_blocked_after_more_than_ten_failures<S: Store + 'static>(store
             .result_code,
         0
     );
+}
+
+async fn password_changes_and_closed_accounts<S: Store + 'static>(store: S) {
+    let f = Fixture::new(store);
+    let carol = f.user("carol").await;
+    let code = |plain: &'static str| {
+        let proxy = f.proxy.clone();
+        async move {
+            proxy
+                .validate(login_req("carol", plain))
+                .await
+                .unwrap()
+                .result_code
+        }
+    };
+    assert_eq!(code(PASSWORD).await, 0);
+
+    f.clock.advance(10);
+    let changed_at = f.clock.now_ts();
+    let new = Credentials::from_plain("n3w-secret", "77");
+    assert!(f
+        .store()
+        .set_credentials(carol, &new, changed_at)
+        .await
+        .unwrap());
+    assert_eq!(code(PASSWORD).await, 1, "the old password no longer works");
+    assert_eq!(code("n3w-secret").await, 0);
+    assert!(!f
+        .store()
+        .set_credentials(UserId(999_999), &new, changed_at)
+        .await
+        .unwrap());
+    let synced = f.store().users_changed_since(changed_at).await.unwrap();
+    assert_eq!(
+        synced.iter().map(|u| u.id).collect::<Vec<_>>(),
+        vec![carol],
+        "a changed password moves `updated`"
+    );
+
+    f.clock.advance(10);
+    let closed_at = f.clock.now_ts();
+    assert!(f
+        .store()
+        .set_status(carol, STATUS_RESIGNED, closed_at)
+        .await
+        .unwrap());
+    assert!(
+        f.store()
+            .set_status(carol, STATUS_RESIGNED, closed_at)
+            .await
+            .unwrap(),
+        "setting the same status again still finds the user"
+    );
+    assert_eq!(
+        code("n3w-secret").await,
+        1,
+        "a closed account cannot log in"
+    );
+    let found = f.store().user_named("carol").await.unwrap().unwrap();
+    assert_eq!(
+        (found.id, found.status),
+        (carol, STATUS_RESIGNED),
+        "administration still finds it by name"
+    );
+    assert!(f.store().user_named("Carol").await.unwrap().is_none());
+    let synced = f.store().users_changed_since(closed_at).await.unwrap();
+    assert_eq!(synced.len(), 1);
+    assert_eq!(
+        synced[0].status, STATUS_RESIGNED,
+        "clients learn to hide the user"
+    );
+    assert!(
+        f.store()
+            .users_changed_since(Timestamp(0))
+            .await
+            .unwrap()
+            .iter()
+            .all(|u| u.id != carol),
+        "nor is it in a first full sync"
+    );
+    assert!(!f
+        .store()
+        .set_status(UserId(999_999), STATUS_RESIGNED, closed_at)
+        .await
+        .unwrap());
+
+    f.clock.advance(10);
+    assert!(f
+        .store()
+        .set_status(carol, STATUS_ACTIVE, f.clock.now_ts())
+        .await
+        .unwrap());
+    assert_eq!(code("n3w-secret").await, 0, "opened again");
 }
 
 async fn user_and_department_sync<S: Store + 'static>(store: S) {
@@ -1785,6 +1880,7 @@ macro_rules! backends {
             backends!(@checks $make;
                 login_checks_the_password_of_active_users,
                 login_is_blocked_after_more_than_ten_failures,
+                password_changes_and_closed_accounts,
                 user_and_department_sync,
                 sign_info_and_push_shield,
                 single_message_ids_per_conversation,

@@ -30,6 +30,9 @@
 //!         Ok(self.0.iter().find(|(u, _)| u.name == name && u.status == STATUS_ACTIVE)
 //!             .map(|(u, plain)| (u.clone(), Credentials::from_plain(plain, "7"))))
 //!     }
+//!     async fn user_named(&self, name: &str) -> StoreResult<Option<User>> {
+//!         Ok(self.0.iter().map(|(u, _)| u).find(|u| u.name == name).cloned())
+//!     }
 //!     async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
 //!         Ok(self.0.iter().map(|(u, _)| u).filter(|u| ids.contains(&u.id)).cloned().collect())
 //!     }
@@ -51,6 +54,12 @@
 //!     }
 //!     async fn push_shield(&self, _: UserId) -> StoreResult<Option<bool>> {
 //!         Ok(None)
+//!     }
+//!     async fn set_credentials(&self, _: UserId, _: &Credentials, _: Timestamp) -> StoreResult<bool> {
+//!         Ok(false)
+//!     }
+//!     async fn set_status(&self, _: UserId, _: u32, _: Timestamp) -> StoreResult<bool> {
+//!         Ok(false)
 //!     }
 //!     async fn add_user(&self, _: &NewUser, _: Timestamp) -> StoreResult<UserId> {
 //!         Err(StoreError::Inconsistent("the directory is read-only".into()))

@@ -118,6 +118,10 @@ pub trait UserStore: Send + Sync {
         name: &str,
     ) -> impl Future<Output = StoreResult<Option<(User, Credentials)>>> + Send;
 
+    /// The user named exactly `name`, any status (administration: closed accounts too). When
+    /// several rows match, the one with the highest id.
+    fn user_named(&self, name: &str) -> impl Future<Output = StoreResult<Option<User>>> + Send;
+
     /// The users with these ids, any status, in ascending id order; unknown ids are skipped.
     fn users(&self, ids: &[UserId]) -> impl Future<Output = StoreResult<Vec<User>>> + Send;
 
@@ -158,6 +162,25 @@ pub trait UserStore: Send + Sync {
 
     /// The do-not-disturb flag of `user`, `None` when the user does not exist.
     fn push_shield(&self, user: UserId) -> impl Future<Output = StoreResult<Option<bool>>> + Send;
+
+    /// Replaces the password hash and salt of `user` (`updated = now`). `false` when the user
+    /// does not exist.
+    fn set_credentials(
+        &self,
+        user: UserId,
+        credentials: &Credentials,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Sets the status of `user` (`updated = now`): [`STATUS_RESIGNED`] closes the account (no
+    /// more logins; clients hide the user at their next sync), [`STATUS_ACTIVE`] opens it again.
+    /// `false` when the user does not exist.
+    fn set_status(
+        &self,
+        user: UserId,
+        status: u32,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 
     /// Creates a user (`updated = created = now`) and returns its id.
     fn add_user(

@@ -430,6 +430,20 @@ impl UserStore for MysqlRedisStore {
         Ok(Some((user_from(&row)?, credentials)))
     }
 
+    async fn user_named(&self, name: &str) -> StoreResult<Option<User>> {
+        // The master: an administrator acts on what was just written.
+        let row = sqlx::query(
+            "SELECT id, sex, name, domain, nick, password, salt, phone, email, avatar, departId, \
+             status, updated, push_shield_status, sign_info FROM IMUser \
+             WHERE name = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(name.to_owned())
+        .fetch_optional(&self.master)
+        .await
+        .map_err(db)?;
+        row.map(|row| user_from(&row)).transpose()
+    }
+
     async fn user_exists(&self, user: UserId) -> StoreResult<bool> {
         if self
             .known_users
@@ -557,6 +571,36 @@ impl UserStore for MysqlRedisStore {
             .await
             .map_err(db)?;
         self.exists_on_master(user).await
+    }
+
+    async fn set_credentials(
+        &self,
+        user: UserId,
+        credentials: &Credentials,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE IMUser SET password = ?, salt = ?, updated = ? WHERE id = ?")
+                .bind(credentials.password_hash.as_str())
+                .bind(credentials.salt.as_str())
+                .bind(now.0)
+                .bind(user.0)
+                .execute(&self.master)
+                .await
+                .map_err(db)?;
+        // Matched rows (CLIENT_FOUND_ROWS), also when nothing changed.
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_status(&self, user: UserId, status: u32, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE IMUser SET status = ?, updated = ? WHERE id = ?")
+            .bind(status)
+            .bind(now.0)
+            .bind(user.0)
+            .execute(&self.master)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn push_shield(&self, user: UserId) -> StoreResult<Option<bool>> {

@@ -323,6 +323,15 @@ impl UserStore for SqliteStore {
         Ok(Some((user, credentials)))
     }
 
+    async fn user_named(&self, name: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE name = ? ORDER BY id DESC LIMIT 1")
+            .bind(name.to_owned())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        row.map(|row| user_from(&row).map_err(db)).transpose()
+    }
+
     async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
         let rows = sqlx::query(
             "SELECT * FROM users WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
@@ -408,6 +417,27 @@ impl UserStore for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<bool> {
         self.write(Write::SetPushShield { user, shield, now })
+            .await?
+            .changed()
+    }
+
+    async fn set_credentials(
+        &self,
+        user: UserId,
+        credentials: &Credentials,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        self.write(Write::SetCredentials {
+            user,
+            credentials: credentials.clone(),
+            now,
+        })
+        .await?
+        .changed()
+    }
+
+    async fn set_status(&self, user: UserId, status: u32, now: Timestamp) -> StoreResult<bool> {
+        self.write(Write::SetStatus { user, status, now })
             .await?
             .changed()
     }

@@ -17,7 +17,8 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Row};
 use teamtalk_core::domain::{ClientType, GroupId, RelationId, Timestamp, UserId};
 use teamtalk_core::store::{
-    NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer, StoreError, StoreResult,
+    Credentials, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer, StoreError,
+    StoreResult,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,6 +38,16 @@ pub(super) enum Write {
     SetPushShield {
         user: UserId,
         shield: bool,
+        now: Timestamp,
+    },
+    SetCredentials {
+        user: UserId,
+        credentials: Credentials,
+        now: Timestamp,
+    },
+    SetStatus {
+        user: UserId,
+        status: u32,
         now: Timestamp,
     },
     AddUser {
@@ -694,6 +705,29 @@ async fn apply_one(tx: &mut SqliteConnection, write: &Write) -> StoreResult<Done
         Write::SetPushShield { user, shield, now } => changed(
             sqlx::query("UPDATE users SET push_shield = ?, updated = ? WHERE id = ?")
                 .bind(i64::from(*shield))
+                .bind(now.0)
+                .bind(user.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?,
+        ),
+        Write::SetCredentials {
+            user,
+            credentials,
+            now,
+        } => changed(
+            sqlx::query("UPDATE users SET password_hash = ?, salt = ?, updated = ? WHERE id = ?")
+                .bind(credentials.password_hash.as_str())
+                .bind(credentials.salt.as_str())
+                .bind(now.0)
+                .bind(user.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?,
+        ),
+        Write::SetStatus { user, status, now } => changed(
+            sqlx::query("UPDATE users SET status = ?, updated = ? WHERE id = ?")
+                .bind(*status)
                 .bind(now.0)
                 .bind(user.0)
                 .execute(&mut *tx)
