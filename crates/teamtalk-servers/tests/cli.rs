@@ -531,7 +531,10 @@ fn passwords_are_changed_and_accounts_closed_from_the_cli() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("dave disabled"), "{out}");
     let (_, list, _) = run(&["user", "list"], &dir);
-    assert!(!list.contains("dave"), "a closed account is not listed: {list}");
+    assert!(
+        !list.contains("dave"),
+        "a closed account is not listed: {list}"
+    );
     let (code, _, err) = run(&["user", "enable", "dave"], &dir);
     assert_eq!(code, 0, "{err}");
     let (_, list, _) = run(&["user", "list"], &dir);
