@@ -268,6 +268,18 @@ async fn run(pool: MySqlPool, mut jobs: mpsc::UnboundedReceiver<Job>) {
                     let _ = job.reply.send(Err(error));
                 }
             }
+            // The database is unreachable (pool timeout, I/O): every message fails now
+            // instead of each waiting for a connection again.
+            Err(error) if !statement_failed(&error) => {
+                let message = error.to_string();
+                for job in batch.drain(..) {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::backend(std::io::Error::other(
+                            message.clone(),
+                        ))));
+                }
+            }
             Err(error) => {
                 debug!(%error, messages = batch.len(), "batch failed; one at a time");
                 for job in batch.drain(..) {
@@ -278,6 +290,18 @@ async fn run(pool: MySqlPool, mut jobs: mpsc::UnboundedReceiver<Job>) {
                 }
             }
         }
+    }
+}
+
+/// Whether `error` is a statement the database refused (one message may be at fault), as
+/// opposed to the database being unreachable.
+fn statement_failed(error: &StoreError) -> bool {
+    match error {
+        StoreError::Backend(source) => matches!(
+            source.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::Database(_))
+        ),
+        _ => false,
     }
 }
 
@@ -303,4 +327,20 @@ async fn commit(pool: &MySqlPool, jobs: &[Job]) -> StoreResult<Vec<Vec<u32>>> {
                 .collect()
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refused_statements_are_retried_one_by_one() {
+        assert!(!statement_failed(&StoreError::backend(
+            sqlx::Error::PoolTimedOut
+        )));
+        assert!(!statement_failed(&StoreError::backend(sqlx::Error::Io(
+            std::io::Error::other("connection reset")
+        ))));
+        assert!(!statement_failed(&StoreError::Inconsistent("x".into())));
+    }
 }
