@@ -185,6 +185,19 @@ async fn the_admin_api_acts_through_db_proxy_and_route_server() {
         (group_id, Some("hi all"))
     );
 
+    // KickUser (ours): every connection of the user is kicked and closed, e.g. right after
+    // `teamtalk user disable`.
+    let kick = json!({"user_id": alice_id});
+    let (_, body) = post(api, "/query/KickUser", None, &kick).await;
+    assert_eq!(body["error_code"], 2, "the key is required");
+    let (_, body) = post(api, "/query/KickUser", Some(KEY), &json!({"user_id": "x"})).await;
+    assert_eq!(body["error_code"], 1);
+    let (_, body) = post(api, "/query/KickUser", Some(KEY), &kick).await;
+    assert_eq!(body["error_code"], 0, "{body}");
+    let event = next_event(&mut events, |e| matches!(e, Event::Kicked { .. })).await;
+    assert!(matches!(event, Event::Kicked { reason: 1 }), "{event:?}");
+    drop(alice);
+
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

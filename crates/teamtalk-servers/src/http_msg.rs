@@ -4,7 +4,10 @@
 //! `POST /query/CreateGroup`, `POST /query/ChangeMembers` with the original JSON bodies and
 //! answers (`{"error_code":N,"error_msg":"…"}`, plus `group_id` for CreateGroup), and
 //! `POST /query/SendMessage` (ours: `{"from_user_id", "to_id", "is_group", "text"}` → stored and
-//! delivered to whoever is online, answered with `msg_id`).
+//! delivered to whoever is online, answered with `msg_id`), and `POST /query/KickUser` (ours:
+//! `{"user_id"}` → every connection of the user, PC and mobile, on every msg_server gets
+//! `CID_LOGIN_KICK_USER` and is closed; for an account just closed with `teamtalk user
+//! disable`).
 //!
 //! Unlike the original (quirks.md Q-09), every request needs the API key — in the
 //! `X-Api-Key` header or the body's `app_key` — and the server listens on 127.0.0.1 by
@@ -26,7 +29,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use teamtalk_core::crypt::MessageKey;
-use teamtalk_core::proto::{group, message};
+use teamtalk_core::kick::KICK_REASON_DUPLICATE_USER;
+use teamtalk_core::proto::base_define::ClientType;
+use teamtalk_core::proto::{group, message, server};
 use teamtalk_core::{AnyMessage, AttachType, DbAttach, Pdu};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -257,11 +262,17 @@ impl State {
         answer.ok_or(10)
     }
 
-    fn to_routes(&self, pdu: &Pdu) {
+    /// Sends `pdu` to the first connected route_server; `false` when none took it.
+    fn to_routes(&self, pdu: &Pdu) -> bool {
         let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, outbox)) = links.routes.first() {
-            if let Err(error) = outbox.send_pdu(pdu) {
+        let Some((_, outbox)) = links.routes.first() else {
+            return false;
+        };
+        match outbox.send_pdu(pdu) {
+            Ok(()) => true,
+            Err(error) => {
                 warn!(%error, "route_server link busy, notification dropped");
+                false
             }
         }
     }
@@ -350,6 +361,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         "CreateGroup" => create_group(state, &body).await,
         "ChangeMembers" => change_members(state, &body).await,
         "SendMessage" => send_message(state, &body).await,
+        "KickUser" => kick_user(state, &body),
         _ => status(StatusCode::NOT_FOUND),
     }
 }
@@ -426,6 +438,25 @@ async fn change_members(state: &State, body: &Value) -> Response<Full<Bytes>> {
         // An unknown group gets no answer from db_proxy.
         Err(_) => answer(12, None),
     }
+}
+
+/// Kicks every connection of `user_id`: one server kick per device class, which route_server
+/// passes to every msg_server.
+fn kick_user(state: &State, body: &Value) -> Response<Full<Bytes>> {
+    let Some(user_id) = number(body, "user_id").filter(|id| *id != 0) else {
+        return answer(1, None);
+    };
+    for client in [ClientType::Windows, ClientType::Android] {
+        let kick = server::ImServerKickUser {
+            user_id,
+            client_type: client as i32,
+            reason: KICK_REASON_DUPLICATE_USER as u32,
+        };
+        if !state.to_routes(&Pdu::encode_message(&kick, 0)) {
+            return answer(10, None);
+        }
+    }
+    answer(0, None)
 }
 
 async fn send_message(state: &State, body: &Value) -> Response<Full<Bytes>> {

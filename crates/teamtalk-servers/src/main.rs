@@ -490,8 +490,10 @@ async fn change_user<S: UserStore>(
             let changed = store.set_status(user.id, *status, now).await;
             let done = if *status == STATUS_RESIGNED {
                 format!(
-                    "{name} disabled: no more logins (connections already open stay until they \
-                     close); clients hide the user at their next sync"
+                    "{name} (id {}) disabled: no more logins; clients hide the user at their \
+                     next sync. Connections already open stay until they close: to cut them \
+                     now, POST {{\"user_id\":{}}} to http_msg_server's /query/KickUser",
+                    user.id.0, user.id.0
                 )
             } else {
                 format!("{name} enabled")

@@ -529,7 +529,11 @@ fn passwords_are_changed_and_accounts_closed_from_the_cli() {
     assert!(out.contains("password of dave changed"), "{out}");
     let (code, out, err) = run(&["user", "disable", "dave"], &dir);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("dave disabled"), "{out}");
+    assert!(out.contains("dave (id 1) disabled"), "{out}");
+    assert!(
+        out.contains("/query/KickUser"),
+        "says how to cut open connections: {out}"
+    );
     let (_, list, _) = run(&["user", "list"], &dir);
     assert!(
         !list.contains("dave"),
