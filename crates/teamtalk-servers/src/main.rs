@@ -39,6 +39,9 @@ USAGE:
   teamtalk user add-many --prefix P --count N --password PW [--first 1] [--dept ID] [--data-dir DIR | --config FILE]
       Users P1 … PN (from --first), all with the same password: provisioning for benchmarks.
   teamtalk dept add NAME [--parent ID] [--data-dir DIR | --config FILE]
+  teamtalk backup FILE [--data-dir DIR]
+      A consistent copy of the embedded store's database, taken while it runs (FILE must not
+      exist); msfs/ and offline_file/ in the data dir are plain files to copy beside it.
       Administration on the same store: SQLite in the data dir, or MySQL + Redis when the
       config file sets mysql_url and redis_url (or is an original dbproxyserver.conf).
       Passwords are stored with the original scheme: md5(md5(password) + salt), random salt.
@@ -109,6 +112,11 @@ enum Command {
     DeptAdd {
         name: String,
         parent: u32,
+        opts: Options,
+    },
+    /// `backup FILE`: an online copy of the embedded store.
+    Backup {
+        file: PathBuf,
         opts: Options,
     },
     Role {
@@ -204,6 +212,10 @@ fn parse(args: &[String]) -> Result<Command, Usage> {
             count: number(take("count"), "count")?,
             password: take("password").ok_or_else(|| usage("user add-many needs --password PW"))?,
             dept: number(take("dept"), "dept")?,
+            opts: opts(&mut take),
+        },
+        ["backup", file] => Command::Backup {
+            file: PathBuf::from(file),
             opts: opts(&mut take),
         },
         ["dept", "add", name] => Command::DeptAdd {
@@ -463,6 +475,32 @@ async fn execute(command: Command) -> Result<(), Failure> {
             .map_err(run_error)?;
             println!("department {} added with id {}", dept.name, id.0);
             Ok(())
+        }
+        Command::Backup { file, opts } => {
+            let started = std::time::Instant::now();
+            let settings = settings(&opts)?;
+            let on_mysql = ["DBInstances", "mysql_url"]
+                .iter()
+                .any(|key| settings.conf.get(key).is_some());
+            if on_mysql {
+                return Err(usage(
+                    "backup copies the embedded SQLite store; on MySQL + Redis use mysqldump \
+                     (and Redis's own persistence)",
+                )
+                .into());
+            }
+            match open_store(&settings).await? {
+                AnyStore::Sqlite(store) => {
+                    store.backup_to(&file).await.map_err(run_error)?;
+                    println!(
+                        "backup written to {} in {:.1} s",
+                        file.display(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    Ok(())
+                }
+                AnyStore::Mysql(_) => Err(usage("backup copies the embedded SQLite store").into()),
+            }
         }
         Command::Role { role, config } => run_role(&role, &config).await,
     }

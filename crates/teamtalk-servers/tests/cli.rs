@@ -571,3 +571,43 @@ fn passwords_are_changed_and_accounts_closed_from_the_cli() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `teamtalk backup`: a copy of the embedded store that opens with the data in it; it never
+/// overwrites a file, and a MySQL configuration is told to use mysqldump.
+#[test]
+fn backup_of_the_embedded_store() {
+    let dir = temp_dir("backup");
+    let (code, _, err) = run(&["user", "add", "erin", "--password", "pw"], &dir);
+    assert_eq!(code, 0, "{err}");
+    let copy = dir.join("copy.db");
+    let copy_arg = copy.to_str().unwrap();
+    let (code, out, err) = run(&["backup", copy_arg], &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("backup written"), "{out}");
+    let (code, _, err) = run(&["backup", copy_arg], &dir);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+
+    // The copy is a data dir of its own: the user is in it.
+    let restored = dir.join("restored");
+    std::fs::create_dir_all(&restored).unwrap();
+    std::fs::rename(&copy, restored.join("teamtalk.db")).unwrap();
+    let (code, list, err) = run(&["user", "list"], &restored);
+    assert_eq!(code, 0, "{err}");
+    assert!(list.contains("erin"), "{list}");
+
+    let conf = dir.join("mysql.toml");
+    std::fs::write(
+        &conf,
+        "mysql_url = \"mysql://127.0.0.1:1/x\"\nredis_url = \"redis://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let out = teamtalk()
+        .args(["backup", "/tmp/never.db", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mysqldump"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

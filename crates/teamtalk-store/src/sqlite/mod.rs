@@ -174,6 +174,30 @@ impl SqliteStore {
         })
     }
 
+    /// Writes a consistent, compacted copy of the database to `path` while the store stays in
+    /// use (`VACUUM INTO` on a read connection: a snapshot of the last commit). `path` must
+    /// not exist yet. Files kept beside the database (msfs, offline files) are not included.
+    pub async fn backup_to(&self, path: &std::path::Path) -> StoreResult<()> {
+        if path.exists() {
+            return Err(StoreError::backend(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} already exists", path.display()),
+            )));
+        }
+        let target = path.to_str().ok_or_else(|| {
+            StoreError::backend(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a UTF-8 path", path.display()),
+            ))
+        })?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target.to_owned())
+            .execute(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     /// Closes the read connections. The writer finishes its pending writes and closes (which
     /// checkpoints the WAL) when the last clone of the store is dropped.
     pub async fn close(&self) {
