@@ -39,6 +39,7 @@ USAGE:
   teamtalk user add-many --prefix P --count N --password PW [--first 1] [--dept ID] [--data-dir DIR | --config FILE]
       Users P1 … PN (from --first), all with the same password: provisioning for benchmarks.
   teamtalk dept add NAME [--parent ID] [--data-dir DIR | --config FILE]
+  teamtalk dept list [--data-dir DIR | --config FILE]
   teamtalk backup FILE [--data-dir DIR]
       A consistent copy of the embedded store's database, taken while it runs (FILE must not
       exist); msfs/ and offline_file/ in the data dir are plain files to copy beside it.
@@ -114,6 +115,7 @@ enum Command {
         parent: u32,
         opts: Options,
     },
+    DeptList(Options),
     /// `backup FILE`: an online copy of the embedded store.
     Backup {
         file: PathBuf,
@@ -214,6 +216,7 @@ fn parse(args: &[String]) -> Result<Command, Usage> {
             dept: number(take("dept"), "dept")?,
             opts: opts(&mut take),
         },
+        ["dept", "list"] => Command::DeptList(opts(&mut take)),
         ["backup", file] => Command::Backup {
             file: PathBuf::from(file),
             opts: opts(&mut take),
@@ -474,6 +477,19 @@ async fn execute(command: Command) -> Result<(), Failure> {
             }
             .map_err(run_error)?;
             println!("department {} added with id {}", dept.name, id.0);
+            Ok(())
+        }
+        Command::DeptList(opts) => {
+            let store = open_store(&settings(&opts)?).await?;
+            let departments = match &store {
+                AnyStore::Sqlite(s) => s.departments_changed_since(Timestamp(0)).await,
+                AnyStore::Mysql(s) => s.departments_changed_since(Timestamp(0)).await,
+            }
+            .map_err(run_error)?;
+            println!("{:>8}  {:<30}  {:>6}", "id", "name", "parent");
+            for dept in departments.iter().filter(|d| d.status == 0) {
+                println!("{:>8}  {:<30}  {:>6}", dept.id.0, dept.name, dept.parent.0);
+            }
             Ok(())
         }
         Command::Backup { file, opts } => {

@@ -581,6 +581,11 @@ fn backup_of_the_embedded_store() {
     assert_eq!(code, 0, "{err}");
     let copy = dir.join("copy.db");
     let copy_arg = copy.to_str().unwrap();
+    let (code, _, err) = run(&["dept", "add", "Sales"], &dir);
+    assert_eq!(code, 0, "{err}");
+    let (code, depts, err) = run(&["dept", "list"], &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(depts.contains("Sales"), "{depts}");
     let (code, out, err) = run(&["backup", copy_arg], &dir);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("backup written"), "{out}");
@@ -595,6 +600,8 @@ fn backup_of_the_embedded_store() {
     let (code, list, err) = run(&["user", "list"], &restored);
     assert_eq!(code, 0, "{err}");
     assert!(list.contains("erin"), "{list}");
+    let (_, depts, _) = run(&["dept", "list"], &restored);
+    assert!(depts.contains("Sales"), "{depts}");
 
     let conf = dir.join("mysql.toml");
     std::fs::write(
