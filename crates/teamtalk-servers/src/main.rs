@@ -9,7 +9,8 @@ use teamtalk_core::crypt::MessageKey;
 use teamtalk_core::domain::{Clock, DepartmentId, Timestamp};
 use teamtalk_core::service::{DbProxy, DbProxyConfig};
 use teamtalk_core::store::{
-    Credentials, NewDepartment, NewUser, Store, User, UserStore, STATUS_ACTIVE, STATUS_RESIGNED,
+    Credentials, NewDepartment, NewUser, ProfileChange, Store, User, UserStore, STATUS_ACTIVE,
+    STATUS_RESIGNED,
 };
 use teamtalk_servers::clock::SystemClock;
 use teamtalk_servers::conf::ConfFile;
@@ -34,6 +35,7 @@ USAGE:
   teamtalk user list [--data-dir DIR | --config FILE]
   teamtalk user passwd NAME --password PW [--data-dir DIR | --config FILE]
   teamtalk user disable NAME | user enable NAME [--data-dir DIR | --config FILE]
+  teamtalk user set NAME [--nick N] [--dept ID] [--email E] [--phone P] [--avatar URL] [--gender 0|1|2]
       A disabled user (status 3, as the original admin's \"delete\") cannot log in and is
       hidden by clients; enable opens the account again.
   teamtalk user add-many --prefix P --count N --password PW [--first 1] [--dept ID] [--data-dir DIR | --config FILE]
@@ -127,10 +129,11 @@ enum Command {
     },
 }
 
-/// What `user passwd|disable|enable` does.
+/// What `user passwd|disable|enable|set` does.
 enum UserChange {
     Password(String),
     Status(u32),
+    Profile(ProfileChange),
 }
 
 #[derive(Default)]
@@ -194,6 +197,36 @@ fn parse(args: &[String]) -> Result<Command, Usage> {
             ),
             opts: opts(&mut take),
         },
+        ["user", "set", name] => {
+            let gender = match take("gender") {
+                Some(g) => Some(match g.as_str() {
+                    "0" | "1" | "2" => number(Some(g), "gender")?,
+                    _ => return Err(usage("--gender is 0 (unknown), 1 (male) or 2 (female)")),
+                }),
+                None => None,
+            };
+            let change = ProfileChange {
+                nick: take("nick"),
+                gender,
+                avatar: take("avatar"),
+                department: match take("dept") {
+                    Some(d) => Some(DepartmentId(number(Some(d), "dept")?)),
+                    None => None,
+                },
+                email: take("email"),
+                phone: take("phone"),
+            };
+            if change.is_empty() {
+                return Err(usage(
+                    "user set needs one of --nick, --dept, --email, --phone, --avatar, --gender",
+                ));
+            }
+            Command::UserChange {
+                name: (*name).to_owned(),
+                change: UserChange::Profile(change),
+                opts: opts(&mut take),
+            }
+        }
         ["user", verb @ ("disable" | "enable"), name] => Command::UserChange {
             name: (*name).to_owned(),
             change: UserChange::Status(if *verb == "disable" {
@@ -539,6 +572,13 @@ async fn change_user<S: UserStore>(
             let credentials = Credentials::from_plain(password, &random_salt());
             let changed = store.set_credentials(user.id, &credentials, now).await;
             (changed, format!("password of {name} changed"))
+        }
+        UserChange::Profile(profile) => {
+            let changed = store.update_profile(user.id, profile, now).await;
+            (
+                changed,
+                format!("profile of {name} changed; clients see it at their next sync"),
+            )
         }
         UserChange::Status(status) => {
             let changed = store.set_status(user.id, *status, now).await;

@@ -548,6 +548,18 @@ fn passwords_are_changed_and_accounts_closed_from_the_cli() {
     assert!(err.contains("no user named"), "{err}");
     let (code, _, _) = run(&["user", "passwd", "dave"], &dir);
     assert_eq!(code, 64, "--password is required");
+    let (code, out, err) = run(
+        &["user", "set", "dave", "--nick", "Dave D.", "--dept", "3"],
+        &dir,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("profile of dave changed"), "{out}");
+    let (_, list, _) = run(&["user", "list"], &dir);
+    assert!(list.contains("Dave D."), "{list}");
+    let (code, _, _) = run(&["user", "set", "dave"], &dir);
+    assert_eq!(code, 64, "nothing to change");
+    let (code, _, _) = run(&["user", "set", "dave", "--gender", "7"], &dir);
+    assert_eq!(code, 64);
 
     // What a login would check: the new password verifies, the old one does not.
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -10,8 +10,8 @@ use teamtalk_core::domain::{
 use teamtalk_core::store::{
     Credentials, Department, DeviceStore, DeviceToken, FileStore, Group, GroupStore, Member,
     MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer,
-    RecentSession, RecordMessage, SessionStore, StoreResult, StoredMessage, UnreadStore, User,
-    UserStore, STATUS_ACTIVE, STATUS_RESIGNED,
+    ProfileChange, RecentSession, RecordMessage, SessionStore, StoreResult, StoredMessage,
+    UnreadStore, User, UserStore, STATUS_ACTIVE, STATUS_RESIGNED,
 };
 
 /// The in-memory store. Cheap to create; share it behind an `Arc` for concurrent use.
@@ -273,6 +273,38 @@ impl UserStore for MemoryStore {
             }
             None => false,
         })
+    }
+
+    async fn update_profile(
+        &self,
+        user: UserId,
+        change: &ProfileChange,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut state = self.state();
+        let Some((u, _)) = state.users.get_mut(&user) else {
+            return Ok(false);
+        };
+        if let Some(nick) = &change.nick {
+            u.nick.clone_from(nick);
+        }
+        if let Some(gender) = change.gender {
+            u.gender = gender;
+        }
+        if let Some(avatar) = &change.avatar {
+            u.avatar.clone_from(avatar);
+        }
+        if let Some(department) = change.department {
+            u.department = department;
+        }
+        if let Some(email) = &change.email {
+            u.email.clone_from(email);
+        }
+        if let Some(phone) = &change.phone {
+            u.phone.clone_from(phone);
+        }
+        u.updated = now;
+        Ok(true)
     }
 
     async fn add_user(&self, user: &NewUser, now: Timestamp) -> StoreResult<UserId> {

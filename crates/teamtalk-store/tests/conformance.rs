@@ -10,7 +10,7 @@ use teamtalk_core::domain::{GroupId, ManualClock, Timestamp, UserId};
 use teamtalk_core::proto::{base_define as bd, buddy, file, group, login, message, server};
 use teamtalk_core::service::{DbProxy, DbProxyConfig, Handler};
 use teamtalk_core::store::{
-    Credentials, NewDepartment, NewUser, Store, User, STATUS_ACTIVE, STATUS_RESIGNED,
+    Credentials, NewDepartment, NewUser, ProfileChange, Store, User, STATUS_ACTIVE, STATUS_RESIGNED,
 };
 use teamtalk_core::AnyMessage;
 
@@ -365,6 +365,44 @@ async fn password_changes_and_closed_accounts<S: Store + 'static>(store: S) {
         .await
         .unwrap());
     assert_eq!(code("n3w-secret").await, 0, "opened again");
+}
+
+async fn profile_changes<S: Store + 'static>(store: S) {
+    let f = Fixture::new(store);
+    let frank = f.user("frank").await;
+    let before = f.store().users(&[frank]).await.unwrap().remove(0);
+    f.clock.advance(10);
+    let change = ProfileChange {
+        nick: Some("弗兰克".into()),
+        department: Some(teamtalk_core::domain::DepartmentId(7)),
+        phone: Some("+86 10 1234".into()),
+        ..ProfileChange::default()
+    };
+    assert!(f
+        .store()
+        .update_profile(frank, &change, f.clock.now_ts())
+        .await
+        .unwrap());
+    let after = f.store().users(&[frank]).await.unwrap().remove(0);
+    assert_eq!(
+        (after.nick.as_str(), after.department, after.phone.as_str()),
+        (
+            "弗兰克",
+            teamtalk_core::domain::DepartmentId(7),
+            "+86 10 1234"
+        )
+    );
+    assert_eq!(
+        (after.name, after.email, after.avatar, after.gender),
+        (before.name, before.email, before.avatar, before.gender),
+        "fields not named stay"
+    );
+    assert_eq!(after.updated, f.clock.now_ts(), "clients sync the change");
+    assert!(!f
+        .store()
+        .update_profile(UserId(999_999), &change, f.clock.now_ts())
+        .await
+        .unwrap());
 }
 
 async fn user_and_department_sync<S: Store + 'static>(store: S) {
@@ -1881,6 +1919,7 @@ macro_rules! backends {
                 login_checks_the_password_of_active_users,
                 login_is_blocked_after_more_than_ten_failures,
                 password_changes_and_closed_accounts,
+                profile_changes,
                 user_and_department_sync,
                 sign_info_and_push_shield,
                 single_message_ids_per_conversation,

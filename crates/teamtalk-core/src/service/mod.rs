@@ -61,6 +61,9 @@
 //!     async fn set_status(&self, _: UserId, _: u32, _: Timestamp) -> StoreResult<bool> {
 //!         Ok(false)
 //!     }
+//!     async fn update_profile(&self, _: UserId, _: &ProfileChange, _: Timestamp) -> StoreResult<bool> {
+//!         Ok(false)
+//!     }
 //!     async fn add_user(&self, _: &NewUser, _: Timestamp) -> StoreResult<UserId> {
 //!         Err(StoreError::Inconsistent("the directory is read-only".into()))
 //!     }

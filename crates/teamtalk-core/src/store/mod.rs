@@ -36,7 +36,7 @@ pub use messages::{MessageQuery, MessageStore, NewMessage, RecordMessage, Stored
 pub use sessions::{Peer, RecentSession, SessionStore};
 pub use unread::UnreadStore;
 pub use users::{
-    Credentials, Department, NewDepartment, NewUser, User, UserStore, STATUS_ACTIVE,
+    Credentials, Department, NewDepartment, NewUser, ProfileChange, User, UserStore, STATUS_ACTIVE,
     STATUS_RESIGNED,
 };
 

@@ -78,6 +78,30 @@ pub struct NewUser {
     pub credentials: Credentials,
 }
 
+/// Profile fields to change (administration); `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProfileChange {
+    /// Nickname.
+    pub nick: Option<String>,
+    /// 1 male, 2 female, 0 unknown.
+    pub gender: Option<u32>,
+    /// Avatar URL.
+    pub avatar: Option<String>,
+    /// Department.
+    pub department: Option<DepartmentId>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Phone number.
+    pub phone: Option<String>,
+}
+
+impl ProfileChange {
+    /// Whether nothing would change.
+    pub fn is_empty(&self) -> bool {
+        *self == ProfileChange::default()
+    }
+}
+
 /// One IMDepart row.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Department {
@@ -179,6 +203,15 @@ pub trait UserStore: Send + Sync {
         &self,
         user: UserId,
         status: u32,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Changes the profile fields `change` names (`updated = now`, so clients pick the change
+    /// up at their next sync). `false` when the user does not exist.
+    fn update_profile(
+        &self,
+        user: UserId,
+        change: &ProfileChange,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 

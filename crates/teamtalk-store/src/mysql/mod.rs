@@ -45,8 +45,8 @@ use teamtalk_core::domain::{
 use teamtalk_core::store::{
     Credentials, Department, DeviceStore, DeviceToken, FileStore, Group, GroupStore, Member,
     MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer,
-    RecentSession, RecordMessage, SessionStore, StoreError, StoreResult, StoredMessage,
-    UnreadStore, User, UserStore,
+    ProfileChange, RecentSession, RecordMessage, SessionStore, StoreError, StoreResult,
+    StoredMessage, UnreadStore, User, UserStore,
 };
 
 use keys::{Keys, COUNT};
@@ -589,6 +589,31 @@ impl UserStore for MysqlRedisStore {
                 .await
                 .map_err(db)?;
         // Matched rows (CLIENT_FOUND_ROWS), also when nothing changed.
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn update_profile(
+        &self,
+        user: UserId,
+        change: &ProfileChange,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE IMUser SET nick = COALESCE(?, nick), sex = COALESCE(?, sex), \
+             avatar = COALESCE(?, avatar), departId = COALESCE(?, departId), \
+             email = COALESCE(?, email), phone = COALESCE(?, phone), updated = ? WHERE id = ?",
+        )
+        .bind(change.nick.clone())
+        .bind(change.gender)
+        .bind(change.avatar.clone())
+        .bind(change.department.map(|d| d.0))
+        .bind(change.email.clone())
+        .bind(change.phone.clone())
+        .bind(now.0)
+        .bind(user.0)
+        .execute(&self.master)
+        .await
+        .map_err(db)?;
         Ok(done.rows_affected() > 0)
     }
 

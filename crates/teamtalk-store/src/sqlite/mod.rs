@@ -35,8 +35,8 @@ use teamtalk_core::domain::{
 use teamtalk_core::store::{
     Credentials, Department, DeviceStore, DeviceToken, FileStore, Group, GroupStore, Member,
     MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer,
-    RecentSession, RecordMessage, SessionStore, StoreError, StoreResult, StoredMessage,
-    UnreadStore, User, UserStore,
+    ProfileChange, RecentSession, RecordMessage, SessionStore, StoreError, StoreResult,
+    StoredMessage, UnreadStore, User, UserStore,
 };
 use writer::{Done, Write, Writer};
 
@@ -454,6 +454,21 @@ impl UserStore for SqliteStore {
         self.write(Write::SetCredentials {
             user,
             credentials: credentials.clone(),
+            now,
+        })
+        .await?
+        .changed()
+    }
+
+    async fn update_profile(
+        &self,
+        user: UserId,
+        change: &ProfileChange,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        self.write(Write::UpdateProfile {
+            user,
+            change: Box::new(change.clone()),
             now,
         })
         .await?

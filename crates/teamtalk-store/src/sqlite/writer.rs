@@ -17,8 +17,8 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Row};
 use teamtalk_core::domain::{ClientType, GroupId, RelationId, Timestamp, UserId};
 use teamtalk_core::store::{
-    Credentials, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer, StoreError,
-    StoreResult,
+    Credentials, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer, ProfileChange,
+    StoreError, StoreResult,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,6 +48,11 @@ pub(super) enum Write {
     SetStatus {
         user: UserId,
         status: u32,
+        now: Timestamp,
+    },
+    UpdateProfile {
+        user: UserId,
+        change: Box<ProfileChange>,
         now: Timestamp,
     },
     AddUser {
@@ -724,6 +729,24 @@ async fn apply_one(tx: &mut SqliteConnection, write: &Write) -> StoreResult<Done
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?,
+        ),
+        Write::UpdateProfile { user, change, now } => changed(
+            sqlx::query(
+                "UPDATE users SET nick = COALESCE(?, nick), gender = COALESCE(?, gender), \
+                 avatar = COALESCE(?, avatar), department = COALESCE(?, department), \
+                 email = COALESCE(?, email), phone = COALESCE(?, phone), updated = ? WHERE id = ?",
+            )
+            .bind(change.nick.clone())
+            .bind(change.gender)
+            .bind(change.avatar.clone())
+            .bind(change.department.map(|d| d.0))
+            .bind(change.email.clone())
+            .bind(change.phone.clone())
+            .bind(now.0)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?,
         ),
         Write::SetStatus { user, status, now } => changed(
             sqlx::query("UPDATE users SET status = ?, updated = ? WHERE id = ?")
