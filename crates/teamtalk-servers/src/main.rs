@@ -32,7 +32,7 @@ USAGE:
       login 8100, route 8200, db_proxy 10600; and push_server (8500) with push_webhook
       or APNs keys.
   teamtalk user add NAME --password PW [--nick NICK] [--dept DEPT_ID] [--data-dir DIR | --config FILE]
-  teamtalk user list [--data-dir DIR | --config FILE]
+  teamtalk user list [--all] [--data-dir DIR | --config FILE]   (--all: disabled accounts too)
   teamtalk user passwd NAME --password PW [--data-dir DIR | --config FILE]
   teamtalk user disable NAME | user enable NAME [--data-dir DIR | --config FILE]
   teamtalk user set NAME [--nick N] [--dept ID] [--email E] [--phone P] [--avatar URL] [--gender 0|1|2]
@@ -97,7 +97,8 @@ enum Command {
         dept: u32,
         opts: Options,
     },
-    UserList(Options),
+    /// `user list [--all]`: `true` also lists disabled accounts.
+    UserList(Options, bool),
     /// `user passwd|disable|enable NAME`.
     UserChange {
         name: String,
@@ -142,6 +143,9 @@ struct Options {
     data_dir: Option<PathBuf>,
 }
 
+/// Flags without a value.
+const SWITCHES: &[&str] = &["all"];
+
 fn parse(args: &[String]) -> Result<Command, Usage> {
     let mut positional = Vec::new();
     let mut flags: Vec<(String, String)> = Vec::new();
@@ -153,6 +157,8 @@ fn parse(args: &[String]) -> Result<Command, Usage> {
         if let Some(flag) = arg.strip_prefix("--") {
             let (name, value) = match flag.split_once('=') {
                 Some((n, v)) => (n.to_owned(), v.to_owned()),
+                // Switches take no value.
+                None if SWITCHES.contains(&flag) => (flag.to_owned(), "true".to_owned()),
                 None => {
                     let value = iter
                         .next()
@@ -189,7 +195,14 @@ fn parse(args: &[String]) -> Result<Command, Usage> {
             dept: number(take("dept"), "dept")?,
             opts: opts(&mut take),
         },
-        ["user", "list"] => Command::UserList(opts(&mut take)),
+        ["user", "list"] => {
+            let all = match take("all").as_deref() {
+                None => false,
+                Some("true") => true,
+                Some(other) => return Err(usage(format!("--all takes no value, got {other:?}"))),
+            };
+            Command::UserList(opts(&mut take), all)
+        }
         ["user", "passwd", name] => Command::UserChange {
             name: (*name).to_owned(),
             change: UserChange::Password(
@@ -472,17 +485,25 @@ async fn execute(command: Command) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::UserList(opts) => {
+        Command::UserList(opts, all) => {
             let store = open_store(&settings(&opts)?).await?;
             let users = match &store {
-                AnyStore::Sqlite(s) => s.users_changed_since(Timestamp(0)).await,
-                AnyStore::Mysql(s) => s.users_changed_since(Timestamp(0)).await,
+                AnyStore::Sqlite(s) => list_users(s, all).await,
+                AnyStore::Mysql(s) => list_users(s, all).await,
             }
             .map_err(run_error)?;
-            println!("{:>8}  {:<20}  {:<20}  {:>6}", "id", "name", "nick", "dept");
+            println!(
+                "{:>8}  {:<20}  {:<20}  {:>6}  status",
+                "id", "name", "nick", "dept"
+            );
             for user in users {
+                let status = if user.status == STATUS_RESIGNED {
+                    "disabled"
+                } else {
+                    "active"
+                };
                 println!(
-                    "{:>8}  {:<20}  {:<20}  {:>6}",
+                    "{:>8}  {:<20}  {:<20}  {:>6}  {status}",
                     user.id.0, user.name, user.nick, user.department.0
                 );
             }
@@ -553,6 +574,22 @@ async fn execute(command: Command) -> Result<(), Failure> {
         }
         Command::Role { role, config } => run_role(&role, &config).await,
     }
+}
+
+/// The users of a first full sync (every account not disabled); with `all` the disabled ones
+/// too (those changed at any time since the epoch: every account this tool or the original
+/// admin closed).
+async fn list_users<S: UserStore>(
+    store: &S,
+    all: bool,
+) -> teamtalk_core::store::StoreResult<Vec<User>> {
+    let mut users = store.users_changed_since(Timestamp(0)).await?;
+    if all {
+        let closed = store.users_changed_since(Timestamp(1)).await?;
+        users.extend(closed.into_iter().filter(|u| u.status == STATUS_RESIGNED));
+        users.sort_by_key(|u| u.id.0);
+    }
+    Ok(users)
 }
 
 /// Applies `change` to the user named `name` (any status); says what was done.

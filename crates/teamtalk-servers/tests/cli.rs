@@ -539,6 +539,13 @@ fn passwords_are_changed_and_accounts_closed_from_the_cli() {
         !list.contains("dave"),
         "a closed account is not listed: {list}"
     );
+    let (code, list, err) = run(&["user", "list", "--all"], &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        list.lines()
+            .any(|l| l.contains("dave") && l.ends_with("disabled")),
+        "--all lists it as disabled: {list}"
+    );
     let (code, _, err) = run(&["user", "enable", "dave"], &dir);
     assert_eq!(code, 0, "{err}");
     let (_, list, _) = run(&["user", "list"], &dir);
