@@ -180,6 +180,24 @@ pub fn discovery_json(
     out
 }
 
+/// The login_server's `/health` answer (ours, for load balancers and monitoring): whether a
+/// new client would get a msg_server, and a JSON summary
+/// `{"status":"ok"|"no msg_server"|"all msg_servers full","msg_servers":N,"connections":N}`.
+pub fn health_json<L: Copy + Eq + Hash>(registry: &Registry<L>) -> (bool, String) {
+    let (healthy, status) = match registry.pick() {
+        Ok(_) => (true, "ok"),
+        Err(PickError::NoServer) => (false, "no msg_server"),
+        Err(PickError::AllFull) => (false, "all msg_servers full"),
+    };
+    let body = format!(
+        "{{\"status\":{},\"msg_servers\":{},\"connections\":{}}}\n",
+        json_string(status),
+        registry.servers.len(),
+        registry.total_connections()
+    );
+    (healthy, body)
+}
+
 /// `s` as a JSON string literal.
 fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -212,6 +230,31 @@ mod tests {
             cur_conn_cnt: cur,
             host_name: "h".into(),
         }
+    }
+
+    #[test]
+    fn health_says_whether_a_client_would_get_a_server() {
+        let mut registry = Registry::new();
+        assert_eq!(
+            health_json(&registry),
+            (
+                false,
+                "{\"status\":\"no msg_server\",\"msg_servers\":0,\"connections\":0}\n".into()
+            )
+        );
+        registry.register(1, server("a", 2, 2));
+        assert_eq!(
+            health_json(&registry).1,
+            "{\"status\":\"all msg_servers full\",\"msg_servers\":1,\"connections\":2}\n"
+        );
+        registry.register(2, server("b", 5, 10));
+        assert_eq!(
+            health_json(&registry),
+            (
+                true,
+                "{\"status\":\"ok\",\"msg_servers\":2,\"connections\":7}\n".into()
+            )
+        );
     }
 
     #[test]

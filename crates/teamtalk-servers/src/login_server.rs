@@ -142,6 +142,7 @@ async fn serve_http(
 }
 
 /// Any method on a URL starting with `/msg_server` gets the discovery JSON (as the original);
+/// `GET /health` (ours) a JSON summary, 200 when a client would get a msg_server, else 503;
 /// anything else a 404.
 fn answer(
     request: &Request<Incoming>,
@@ -150,6 +151,21 @@ fn answer(
     config: &LoginServerConfig,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path_and_query().map_or("", |p| p.as_str());
+    if request.uri().path() == "/health" {
+        let (healthy, body) = {
+            let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+            teamtalk_core::balance::health_json(&registry)
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        if !healthy {
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        return response;
+    }
     if !path.starts_with("/msg_server") {
         let mut response = Response::new(Full::new(Bytes::from_static(b"not found\n")));
         *response.status_mut() = StatusCode::NOT_FOUND;

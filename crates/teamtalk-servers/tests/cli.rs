@@ -165,6 +165,21 @@ impl Client {
     }
 }
 
+/// `GET path` on `http`: (status code, body).
+fn http_get(http: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(http).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
 fn discover(http: &str) -> SocketAddr {
     discover_json(http).0
 }
@@ -480,6 +495,13 @@ fn each_role_alone_from_its_config_file() {
     let msg_server = spawn("msg-server", "msgserver.conf");
 
     let ms = discover(&format!("127.0.0.1:{http}"));
+    let (status, health) = http_get(&format!("127.0.0.1:{http}"), "/health");
+    assert_eq!(status, 200, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        (health["status"].as_str(), health["msg_servers"].as_u64()),
+        (Some("ok"), Some(1))
+    );
     assert_eq!(ms.port(), client);
     let deadline = Instant::now() + Duration::from_secs(10);
     let (mut alice, res) = loop {
@@ -511,6 +533,17 @@ fn each_role_alone_from_its_config_file() {
     assert_eq!(bob.expect::<message::ImMsgData>().msg_id, ack.msg_id);
 
     stop(msg_server, "msg-server");
+    // Without a msg_server the login_server says so to load balancers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(&format!("127.0.0.1:{http}"), "/health");
+        if status == 503 {
+            assert!(body.contains("no msg_server"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still healthy: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop(login_server, "login-server");
     stop(route_server, "route-server");
     stop(db_proxy, "db-proxy-server");
