@@ -60,7 +60,7 @@ USAGE:
       loginserver.conf, msgserver.conf, msfs.conf …) or a .toml file with the same keys. A
       db-proxy-server config without DBInstances serves the embedded store in data_dir.
       Keys and defaults: docs/deploy.md.
-  teamtalk --help
+  teamtalk --help | --version
 
 SERVE CONFIG (TOML, every key optional):
   data_dir = \"./teamtalk-data\"   listen = \"127.0.0.1\"   advertise = \"127.0.0.1\"
@@ -89,6 +89,7 @@ fn usage(message: impl Into<String>) -> Usage {
 
 enum Command {
     Help,
+    Version,
     Serve(Options),
     UserAdd {
         name: String,
@@ -153,6 +154,9 @@ fn parse(args: &[String]) -> Result<Command, Usage> {
     while let Some(arg) = iter.next() {
         if arg == "--help" || arg == "-h" || arg == "help" {
             return Ok(Command::Help);
+        }
+        if arg == "--version" || arg == "-V" || arg == "version" {
+            return Ok(Command::Version);
         }
         if let Some(flag) = arg.strip_prefix("--") {
             let (name, value) = match flag.split_once('=') {
@@ -416,6 +420,15 @@ async fn open_store(settings: &Settings) -> Result<AnyStore, Failure> {
 async fn execute(command: Command) -> Result<(), Failure> {
     match command {
         Command::Help => Ok(()),
+        Command::Version => {
+            let apns = if cfg!(feature = "apns") {
+                " (apns)"
+            } else {
+                ""
+            };
+            println!("teamtalk {}{apns}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         Command::Serve(opts) => {
             let settings = settings(&opts)?;
             let mut config = serve_config(&settings.conf)?;

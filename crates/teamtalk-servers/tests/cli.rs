@@ -42,6 +42,10 @@ fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
 
 #[test]
 fn help_and_usage_errors() {
+    let out = teamtalk().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .starts_with(&format!("teamtalk {}", env!("CARGO_PKG_VERSION"))));
     let out = teamtalk().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
