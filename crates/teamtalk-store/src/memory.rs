@@ -77,6 +77,24 @@ impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Applies `change` to `user` and moves its `updated` to `now`; `false` when there is no
+    /// such user.
+    fn change_user(
+        &self,
+        user: UserId,
+        now: Timestamp,
+        change: impl FnOnce(&mut User, &mut Credentials),
+    ) -> bool {
+        match self.state().users.get_mut(&user) {
+            Some((u, c)) => {
+                change(u, c);
+                u.updated = now;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl State {
@@ -214,15 +232,7 @@ impl UserStore for MemoryStore {
         sign_info: &str,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut state = self.state();
-        Ok(match state.users.get_mut(&user) {
-            Some((u, _)) => {
-                u.sign_info = sign_info.to_owned();
-                u.updated = now;
-                true
-            }
-            None => false,
-        })
+        Ok(self.change_user(user, now, |u, _| u.sign_info = sign_info.to_owned()))
     }
 
     async fn set_push_shield(
@@ -231,15 +241,7 @@ impl UserStore for MemoryStore {
         shield: bool,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut state = self.state();
-        Ok(match state.users.get_mut(&user) {
-            Some((u, _)) => {
-                u.push_shield = shield;
-                u.updated = now;
-                true
-            }
-            None => false,
-        })
+        Ok(self.change_user(user, now, |u, _| u.push_shield = shield))
     }
 
     async fn push_shield(&self, user: UserId) -> StoreResult<Option<bool>> {
@@ -252,27 +254,11 @@ impl UserStore for MemoryStore {
         credentials: &Credentials,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut state = self.state();
-        Ok(match state.users.get_mut(&user) {
-            Some((u, c)) => {
-                *c = credentials.clone();
-                u.updated = now;
-                true
-            }
-            None => false,
-        })
+        Ok(self.change_user(user, now, |_, c| *c = credentials.clone()))
     }
 
     async fn set_status(&self, user: UserId, status: u32, now: Timestamp) -> StoreResult<bool> {
-        let mut state = self.state();
-        Ok(match state.users.get_mut(&user) {
-            Some((u, _)) => {
-                u.status = status;
-                u.updated = now;
-                true
-            }
-            None => false,
-        })
+        Ok(self.change_user(user, now, |u, _| u.status = status))
     }
 
     async fn update_profile(
@@ -281,30 +267,26 @@ impl UserStore for MemoryStore {
         change: &ProfileChange,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut state = self.state();
-        let Some((u, _)) = state.users.get_mut(&user) else {
-            return Ok(false);
-        };
-        if let Some(nick) = &change.nick {
-            u.nick.clone_from(nick);
-        }
-        if let Some(gender) = change.gender {
-            u.gender = gender;
-        }
-        if let Some(avatar) = &change.avatar {
-            u.avatar.clone_from(avatar);
-        }
-        if let Some(department) = change.department {
-            u.department = department;
-        }
-        if let Some(email) = &change.email {
-            u.email.clone_from(email);
-        }
-        if let Some(phone) = &change.phone {
-            u.phone.clone_from(phone);
-        }
-        u.updated = now;
-        Ok(true)
+        Ok(self.change_user(user, now, |u, _| {
+            if let Some(nick) = &change.nick {
+                u.nick.clone_from(nick);
+            }
+            if let Some(gender) = change.gender {
+                u.gender = gender;
+            }
+            if let Some(avatar) = &change.avatar {
+                u.avatar.clone_from(avatar);
+            }
+            if let Some(department) = change.department {
+                u.department = department;
+            }
+            if let Some(email) = &change.email {
+                u.email.clone_from(email);
+            }
+            if let Some(phone) = &change.phone {
+                u.phone.clone_from(phone);
+            }
+        }))
     }
 
     async fn add_user(&self, user: &NewUser, now: Timestamp) -> StoreResult<UserId> {
