@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use teamtalk_core::file_transfer::{FileAction, FileLimits, FileTasks};
 use teamtalk_core::proto::base_define::IpAddr as WireAddr;
-use teamtalk_core::proto::server::{ImFileServerIpRsp, ImFileTransferReq};
+use teamtalk_core::proto::server::{ImFileServerIpRsp, ImFileTransferReq, ImFileTransferRsp};
 use teamtalk_core::{CommandId, Pdu};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -120,7 +120,23 @@ fn msg_server_request(
     match pdu.command() {
         CommandId::OTHER_FILE_TRANSFER_REQ => {
             let request = pdu.decode_body::<ImFileTransferReq>().ok()?;
-            let answer = tasks.create(request, new_task_id(), now_ms);
+            // Task ids are capabilities (whoever knows one may fetch the file): unguessable.
+            let answer = match crate::secret::task_id(crate::secret::os_fill) {
+                Ok(id) => tasks.create(request, id, now_ms),
+                Err(error) => {
+                    warn!(%error, "file transfer refused: no task id");
+                    ImFileTransferRsp {
+                        result_code: 1,
+                        from_user_id: request.from_user_id,
+                        to_user_id: request.to_user_id,
+                        file_name: Some(request.file_name),
+                        file_size: Some(request.file_size),
+                        task_id: None,
+                        trans_mode: Some(request.trans_mode),
+                        attach_data: request.attach_data,
+                    }
+                }
+            };
             Some(Pdu::encode_message(&answer, pdu.seq_num()))
         }
         CommandId::OTHER_FILE_SERVER_IP_REQ => {
@@ -142,30 +158,6 @@ pub fn wire_addrs(addrs: &[(String, u32)]) -> Vec<WireAddr> {
             port: *port,
         })
         .collect()
-}
-
-/// A random 128-bit task id in the UUID text form.
-fn new_task_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut words = [0u64; 2];
-    for word in &mut words {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        *word = hasher.finish();
-    }
-    let hex = format!("{:016x}{:016x}", words[0], words[1]);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }
 
 fn file_path(dir: &Path, task: &str) -> Option<PathBuf> {

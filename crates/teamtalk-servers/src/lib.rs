@@ -18,6 +18,7 @@
 //! - [`push`]: push_server with a pluggable backend (webhook; APNs with the `apns` feature).
 //! - [`route_server`]: route_server: presence and relay between msg_servers.
 //! - [`roles`]: each role's original configuration keys, from `.conf` or TOML.
+//! - [`secret`]: salts, API keys and task ids from the operating system's random source.
 //! - [`serve`]: every role in one process (`teamtalk serve`).
 //! - [`db_proxy_conf`]: an original `dbproxyserver.conf` as db_proxy_server settings.
 //!
@@ -36,5 +37,6 @@ pub mod msg_server;
 pub mod push;
 pub mod roles;
 pub mod route_server;
+pub mod secret;
 pub mod serve;
 pub mod shutdown;

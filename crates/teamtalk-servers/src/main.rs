@@ -467,7 +467,7 @@ async fn execute(command: Command) -> Result<(), Failure> {
                     department: DepartmentId(dept),
                     ..User::default()
                 },
-                credentials: Credentials::from_plain(&password, &random_salt()),
+                credentials: Credentials::from_plain(&password, &random_salt()?),
             };
             let id = match &store {
                 AnyStore::Sqlite(s) => s.add_user(&user, SystemClock.now()).await,
@@ -619,7 +619,7 @@ async fn change_user<S: UserStore>(
     let now = SystemClock.now();
     let (changed, done) = match change {
         UserChange::Password(password) => {
-            let credentials = Credentials::from_plain(password, &random_salt());
+            let credentials = Credentials::from_plain(password, &random_salt()?);
             let changed = store.set_credentials(user.id, &credentials, now).await;
             (changed, format!("password of {name} changed"))
         }
@@ -685,7 +685,7 @@ async fn add_many<S: UserStore + Clone + 'static>(
                 department: DepartmentId(dept),
                 ..User::default()
             },
-            credentials: Credentials::from_plain(password, &random_salt()),
+            credentials: Credentials::from_plain(password, &random_salt()?),
         };
         let store = store.clone();
         tasks.spawn(async move { store.add_user(&user, SystemClock.now()).await });
@@ -706,17 +706,8 @@ fn api_key(data_dir: &Path) -> Result<String, Failure> {
             return Ok(key.trim().to_owned());
         }
     }
-    use std::hash::{BuildHasher, Hasher};
-    let mut key = String::new();
-    for _ in 0..2 {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        key.push_str(&format!("{:016x}", hasher.finish()));
-    }
+    let key =
+        teamtalk_servers::secret::api_key(teamtalk_servers::secret::os_fill).map_err(run_error)?;
     std::fs::create_dir_all(data_dir).map_err(run_error)?;
     std::fs::write(&path, format!("{key}\n"))
         .map_err(|e| run_error(format!("{}: {e}", path.display())))?;
@@ -728,16 +719,10 @@ fn api_key(data_dir: &Path) -> Result<String, Failure> {
     Ok(key)
 }
 
-/// A salt as the original's: a decimal number below 10000.
-fn random_salt() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (hasher.finish() % 10_000).to_string()
+/// A salt as the original's (a decimal number below 10000), from the operating system's
+/// random source.
+fn random_salt() -> Result<String, Failure> {
+    teamtalk_servers::secret::salt(teamtalk_servers::secret::os_fill).map_err(run_error)
 }
 
 fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
