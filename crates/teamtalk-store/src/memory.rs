@@ -8,10 +8,10 @@ use teamtalk_core::domain::{
     ClientType, DepartmentId, GroupId, MsgId, RelationId, Timestamp, UserId,
 };
 use teamtalk_core::store::{
-    Credentials, Department, DeviceStore, DeviceToken, FileStore, Group, GroupStore, Member,
-    MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer,
-    ProfileChange, RecentSession, RecordMessage, SessionStore, StoreResult, StoredMessage,
-    UnreadStore, User, UserStore, STATUS_ACTIVE, STATUS_RESIGNED,
+    login_name_key, Credentials, Department, DeviceStore, DeviceToken, FileStore, Group,
+    GroupStore, Member, MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser,
+    OfflineFile, Peer, ProfileChange, RecentSession, RecordMessage, SessionStore, StoreError,
+    StoreResult, StoredMessage, UnreadStore, User, UserStore, STATUS_ACTIVE, STATUS_RESIGNED,
 };
 
 /// The in-memory store. Cheap to create; share it behind an `Arc` for concurrent use.
@@ -164,22 +164,24 @@ impl Conversation {
 
 impl UserStore for MemoryStore {
     async fn login_candidate(&self, name: &str) -> StoreResult<Option<(User, Credentials)>> {
+        let key = login_name_key(name);
         let state = self.state();
         Ok(state
             .users
             .values()
             .rev()
-            .find(|(u, _)| u.name == name && u.status == STATUS_ACTIVE)
+            .find(|(u, _)| login_name_key(&u.name) == key && u.status == STATUS_ACTIVE)
             .cloned())
     }
 
     async fn user_named(&self, name: &str) -> StoreResult<Option<User>> {
+        let key = login_name_key(name);
         let state = self.state();
         Ok(state
             .users
             .values()
             .rev()
-            .find(|(u, _)| u.name == name)
+            .find(|(u, _)| login_name_key(&u.name) == key)
             .map(|(u, _)| u.clone()))
     }
 
@@ -290,7 +292,20 @@ impl UserStore for MemoryStore {
     }
 
     async fn add_user(&self, user: &NewUser, now: Timestamp) -> StoreResult<UserId> {
+        let key = login_name_key(&user.profile.name);
         let mut state = self.state();
+        // Checked and inserted under the same lock: atomic.
+        if let Some((existing, _)) = state
+            .users
+            .values()
+            .rev()
+            .find(|(u, _)| login_name_key(&u.name) == key)
+        {
+            return Err(StoreError::NameTaken {
+                name: user.profile.name.clone(),
+                existing: existing.id,
+            });
+        }
         state.next_user += 1;
         let id = UserId(state.next_user);
         let profile = User {

@@ -36,11 +36,12 @@ pub use messages::{MessageQuery, MessageStore, NewMessage, RecordMessage, Stored
 pub use sessions::{Peer, RecentSession, SessionStore};
 pub use unread::UnreadStore;
 pub use users::{
-    Credentials, Department, NewDepartment, NewUser, ProfileChange, User, UserStore, STATUS_ACTIVE,
-    STATUS_RESIGNED,
+    login_name_key, Credentials, Department, NewDepartment, NewUser, ProfileChange, User,
+    UserStore, STATUS_ACTIVE, STATUS_RESIGNED,
 };
 
-/// A storage backend failed. The request is answered as a server error; the cause is logged.
+/// A storage operation failed. The request is answered as a server error; the cause is
+/// logged. [`StoreError::NameTaken`] is the caller's doing (administration), not an outage.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -50,6 +51,15 @@ pub enum StoreError {
     /// Stored data violates an invariant the backend relies on.
     #[error("inconsistent stored data: {0}")]
     Inconsistent(String),
+    /// The caller asked to create a user whose name is already taken: `existing` has a name
+    /// equal to `name` under the store's comparison ([`login_name_key`]).
+    #[error("a user named {name:?} already exists (id {existing})", existing = existing.0)]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+        /// The user that already has it (the highest id when several do).
+        existing: crate::domain::UserId,
+    },
 }
 
 impl StoreError {

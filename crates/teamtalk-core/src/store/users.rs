@@ -17,7 +17,7 @@ pub const STATUS_RESIGNED: u32 = 3;
 pub struct User {
     /// IMUser.id.
     pub id: UserId,
-    /// Login name, also the real name (IMUser.name, case-sensitive).
+    /// Login name, also the real name (IMUser.name; compared as [`login_name_key`] says).
     pub name: String,
     /// Nickname.
     pub nick: String,
@@ -130,20 +130,32 @@ pub struct NewDepartment {
     pub parent: DepartmentId,
 }
 
+/// The form under which two login names name the same account: the name without trailing
+/// spaces (U+0020 only). This is how the original's IMUser.name column (`utf8mb4_bin`, a
+/// PAD SPACE collation) compares: case-sensitive, byte for byte, except that `"bob "` equals
+/// `"bob"`. Every backend of teamtalk-store compares names this way (docs/compatibility.md).
+pub fn login_name_key(name: &str) -> &str {
+    name.trim_end_matches(' ')
+}
+
 /// Users, credentials and departments.
 ///
-/// Invariants: user names are matched exactly (case-sensitive, no trimming); every `updated`
-/// change is at least the `now` passed in, so incremental syncs see it.
+/// Invariants: user names are compared as [`login_name_key`] says (case-sensitive, trailing
+/// spaces ignored); [`UserStore::add_user`] never creates a second user with an equal name,
+/// but a database written by the original may hold several, and the lookups then pick the
+/// highest id; every `updated` change is at least the `now` passed in, so incremental syncs
+/// see it.
 pub trait UserStore: Send + Sync {
-    /// The active (status 0) user named exactly `name`, with credentials. When several rows
-    /// match, the one with the highest id.
+    /// The active (status 0) user named `name` (names compared as [`login_name_key`] says),
+    /// with credentials. When several rows match, the one with the highest id.
     fn login_candidate(
         &self,
         name: &str,
     ) -> impl Future<Output = StoreResult<Option<(User, Credentials)>>> + Send;
 
-    /// The user named exactly `name`, any status (administration: closed accounts too). When
-    /// several rows match, the one with the highest id.
+    /// The user named `name` (compared as [`login_name_key`] says), any status
+    /// (administration: closed accounts too). When several rows match, the one with the
+    /// highest id.
     fn user_named(&self, name: &str) -> impl Future<Output = StoreResult<Option<User>>> + Send;
 
     /// The users with these ids, any status, in ascending id order; unknown ids are skipped.
@@ -215,7 +227,11 @@ pub trait UserStore: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// Creates a user (`updated = created = now`) and returns its id.
+    /// Creates a user (`updated = created = now`) and returns its id. Fails with
+    /// [`StoreError::NameTaken`](crate::store::StoreError::NameTaken) when a user of any status
+    /// has an equal name ([`login_name_key`]); the check and the insertion are one atomic
+    /// step, also against concurrent calls (of this process; for MySQL also of other
+    /// teamtalk-rs processes on the same database).
     fn add_user(
         &self,
         user: &NewUser,

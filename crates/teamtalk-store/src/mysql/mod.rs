@@ -43,10 +43,10 @@ use teamtalk_core::domain::{
     Timestamp, UserId,
 };
 use teamtalk_core::store::{
-    Credentials, Department, DeviceStore, DeviceToken, FileStore, Group, GroupStore, Member,
-    MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer,
-    ProfileChange, RecentSession, RecordMessage, SessionStore, StoreError, StoreResult,
-    StoredMessage, UnreadStore, User, UserStore,
+    login_name_key, Credentials, Department, DeviceStore, DeviceToken, FileStore, Group,
+    GroupStore, Member, MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser,
+    OfflineFile, Peer, ProfileChange, RecentSession, RecordMessage, SessionStore, StoreError,
+    StoreResult, StoredMessage, UnreadStore, User, UserStore,
 };
 
 use keys::{Keys, COUNT};
@@ -639,31 +639,55 @@ impl UserStore for MysqlRedisStore {
     }
 
     async fn add_user(&self, user: &NewUser, now: Timestamp) -> StoreResult<UserId> {
-        let p = &user.profile;
-        let done = sqlx::query(
-            "INSERT INTO IMUser (sex, name, domain, nick, password, salt, phone, email, avatar, \
-             departId, status, created, updated, push_shield_status, sign_info) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(p.gender)
-        .bind(p.name.clone())
-        .bind(p.domain.clone())
-        .bind(p.nick.clone())
-        .bind(user.credentials.password_hash.clone())
-        .bind(user.credentials.salt.clone())
-        .bind(p.phone.clone())
-        .bind(p.email.clone())
-        .bind(p.avatar.clone())
-        .bind(p.department.0)
-        .bind(p.status)
-        .bind(now.0)
-        .bind(now.0)
-        .bind(u32::from(p.push_shield))
-        .bind(p.sign_info.clone())
-        .execute(&self.master)
+        // The original schema has no unique key on IMUser.name (and we keep it as it is): a
+        // named lock per name serializes the check and the insertion across every
+        // teamtalk-rs process on this database. `name = ?` compares as the column's
+        // utf8mb4_bin collation does (trailing spaces ignored), the lock name hashes the same
+        // form (`login_name_key`), and MySQL limits lock names to 64 characters.
+        let key = login_name_key(&user.profile.name);
+        let lock = format!("tt_user_{}", teamtalk_core::password::client_password(key));
+        let user = user.clone();
+        self.locked(lock, async move |conn| {
+            let existing: Option<i64> = sqlx::query_scalar(
+                "SELECT CAST(id AS SIGNED) FROM IMUser WHERE name = ? ORDER BY id DESC LIMIT 1",
+            )
+            .bind(user.profile.name.clone())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+            if let Some(existing) = existing {
+                return Err(StoreError::NameTaken {
+                    name: user.profile.name.clone(),
+                    existing: UserId(inserted_id(u64::try_from(existing).unwrap_or(0))?),
+                });
+            }
+            let p = &user.profile;
+            let done = sqlx::query(
+                "INSERT INTO IMUser (sex, name, domain, nick, password, salt, phone, email, avatar, \
+                 departId, status, created, updated, push_shield_status, sign_info) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(p.gender)
+            .bind(p.name.clone())
+            .bind(p.domain.clone())
+            .bind(p.nick.clone())
+            .bind(user.credentials.password_hash.clone())
+            .bind(user.credentials.salt.clone())
+            .bind(p.phone.clone())
+            .bind(p.email.clone())
+            .bind(p.avatar.clone())
+            .bind(p.department.0)
+            .bind(p.status)
+            .bind(now.0)
+            .bind(now.0)
+            .bind(u32::from(p.push_shield))
+            .bind(p.sign_info.clone())
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+            Ok(UserId(inserted_id(done.last_insert_id())?))
+        })
         .await
-        .map_err(db)?;
-        Ok(UserId(inserted_id(done.last_insert_id())?))
     }
 
     async fn add_department(

@@ -33,10 +33,10 @@ use teamtalk_core::domain::{
     ClientType, DepartmentId, GroupId, GroupType, MsgId, MsgType, RelationId, Timestamp, UserId,
 };
 use teamtalk_core::store::{
-    Credentials, Department, DeviceStore, DeviceToken, FileStore, Group, GroupStore, Member,
-    MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer,
-    ProfileChange, RecentSession, RecordMessage, SessionStore, StoreError, StoreResult,
-    StoredMessage, UnreadStore, User, UserStore,
+    login_name_key, Credentials, Department, DeviceStore, DeviceToken, FileStore, Group,
+    GroupStore, Member, MessageQuery, MessageStore, NewDepartment, NewGroup, NewMessage, NewUser,
+    OfflineFile, Peer, ProfileChange, RecentSession, RecordMessage, SessionStore, StoreError,
+    StoreResult, StoredMessage, UnreadStore, User, UserStore,
 };
 use writer::{Done, Write, Writer};
 
@@ -329,15 +329,35 @@ fn limit_of(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// Users named like `?1`, a [`login_name_key`] (equal once trailing spaces are removed, as
+/// MySQL's `utf8mb4_bin` compares IMUser.name). Such names lie in `[?1, ?1 || '!')` in
+/// binary order (`' '` is the only character below `'!'` that may follow), so the
+/// `users_name` index narrows the search before `rtrim` decides.
+macro_rules! named_like {
+    ($head:literal, $tail:literal) => {
+        concat!(
+            $head,
+            " WHERE name >= ?1 AND name < ?1 || '!' AND rtrim(name, ' ') = ?1",
+            $tail
+        )
+    };
+}
+const LOGIN_CANDIDATE: &str = named_like!(
+    "SELECT * FROM users",
+    " AND status = 0 ORDER BY id DESC LIMIT 1"
+);
+const USER_NAMED: &str = named_like!("SELECT * FROM users", " ORDER BY id DESC LIMIT 1");
+/// The id of a user whose name equals `?1` ([`login_name_key`]), the highest.
+pub(super) const USER_ID_NAMED: &str =
+    named_like!("SELECT id FROM users", " ORDER BY id DESC LIMIT 1");
+
 impl UserStore for SqliteStore {
     async fn login_candidate(&self, name: &str) -> StoreResult<Option<(User, Credentials)>> {
-        let row = sqlx::query(
-            "SELECT * FROM users WHERE name = ? AND status = 0 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(name.to_owned())
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db)?;
+        let row = sqlx::query(LOGIN_CANDIDATE)
+            .bind(login_name_key(name).to_owned())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
         let Some(row) = row else { return Ok(None) };
         let user = user_from(&row).map_err(db)?;
         let credentials = Credentials {
@@ -348,8 +368,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn user_named(&self, name: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE name = ? ORDER BY id DESC LIMIT 1")
-            .bind(name.to_owned())
+        let row = sqlx::query(USER_NAMED)
+            .bind(login_name_key(name).to_owned())
             .fetch_optional(&self.reader)
             .await
             .map_err(db)?;

@@ -17,8 +17,8 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Row};
 use teamtalk_core::domain::{ClientType, GroupId, RelationId, Timestamp, UserId};
 use teamtalk_core::store::{
-    Credentials, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer, ProfileChange,
-    StoreError, StoreResult,
+    login_name_key, Credentials, NewDepartment, NewGroup, NewMessage, NewUser, OfflineFile, Peer,
+    ProfileChange, StoreError, StoreResult,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -759,6 +759,19 @@ async fn apply_one(tx: &mut SqliteConnection, write: &Write) -> StoreResult<Done
         ),
         Write::AddUser { user, now } => {
             let p = &user.profile;
+            // The writer is the database's only writer: checking inside its transaction makes
+            // check and insertion atomic.
+            let existing: Option<u32> = sqlx::query_scalar(super::USER_ID_NAMED)
+                .bind(login_name_key(&p.name).to_owned())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            if let Some(existing) = existing {
+                return Err(StoreError::NameTaken {
+                    name: p.name.clone(),
+                    existing: UserId(existing),
+                });
+            }
             Done::Id(
                 sqlx::query_scalar(
                     "INSERT INTO users (name, nick, gender, avatar, department, email, phone, domain, \
