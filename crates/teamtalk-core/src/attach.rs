@@ -4,7 +4,15 @@
 //! ```text
 //! DbAttach (12 bytes):   | type u32 | handle u32 | service_type u32 |
 //! PduAttach (16 + N):    | type u32 | handle u32 | service_type u32 | N u32 | N bytes of body |
+//! ValidateAttach (12 or 21 or 33):
+//!                        | DbAttach | "TTIP" | family u8 (4 or 6) | 4 or 16 address bytes |
 //! ```
+//!
+//! [`ValidateAttach`] is ours: our msg_server appends the client's address to the
+//! [`DbAttach`] of a login check so that db_proxy can count failed logins per source
+//! (docs/compatibility.md, "Login lockout"). Any db_proxy echoes it (the original copies the
+//! blob verbatim), and everything that routes the answer reads only the first 12 bytes, so
+//! original servers on either side of the link keep working.
 //!
 //! All integers are big-endian. Decoding reads only what the layout needs (as the original
 //! does, so a [`DbAttach`] can be read off a [`PduAttach`]) and reports a short blob as
@@ -12,6 +20,7 @@
 //! only the response that carried it.
 
 use core::fmt;
+use std::net::IpAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -192,6 +201,63 @@ impl PduAttach {
     }
 }
 
+/// The attach data of a validate request (CID_OTHER_VALIDATE_REQ): the [`DbAttach`] naming the
+/// client connection, and, when our msg_server sent it, the client's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidateAttach {
+    /// Type (1), connection handle, service type.
+    pub head: DbAttach,
+    /// The client's address; `None` from an original msg_server.
+    pub client: Option<IpAddr>,
+}
+
+impl ValidateAttach {
+    /// Marks the address extension after the 12 bytes of the [`DbAttach`].
+    pub const MAGIC: [u8; 4] = *b"TTIP";
+
+    /// Appends the encoding to `dst`.
+    pub fn encode(&self, dst: &mut impl BufMut) {
+        self.head.encode(dst);
+        let Some(client) = self.client else { return };
+        dst.put_slice(&Self::MAGIC);
+        match client {
+            IpAddr::V4(v4) => {
+                dst.put_u8(4);
+                dst.put_slice(&v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                dst.put_u8(6);
+                dst.put_slice(&v6.octets());
+            }
+        }
+    }
+
+    /// The encoding as a buffer, ready for an `attach_data` field.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(DbAttach::LEN + 21);
+        self.encode(&mut buf);
+        buf.freeze()
+    }
+
+    /// Reads the head and, when a well-formed extension follows it, the client address; any
+    /// other trailing bytes mean "no address" (they are not ours to judge).
+    pub fn decode(src: &[u8]) -> Result<ValidateAttach, AttachError> {
+        let head = DbAttach::decode(src)?;
+        let client = src.get(DbAttach::LEN..).and_then(|rest| {
+            let rest = rest.strip_prefix(&Self::MAGIC)?;
+            match rest.split_first()? {
+                (4, &[a, b, c, d, ..]) => Some(IpAddr::from([a, b, c, d])),
+                (6, address) => {
+                    let octets: [u8; 16] = address.get(..16)?.try_into().ok()?;
+                    Some(IpAddr::from(octets))
+                }
+                _ => None,
+            }
+        });
+        Ok(ValidateAttach { head, client })
+    }
+}
+
 impl fmt::Debug for PduAttach {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PduAttach")
@@ -268,6 +334,54 @@ mod tests {
                 available: 17
             })
         );
+    }
+
+    #[test]
+    fn validate_attach_carries_the_client_address_behind_the_db_attach() {
+        let head = DbAttach::new(AttachType::HANDLE, 0x0102_0304);
+        for client in ["192.0.2.7", "2001:db8::1"] {
+            let attach = ValidateAttach {
+                head,
+                client: Some(client.parse().unwrap()),
+            };
+            let bytes = attach.to_bytes();
+            assert_eq!(
+                &bytes[..12],
+                &head.to_bytes()[..],
+                "an original reader sees the head"
+            );
+            assert_eq!(&bytes[12..16], b"TTIP");
+            assert_eq!(DbAttach::decode(&bytes), Ok(head));
+            assert_eq!(ValidateAttach::decode(&bytes), Ok(attach));
+        }
+        let v4 = ValidateAttach {
+            head,
+            client: Some("192.0.2.7".parse().unwrap()),
+        };
+        assert_eq!(
+            &v4.to_bytes()[..],
+            &[0, 0, 0, 1, 1, 2, 3, 4, 0, 0, 0, 0, b'T', b'T', b'I', b'P', 4, 192, 0, 2, 7]
+        );
+        // What an original msg_server sends: the 12 bytes alone.
+        let plain = ValidateAttach::decode(&head.to_bytes()).unwrap();
+        assert_eq!(plain.client, None);
+        assert_eq!(
+            ValidateAttach { head, client: None }.to_bytes(),
+            head.to_bytes()
+        );
+        // Foreign or cut trailers are no address, never an error or a panic.
+        let full = v4.to_bytes();
+        for len in 12..full.len() {
+            assert_eq!(
+                ValidateAttach::decode(&full[..len]).unwrap().client,
+                None,
+                "{len}"
+            );
+        }
+        let mut foreign = head.to_bytes().to_vec();
+        foreign.extend_from_slice(b"TTIP\x05abcd");
+        assert_eq!(ValidateAttach::decode(&foreign).unwrap().client, None);
+        assert!(ValidateAttach::decode(&full[..11]).is_err());
     }
 
     #[test]

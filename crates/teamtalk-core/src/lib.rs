@@ -72,7 +72,7 @@ pub mod store;
 
 pub use teamtalk_proto as proto;
 
-pub use attach::{AttachError, AttachType, DbAttach, PduAttach};
+pub use attach::{AttachError, AttachType, DbAttach, PduAttach, ValidateAttach};
 pub use error::PduError;
 pub use ids::{CommandId, ServiceId};
 pub use message::{AnyMessage, DecodeError, PduMessage};

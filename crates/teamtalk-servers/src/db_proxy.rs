@@ -10,6 +10,7 @@
 //! - Shutdown: every link gets `CID_OTHER_STOP_RECV_PACKET`, stops reading, finishes the
 //!   requests in flight, and closes; then [`run`] returns.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use teamtalk_core::pdu::DEFAULT_MAX_FRAME_LEN;
@@ -60,7 +61,7 @@ pub async fn run<H: Handler + 'static>(
             (stream, peer) = link::accept(&listener) => {
                 next_id += 1;
                 let span = tracing::info_span!("db_proxy_link", id = next_id, %peer);
-                let served = serve_link(stream, next_id, handler.clone(), config.clone(), shutdown.clone());
+                let served = serve_link(stream, next_id, peer.ip(), handler.clone(), config.clone(), shutdown.clone());
                 links.spawn(served.instrument(span));
             }
             _ = shutdown.wait() => break,
@@ -79,6 +80,7 @@ pub async fn run<H: Handler + 'static>(
 async fn serve_link<H: Handler + 'static>(
     stream: TcpStream,
     id: u64,
+    peer: IpAddr,
     handler: Arc<H>,
     config: DbProxyServerConfig,
     mut shutdown: Shutdown,
@@ -105,7 +107,7 @@ async fn serve_link<H: Handler + 'static>(
                     let (Some(o), Ok(permit)) = (&outbox, in_flight.clone().acquire_owned().await) else {
                         break false;
                     };
-                    requests.spawn(answer(handler.clone(), pdu, o.clone(), permit).in_current_span());
+                    requests.spawn(answer(handler.clone(), pdu, peer, o.clone(), permit).in_current_span());
                 }
                 Some(LinkEvent::Closed(_)) | None => break false,
             },
@@ -122,7 +124,8 @@ async fn serve_link<H: Handler + 'static>(
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     break;
                 };
-                requests.spawn(answer(handler.clone(), pdu, o.clone(), permit).in_current_span());
+                requests
+                    .spawn(answer(handler.clone(), pdu, peer, o.clone(), permit).in_current_span());
             }
         }
     }
@@ -134,11 +137,12 @@ async fn serve_link<H: Handler + 'static>(
     info!("link closed");
 }
 
-/// Decodes one request, lets the handler answer it, and queues the answer with the request's
-/// sequence number; the permit bounds the requests in flight.
+/// Decodes one request, lets the handler answer it (knowing the link's `peer`), and queues the
+/// answer with the request's sequence number; the permit bounds the requests in flight.
 async fn answer<H: Handler>(
     handler: Arc<H>,
     pdu: Pdu,
+    peer: IpAddr,
     outbox: Outbox,
     permit: OwnedSemaphorePermit,
 ) {
@@ -149,7 +153,7 @@ async fn answer<H: Handler>(
             return;
         }
     };
-    if let Some(reply) = handler.handle(request).await {
+    if let Some(reply) = handler.handle_from(request, Some(peer)).await {
         let _ = outbox
             .send_wait(reply.to_pdu(pdu.seq_num()).to_bytes())
             .await;

@@ -132,7 +132,7 @@ pub async fn run<C: Clock + 'static>(
     loop {
         tokio::select! {
             (stream, peer) = link::accept(&listener) => {
-                let conn = core.client_opened(now_ms());
+                let conn = core.client_opened_from(now_ms(), Some(peer.ip()));
                 link::spawn_serve("client", stream, peer, Peer::Client(conn), settings.client_link.clone(), events_tx.clone(), shutdown.clone());
             }
             Some(event) = events.recv() => {

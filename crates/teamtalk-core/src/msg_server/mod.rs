@@ -153,6 +153,8 @@ struct Conn {
     queued: VecDeque<(message::ImMsgData, u16)>,
     /// The message being stored: on which db_proxy link, since when.
     in_flight: Option<(LinkId, u64)>,
+    /// The client's address, sent along with its login check (login lockout per source).
+    peer_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -237,8 +239,16 @@ impl<C: Clock> MsgServer<C> {
 
     // ---- client side -------------------------------------------------------------------
 
-    /// A client connected at `now_ms`; returns its handle.
+    /// A client connected at `now_ms`; returns its handle. Its address is unknown: prefer
+    /// [`MsgServer::client_opened_from`].
     pub fn client_opened(&mut self, now_ms: u64) -> ConnId {
+        self.client_opened_from(now_ms, None)
+    }
+
+    /// A client connected from `peer_ip` at `now_ms`; returns its handle. The address goes
+    /// to db_proxy with the login check, which counts failed logins per source
+    /// ([`crate::attach::ValidateAttach`]).
+    pub fn client_opened_from(&mut self, now_ms: u64, peer_ip: Option<std::net::IpAddr>) -> ConnId {
         let id = loop {
             self.next_conn = self.next_conn.wrapping_add(1).max(1);
             let id = ConnId(self.next_conn);
@@ -258,6 +268,7 @@ impl<C: Clock> MsgServer<C> {
                 rate_count: 0,
                 queued: VecDeque::new(),
                 in_flight: None,
+                peer_ip,
             },
         );
         id
@@ -397,15 +408,21 @@ impl<C: Clock> MsgServer<C> {
         let Some(link) = self.pick_db(DbRange::Login) else {
             return; // checked above
         };
+        let mut peer_ip = None;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.client = Some(client);
             c.status = status;
             c.state = ConnState::Validating(request.user_name.clone(), link, seq);
+            peer_ip = c.peer_ip;
         }
+        let attach = crate::attach::ValidateAttach {
+            head: DbAttach::new(AttachType::HANDLE, conn.0),
+            client: peer_ip,
+        };
         let validate = server::ImValidateReq {
             user_name: request.user_name,
             password: request.password,
-            attach_data: Some(DbAttach::new(AttachType::HANDLE, conn.0).to_bytes()),
+            attach_data: Some(attach.to_bytes()),
         };
         out.push(Action::ToUpstream(
             link,

@@ -202,6 +202,45 @@ fn login_reports_to_every_server_and_answers_with_the_seq() {
 }
 
 #[test]
+fn the_login_check_names_the_clients_address_and_its_answer_still_routes() {
+    let mut h = Harness::new();
+    let ip: std::net::IpAddr = "198.51.100.23".parse().unwrap();
+    let conn = h.ms.client_opened_from(0, Some(ip));
+    let request = login::ImLoginReq {
+        user_name: "alice".into(),
+        password: "x".into(),
+        online_status: 1,
+        client_type: ClientType::Windows.to_wire(),
+        client_version: None,
+    };
+    let out = h.client(conn, &request, 5);
+    let validate: server::ImValidateReq = only_upstream(&out, DB).decode_body().unwrap();
+    let attach = validate.attach_data.clone().unwrap();
+    let decoded = crate::attach::ValidateAttach::decode(&attach).unwrap();
+    assert_eq!(decoded.client, Some(ip));
+    assert_eq!(decoded.head, DbAttach::new(AttachType::HANDLE, conn.0));
+    // Any db_proxy echoes the whole blob; the answer reaches the client.
+    let answer = server::ImValidateRsp {
+        user_name: "alice".into(),
+        result_code: 0,
+        result_string: None,
+        user_info: Some(bd::UserInfo {
+            user_id: 12,
+            ..Default::default()
+        }),
+        attach_data: Some(attach),
+    };
+    let out = h.db(&answer, 5);
+    let res: login::ImLoginRes = to_client(&out, conn)[0].decode_body().unwrap();
+    assert_eq!(res.result_code, 0);
+    // Without an address (client_opened), the attach data is the original's 12 bytes.
+    let other = h.ms.client_opened(0);
+    let out = h.client(other, &request, 6);
+    let validate: server::ImValidateReq = only_upstream(&out, DB).decode_body().unwrap();
+    assert_eq!(validate.attach_data.unwrap().len(), 12);
+}
+
+#[test]
 fn bad_password_and_missing_servers_are_refused() {
     let mut h = Harness::new();
     let conn = h.ms.client_opened(0);

@@ -1,6 +1,7 @@
 //! [`Handler`]: how a server hands a decoded request to the business.
 
 use std::future::Future;
+use std::net::IpAddr;
 
 use crate::command::AnyMessage;
 use crate::domain::Clock;
@@ -17,13 +18,33 @@ pub trait Handler: Send + Sync {
     /// command, a request the original ignores). Storage failures are answered like the
     /// original answers a failure ([`failure_reply`]), never with a panic.
     fn handle(&self, request: AnyMessage) -> impl Future<Output = Option<AnyMessage>> + Send;
+
+    /// Handles one request that arrived on a link from `link_peer` (the msg_server's
+    /// address). [`DbProxy`] uses it as the source of a login check when the request does
+    /// not name the client; the default ignores it and calls [`Handler::handle`].
+    fn handle_from(
+        &self,
+        request: AnyMessage,
+        link_peer: Option<IpAddr>,
+    ) -> impl Future<Output = Option<AnyMessage>> + Send {
+        let _ = link_peer;
+        self.handle(request)
+    }
 }
 
 impl<S: Store, C: Clock> Handler for DbProxy<S, C> {
     async fn handle(&self, request: AnyMessage) -> Option<AnyMessage> {
+        self.handle_from(request, None).await
+    }
+
+    async fn handle_from(
+        &self,
+        request: AnyMessage,
+        link_peer: Option<IpAddr>,
+    ) -> Option<AnyMessage> {
         let command = request.command();
         let fallback = failure_reply(&request);
-        match self.dispatch(request).await {
+        match self.dispatch(request, link_peer).await {
             Ok(answer) => answer,
             Err(error) => {
                 tracing::warn!(%command, %error, "storage error; answering as a failure");
@@ -35,10 +56,14 @@ impl<S: Store, C: Clock> Handler for DbProxy<S, C> {
 
 impl<S: Store, C: Clock> DbProxy<S, C> {
     /// Routes a request to its entry point (one exhaustive match over the db_proxy commands).
-    async fn dispatch(&self, request: AnyMessage) -> crate::store::StoreResult<Option<AnyMessage>> {
+    async fn dispatch(
+        &self,
+        request: AnyMessage,
+        link_peer: Option<IpAddr>,
+    ) -> crate::store::StoreResult<Option<AnyMessage>> {
         use AnyMessage as M;
         Ok(match request {
-            M::ValidateReq(req) => Some(self.validate(req).await?.into()),
+            M::ValidateReq(req) => Some(self.validate_from(req, link_peer).await?.into()),
             M::PushShieldReq(req) => Some(self.set_push_shield(req).await?.into()),
             M::QueryPushShieldReq(req) => Some(self.query_push_shield(req).await?.into()),
             M::RecentContactSessionReq(req) => Some(self.recent_sessions(req).await?.into()),
