@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use teamtalk_core::crypt::MessageKey;
-use teamtalk_core::domain::{Clock, DepartmentId, Timestamp};
+use teamtalk_core::domain::{Clock, DepartmentId, Timestamp, UserId};
 use teamtalk_core::service::{DbProxy, DbProxyConfig};
 use teamtalk_core::store::{
-    Credentials, NewDepartment, NewUser, ProfileChange, Store, User, UserStore, STATUS_ACTIVE,
-    STATUS_RESIGNED,
+    login_name_key, Credentials, NewDepartment, NewUser, ProfileChange, Store, StoreError, User,
+    UserStore, STATUS_ACTIVE, STATUS_RESIGNED,
 };
 use teamtalk_servers::clock::SystemClock;
 use teamtalk_servers::conf::ConfFile;
@@ -473,7 +473,7 @@ async fn execute(command: Command) -> Result<(), Failure> {
                 AnyStore::Sqlite(s) => s.add_user(&user, SystemClock.now()).await,
                 AnyStore::Mysql(s) => s.add_user(&user, SystemClock.now()).await,
             }
-            .map_err(run_error)?;
+            .map_err(add_error)?;
             println!("user {} added with id {}", user.profile.name, id.0);
             Ok(())
         }
@@ -492,10 +492,18 @@ async fn execute(command: Command) -> Result<(), Failure> {
                 AnyStore::Mysql(s) => add_many(s, &prefix, first, count, &password, dept).await,
             }?;
             println!(
-                "{added} users added ({prefix}{first} … {prefix}{}) in {:.1} s",
+                "{} users added ({prefix}{first} … {prefix}{}) in {:.1} s",
+                added.added,
                 u64::from(first) + u64::from(count.max(1)) - 1,
                 started.elapsed().as_secs_f64()
             );
+            if let Some((name, id)) = &added.first_taken {
+                println!(
+                    "{} names already taken, skipped (e.g. {name:?}, id {}): one account per \
+                     login name",
+                    added.taken, id.0
+                );
+            }
             Ok(())
         }
         Command::UserList(opts, all) => {
@@ -505,6 +513,12 @@ async fn execute(command: Command) -> Result<(), Failure> {
                 AnyStore::Mysql(s) => list_users(s, all).await,
             }
             .map_err(run_error)?;
+            let every = match &store {
+                AnyStore::Sqlite(s) => list_users(s, true).await,
+                AnyStore::Mysql(s) => list_users(s, true).await,
+            }
+            .map_err(run_error)?;
+            let shared = shared_names(&every);
             println!(
                 "{:>8}  {:<20}  {:<20}  {:>6}  status",
                 "id", "name", "nick", "dept"
@@ -515,9 +529,23 @@ async fn execute(command: Command) -> Result<(), Failure> {
                 } else {
                     "active"
                 };
+                let flag = match shared.get(login_name_key(&user.name)) {
+                    Some(Some(chosen)) => format!("  DUPLICATE NAME: logins use id {}", chosen.0),
+                    Some(None) => "  DUPLICATE NAME: no active account".to_owned(),
+                    None => String::new(),
+                };
                 println!(
-                    "{:>8}  {:<20}  {:<20}  {:>6}  {status}",
+                    "{:>8}  {:<20}  {:<20}  {:>6}  {status}{flag}",
                     user.id.0, user.name, user.nick, user.department.0
+                );
+            }
+            if !shared.is_empty() {
+                eprintln!(
+                    "warning: {} login names belong to several accounts (stored by an older \
+                     tool): a login uses the highest active id of the name; disable the others \
+                     (teamtalk user disable works on the highest id, so fix older ones in the \
+                     database) — see docs/compatibility.md",
+                    shared.len()
                 );
             }
             Ok(())
@@ -605,6 +633,43 @@ async fn list_users<S: UserStore>(
     Ok(users)
 }
 
+/// Login names (as [`login_name_key`]) held by more than one account, each with the account a
+/// login picks: the highest active id, `None` when none is active.
+fn shared_names(users: &[User]) -> std::collections::BTreeMap<&str, Option<UserId>> {
+    let mut by_name: std::collections::BTreeMap<&str, Vec<&User>> = Default::default();
+    for user in users {
+        by_name
+            .entry(login_name_key(&user.name))
+            .or_default()
+            .push(user);
+    }
+    by_name
+        .into_iter()
+        .filter(|(_, accounts)| accounts.len() > 1)
+        .map(|(name, accounts)| {
+            let chosen = accounts
+                .iter()
+                .filter(|u| u.status == STATUS_ACTIVE)
+                .map(|u| u.id)
+                .max();
+            (name, chosen)
+        })
+        .collect()
+}
+
+/// A failed user creation: a taken name is the operator's mistake (exit 64), with the account
+/// that has it; anything else a run failure.
+fn add_error(error: StoreError) -> Failure {
+    match error {
+        StoreError::NameTaken { name, existing } => Failure::Usage(usage(format!(
+            "a user named {name:?} already exists (id {}); login names must be unique (names \
+             that differ only by trailing spaces are the same name)",
+            existing.0
+        ))),
+        other => run_error(other),
+    }
+}
+
 /// Applies `change` to the user named `name` (any status); says what was done.
 async fn change_user<S: UserStore>(
     store: &S,
@@ -654,7 +719,16 @@ async fn change_user<S: UserStore>(
     }
 }
 
-/// Creates `prefix{first}` … with up to 64 insertions in flight (the stores batch them).
+/// What `user add-many` did.
+struct AddedMany {
+    added: u32,
+    taken: u32,
+    /// The first name found taken, with the account that has it.
+    first_taken: Option<(String, UserId)>,
+}
+
+/// Creates `prefix{first}` … with up to 64 insertions in flight (the stores batch them); names
+/// already taken are skipped and counted (so a run can be repeated after a partial one).
 async fn add_many<S: UserStore + Clone + 'static>(
     store: S,
     prefix: &str,
@@ -662,19 +736,32 @@ async fn add_many<S: UserStore + Clone + 'static>(
     count: u32,
     password: &str,
     dept: u32,
-) -> Result<u32, Failure> {
-    let mut tasks: tokio::task::JoinSet<
-        teamtalk_core::store::StoreResult<teamtalk_core::domain::UserId>,
-    > = tokio::task::JoinSet::new();
-    let mut added = 0;
+) -> Result<AddedMany, Failure> {
+    let mut tasks: tokio::task::JoinSet<teamtalk_core::store::StoreResult<UserId>> =
+        tokio::task::JoinSet::new();
+    let mut done = AddedMany {
+        added: 0,
+        taken: 0,
+        first_taken: None,
+    };
+    let settle = |done: &mut AddedMany, joined: Result<_, tokio::task::JoinError>| {
+        match joined.map_err(run_error)? {
+            Ok(_) => done.added += 1,
+            Err(StoreError::NameTaken { name, existing }) => {
+                done.taken += 1;
+                done.first_taken.get_or_insert((name, existing));
+            }
+            Err(other) => return Err(run_error(other)),
+        }
+        Ok::<(), Failure>(())
+    };
     for n in 0..count {
         let Some(number) = first.checked_add(n) else {
             return Err(usage("--first + --count overflows").into());
         };
         if tasks.len() >= 64 {
             if let Some(joined) = tasks.join_next().await {
-                joined.map_err(run_error)?.map_err(run_error)?;
-                added += 1;
+                settle(&mut done, joined)?;
             }
         }
         let name = format!("{prefix}{number}");
@@ -691,10 +778,9 @@ async fn add_many<S: UserStore + Clone + 'static>(
         tasks.spawn(async move { store.add_user(&user, SystemClock.now()).await });
     }
     while let Some(joined) = tasks.join_next().await {
-        joined.map_err(run_error)?.map_err(run_error)?;
-        added += 1;
+        settle(&mut done, joined)?;
     }
-    Ok(added)
+    Ok(done)
 }
 
 /// The data dir's http_msg_server API key, created (random, readable by the owner only) on

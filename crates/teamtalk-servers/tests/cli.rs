@@ -628,6 +628,87 @@ fn passwords_are_changed_and_accounts_closed_from_the_cli() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One account per login name: `user add` and `user add-many` refuse names that exist
+/// (trailing spaces do not make a name new), and `user list` flags duplicates that an older
+/// tool stored.
+#[test]
+fn one_account_per_login_name_from_the_cli() {
+    let dir = temp_dir("unique");
+    let (code, out, err) = run(&["user", "add", "bob", "--password", "pw"], &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("added with id 1"), "{out}");
+    for name in ["bob", "bob "] {
+        let (code, _, err) = run(&["user", "add", name, "--password", "other"], &dir);
+        assert_eq!(code, 64, "{name:?} refused: {err}");
+        assert!(
+            err.contains("a user named") && err.contains("already exists (id 1)"),
+            "{err}"
+        );
+    }
+    let (code, _, err) = run(&["user", "add", "Bob", "--password", "pw"], &dir);
+    assert_eq!(code, 0, "names are case-sensitive: {err}");
+
+    let many = |count: &str| {
+        run(
+            &[
+                "user",
+                "add-many",
+                "--prefix",
+                "p",
+                "--count",
+                count,
+                "--password",
+                "pw",
+            ],
+            &dir,
+        )
+    };
+    let (code, out, err) = many("3");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("3 users added"), "{out}");
+    let (code, out, err) = many("5");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 users added"), "{out}");
+    assert!(out.contains("3 names already taken, skipped"), "{out}");
+
+    let (code, list, err) = run(&["user", "list"], &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(!list.contains("DUPLICATE"), "{list}");
+    assert_eq!(
+        list.lines().filter(|l| l.contains(" p")).count(),
+        5,
+        "{list}"
+    );
+
+    // A database written by an older tool may hold the same name twice.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::ConnectOptions;
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.join("teamtalk.db"))
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO users (name, nick, created, updated) VALUES ('bob ', 'b2', 1, 1)")
+            .execute(&mut db)
+            .await
+            .unwrap();
+    });
+    let (code, list, err) = run(&["user", "list"], &dir);
+    assert_eq!(code, 0, "{err}");
+    let flagged: Vec<&str> = list.lines().filter(|l| l.contains("DUPLICATE")).collect();
+    assert_eq!(flagged.len(), 2, "{list}");
+    assert!(
+        flagged.iter().all(|l| l.contains("logins use id 8")),
+        "both name the account a login picks (the highest id): {list}"
+    );
+    assert!(err.contains("docs/compatibility.md"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `teamtalk backup`: a copy of the embedded store that opens with the data in it; it never
 /// overwrites a file, and a MySQL configuration is told to use mysqldump.
 #[test]

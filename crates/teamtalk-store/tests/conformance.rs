@@ -10,7 +10,8 @@ use teamtalk_core::domain::{GroupId, ManualClock, Timestamp, UserId};
 use teamtalk_core::proto::{base_define as bd, buddy, file, group, login, message, server};
 use teamtalk_core::service::{DbProxy, DbProxyConfig, Handler};
 use teamtalk_core::store::{
-    Credentials, NewDepartment, NewUser, ProfileChange, Store, User, STATUS_ACTIVE, STATUS_RESIGNED,
+    Credentials, NewDepartment, NewUser, ProfileChange, Store, StoreError, User, STATUS_ACTIVE,
+    STATUS_RESIGNED,
 };
 use teamtalk_core::AnyMessage;
 
@@ -272,6 +273,100 @@ async fn login_is_blocked_after_more_than_ten_failures<S: Store + 'static>(store
             .result_code,
         0
     );
+}
+
+/// The lockout counts per account, so every spelling the store takes for the same name shares
+/// one counter (in MySQL `"d3 "` is `"d3"`), and per source, so a stranger's failures do not
+/// lock the owner out.
+async fn login_lockout_counts_per_account_and_source<S: Store + 'static>(store: S) {
+    let f = Fixture::new(store);
+    f.user("d3").await;
+    for _ in 0..11 {
+        let refused = f.proxy.validate(login_req("d3 ", "bad")).await.unwrap();
+        assert_eq!(refused.result_code, 1);
+    }
+    for name in ["d3", "d3 "] {
+        let blocked = f.proxy.validate(login_req(name, PASSWORD)).await.unwrap();
+        assert_eq!(blocked.result_code, 6, "{name:?} shares the counter of d3");
+    }
+    // The owner, whose client our msg_server names by address, is not locked out.
+    let mut owner = login_req("d3", PASSWORD);
+    owner.attach_data = Some(
+        teamtalk_core::ValidateAttach {
+            head: teamtalk_core::DbAttach::new(teamtalk_core::AttachType::HANDLE, 9),
+            client: Some("203.0.113.8".parse().unwrap()),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(f.proxy.validate(owner).await.unwrap().result_code, 0);
+}
+
+fn named(name: &str) -> NewUser {
+    NewUser {
+        profile: User {
+            name: name.to_owned(),
+            nick: "n".into(),
+            ..User::default()
+        },
+        credentials: Credentials::from_plain(PASSWORD, "4321"),
+    }
+}
+
+/// `add_user` refuses a name that exists under the store's comparison (the same on every
+/// backend: MySQL's utf8mb4_bin, case-sensitive, trailing spaces ignored), also for closed
+/// accounts and under concurrent creation; lookups compare the same way.
+async fn one_account_per_login_name<S: Store + 'static>(store: S) {
+    let f = Fixture::new(store);
+    let bob = f.user("bob").await;
+    let gone = f.user_with("gone", STATUS_RESIGNED).await;
+    for (name, existing) in [("bob", bob), ("bob ", bob), ("bob   ", bob), ("gone", gone)] {
+        match f.store().add_user(&named(name), f.clock.now_ts()).await {
+            Err(StoreError::NameTaken {
+                name: taken,
+                existing: id,
+            }) => assert_eq!((taken.as_str(), id), (name, existing)),
+            other => panic!("{name:?}: {other:?}"),
+        }
+    }
+    let mut distinct = Vec::new();
+    for name in ["Bob", "bob\t", " bob", "bo"] {
+        distinct.push(
+            f.store()
+                .add_user(&named(name), f.clock.now_ts())
+                .await
+                .unwrap(),
+        );
+    }
+    let all = f.store().users_changed_since(Timestamp(1)).await.unwrap();
+    assert_eq!(all.len(), 6, "nothing added by the refused calls: {all:?}");
+    assert_eq!(
+        f.store().user_named("bob  ").await.unwrap().unwrap().id,
+        bob
+    );
+    assert_eq!(
+        f.store().user_named("Bob").await.unwrap().unwrap().id,
+        distinct[0]
+    );
+    let (found, _) = f.store().login_candidate("bob ").await.unwrap().unwrap();
+    assert_eq!(found.id, bob);
+
+    // Concurrent creations of one name: exactly one succeeds.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let proxy = f.proxy.clone();
+        let now = f.clock.now_ts();
+        let name = if i % 2 == 0 { "race" } else { "race " };
+        tasks.spawn(async move { proxy.store().add_user(&named(name), now).await });
+    }
+    let (mut created, mut refused) = (0, 0);
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(_) => created += 1,
+            Err(StoreError::NameTaken { .. }) => refused += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!((created, refused), (1, 7));
 }
 
 async fn password_changes_and_closed_accounts<S: Store + 'static>(store: S) {
@@ -1918,6 +2013,8 @@ macro_rules! backends {
             backends!(@checks $make;
                 login_checks_the_password_of_active_users,
                 login_is_blocked_after_more_than_ten_failures,
+                login_lockout_counts_per_account_and_source,
+                one_account_per_login_name,
                 password_changes_and_closed_accounts,
                 profile_changes,
                 user_and_department_sync,
