@@ -32,7 +32,7 @@ pub(crate) mod validate {
 }
 
 impl<S: UserStore, C: Clock> DbProxy<S, C> {
-    /// CID_OTHER_VALIDATE_REQ: checks a login (spec/storage.md §4) with the source unknown
+    /// CID_OTHER_VALIDATE_REQ: checks a login with the source unknown
     /// unless the attach data names the client ([`DbProxy::validate_from`]).
     pub async fn validate(&self, req: ImValidateReq) -> StoreResult<ImValidateRsp> {
         self.validate_from(req, None).await
