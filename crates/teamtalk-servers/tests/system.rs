@@ -662,3 +662,64 @@ async fn whole_system_on_mysql_and_redis() {
         std::panic::resume_unwind(panic.into_panic());
     }
 }
+
+/// A login from `local` (a loopback address of the test's choosing) to the msg_server at
+/// `addr`; the answer's result string.
+async fn login_from(local: &str, addr: SocketAddr, name: &str, password: &str) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(local.parse().unwrap(), 0))
+        .unwrap();
+    let mut c = Client {
+        stream: socket.connect(addr).await.unwrap(),
+        buf: BytesMut::new(),
+        decoder: PduDecoder::default(),
+        seq: 0,
+        user_id: 0,
+    };
+    c.send(login::ImLoginReq {
+        user_name: name.into(),
+        password: client_password(password),
+        online_status: 1,
+        client_type: ClientType::Windows.to_wire(),
+        client_version: None,
+    })
+    .await;
+    let (res, _) = c.expect::<login::ImLoginRes>().await;
+    if res.result_code == 0 {
+        "ok".to_owned()
+    } else {
+        res.result_string.unwrap_or_default()
+    }
+}
+
+/// msg_server tells db_proxy each client's address: a stranger guessing from one address is
+/// locked out, the owner logging in from another is not (both went through one msg_server,
+/// whose own address the original counted by).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_counts_per_client_address() {
+    let sys = start(teamtalk_store::MemoryStore::new()).await;
+    add_user(sys.proxy.store(), "owner").await;
+    let ms = sys.msg[0].0;
+    drop(login_when_ready(ms, "owner", ClientType::Windows).await);
+    for _ in 0..11 {
+        let answer = login_from("127.0.0.2", ms, "owner ", "guess").await;
+        assert_eq!(answer, "用户名/密码错误", "a plain refusal");
+    }
+    assert_eq!(
+        login_from("127.0.0.2", ms, "owner", "secret").await,
+        "用户名/密码错误次数太多",
+        "the stranger's address is locked out, also with the right password"
+    );
+    assert_eq!(
+        login_from("127.0.0.1", ms, "owner", "secret").await,
+        "ok",
+        "the owner's address is not"
+    );
+    sys.db.1.stop().await;
+    sys.route.1.stop().await;
+    sys.login.stop().await;
+    for (_, role) in sys.msg {
+        role.stop().await;
+    }
+}
