@@ -47,6 +47,88 @@ async fn original_data_is_served_and_continued() {
     run(&config, store).await;
 }
 
+/// Names stored twice by the original (no unique key on IMUser.name; `"x "` equals `"x"` in
+/// its collation): a login takes the highest active id, administration the highest id of any
+/// status, and creating the name once more is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_names_of_an_original_database() {
+    use teamtalk_core::store::{Credentials, NewUser, StoreError, User, UserStore};
+    let (Ok(server_url), Ok(redis_url)) = (
+        std::env::var("TEAMTALK_TEST_MYSQL_URL"),
+        std::env::var("TEAMTALK_TEST_REDIS_URL"),
+    ) else {
+        println!("skipped: set TEAMTALK_TEST_MYSQL_URL and TEAMTALK_TEST_REDIS_URL");
+        return;
+    };
+    let name = format!("tt_dupnames_{}", std::process::id());
+    let server_url = server_url.trim_end_matches('/').to_owned();
+    let admin = sqlx::MySqlPool::connect(&server_url).await.unwrap();
+    let create = format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4");
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut config = MysqlRedisConfig::new(&format!("{server_url}/{name}"), &redis_url);
+    config.key_prefix = format!("{name}:");
+    let _cleanup = Cleanup {
+        server: server_url,
+        name,
+        config: config.clone(),
+    };
+    let store = MysqlRedisStore::connect(&config).await.unwrap();
+    store.bootstrap().await.unwrap();
+    let db = sqlx::MySqlPool::connect(&config.master_url).await.unwrap();
+    for (id, user_name, password, status) in [
+        (1, "dup", "first", 0),
+        (2, "dup ", "second", 0),
+        (3, "dup", "closed", 3),
+    ] {
+        sqlx::query(
+            "INSERT INTO IMUser (id, name, nick, password, salt, departId, status, created, updated) \
+             VALUES (?, ?, 'n', ?, '7', 1, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(user_name)
+        .bind(stored_password(&client_password(password), "7"))
+        .bind(status)
+        .bind(T)
+        .bind(T)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    let proxy = DbProxy::new(
+        store.clone(),
+        Arc::new(ManualClock::new(Timestamp(T))),
+        DbProxyConfig::default(),
+    );
+    let login = |password: &str| server::ImValidateReq {
+        user_name: "dup".into(),
+        password: client_password(password),
+        attach_data: None,
+    };
+    let ok = proxy.validate(login("second")).await.unwrap();
+    assert_eq!(ok.result_code, 0);
+    assert_eq!(ok.user_info.unwrap().user_id, 2, "the highest active id");
+    assert_eq!(proxy.validate(login("first")).await.unwrap().result_code, 1);
+    assert_eq!(
+        proxy.validate(login("closed")).await.unwrap().result_code,
+        1
+    );
+    assert_eq!(store.user_named("dup").await.unwrap().unwrap().id.0, 3);
+    let again = NewUser {
+        profile: User {
+            name: "dup  ".into(),
+            ..User::default()
+        },
+        credentials: Credentials::from_plain("x", "1"),
+    };
+    match store.add_user(&again, Timestamp(T)).await {
+        Err(StoreError::NameTaken { existing, .. }) => assert_eq!(existing.0, 3),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Drops the test database and keys, also when an assertion failed (own thread and runtime).
 struct Cleanup {
     server: String,
