@@ -27,11 +27,13 @@
 //!
 //! impl UserStore for Directory {
 //!     async fn login_candidate(&self, name: &str) -> StoreResult<Option<(User, Credentials)>> {
-//!         Ok(self.0.iter().find(|(u, _)| u.name == name && u.status == STATUS_ACTIVE)
+//!         // Names compare as the trait says: trailing spaces do not count.
+//!         let key = login_name_key(name);
+//!         Ok(self.0.iter().find(|(u, _)| login_name_key(&u.name) == key && u.status == STATUS_ACTIVE)
 //!             .map(|(u, plain)| (u.clone(), Credentials::from_plain(plain, "7"))))
 //!     }
 //!     async fn user_named(&self, name: &str) -> StoreResult<Option<User>> {
-//!         Ok(self.0.iter().map(|(u, _)| u).find(|u| u.name == name).cloned())
+//!         Ok(self.0.iter().map(|(u, _)| u).find(|u| login_name_key(&u.name) == login_name_key(name)).cloned())
 //!     }
 //!     async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
 //!         Ok(self.0.iter().map(|(u, _)| u).filter(|u| ids.contains(&u.id)).cloned().collect())
