@@ -17,6 +17,9 @@
 //! - group-change notifications reach each user once;
 //! - a response with unreadable attach data is dropped alone, the link stays;
 //! - the device token is cleared on logout only for mobile connections.
+//! - messages are held while no db_proxy link is up and sent again when their link closed
+//!   before the answer; one not stored within 10 s closes its connection (`hold.rs`,
+//!   docs/compatibility.md).
 
 mod hold;
 pub mod identity;
