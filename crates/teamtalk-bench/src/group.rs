@@ -78,7 +78,7 @@ pub async fn run(options: &GroupOptions) -> Result<Report, BenchError> {
     let cpu = CpuMeter::start();
     let receivers: Vec<_> = sessions
         .into_iter()
-        .map(|s| tokio::spawn(traffic::receive(s, run, epoch, stop_rx.clone())))
+        .map(|s| tokio::spawn(traffic::receive(s, None, run, epoch, stop_rx.clone())))
         .collect();
     let mut senders = Vec::new();
     for (i, poster) in posters.into_iter().enumerate() {
@@ -86,6 +86,7 @@ pub async fn run(options: &GroupOptions) -> Result<Report, BenchError> {
         let offset = period.mul_f64(f64::from(i) / f64::from(options.senders));
         senders.push(tokio::spawn(traffic::send(
             poster,
+            None,
             run,
             i,
             group_id,
@@ -97,7 +98,7 @@ pub async fn run(options: &GroupOptions) -> Result<Report, BenchError> {
             options.drain,
         )));
     }
-    let (sent, acked) = traffic::join_senders(senders).await?;
+    let (sent, acked, _) = traffic::join_senders(senders).await?;
     let cpu_pct = cpu.percent();
     let _ = stop_tx.send(true);
     let mut latencies = Latencies::default();

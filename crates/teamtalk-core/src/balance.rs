@@ -4,6 +4,14 @@
 //!
 //! Counting is per client connection (a user with PC and phone counts twice), as the
 //! original. Counts never go below zero (quirks.md Q-71).
+//!
+//! A msg_server not heard from (no frame, not even a heartbeat, which it sends every 5 s)
+//! for more than [`SILENT_MS`] is not offered to clients, although its link is still open: a
+//! frozen process keeps its sockets (docs/compatibility.md, "login_server skips silent
+//! msg_servers"). Time is the caller's monotonic milliseconds.
+
+/// A msg_server silent for longer than this (ms) is not offered: two missed heartbeats.
+pub const SILENT_MS: u64 = 10_000;
 
 use std::hash::Hash;
 
@@ -58,7 +66,15 @@ impl PickError {
 #[derive(Clone, Debug)]
 pub struct Registry<L> {
     /// In registration order: the first of equally loaded servers wins.
-    servers: Vec<(L, MsgServerInfo)>,
+    servers: Vec<Entry<L>>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry<L> {
+    link: L,
+    info: MsgServerInfo,
+    /// When the link last carried a frame (ms).
+    heard_ms: u64,
 }
 
 impl<L> Default for Registry<L> {
@@ -75,54 +91,74 @@ impl<L: Copy + Eq + Hash> Registry<L> {
         Registry::default()
     }
 
-    /// `CID_OTHER_MSG_SERV_INFO` on `link`: registers the msg_server (again, after a
-    /// reconnect: the entry is replaced and keeps no stale count).
-    pub fn register(&mut self, link: L, info: MsgServerInfo) {
-        match self.servers.iter_mut().find(|(l, _)| *l == link) {
-            Some((_, entry)) => *entry = info,
-            None => self.servers.push((link, info)),
+    /// `CID_OTHER_MSG_SERV_INFO` on `link` at `now_ms`: registers the msg_server (again,
+    /// after a reconnect: the entry is replaced and keeps no stale count).
+    pub fn register(&mut self, link: L, info: MsgServerInfo, now_ms: u64) {
+        match self.servers.iter_mut().find(|e| e.link == link) {
+            Some(entry) => {
+                entry.info = info;
+                entry.heard_ms = now_ms;
+            }
+            None => self.servers.push(Entry {
+                link,
+                info,
+                heard_ms: now_ms,
+            }),
+        }
+    }
+
+    /// Any frame (a heartbeat too) arrived on `link` at `now_ms`: its msg_server is alive.
+    pub fn heard(&mut self, link: L, now_ms: u64) {
+        if let Some(entry) = self.servers.iter_mut().find(|e| e.link == link) {
+            entry.heard_ms = entry.heard_ms.max(now_ms);
         }
     }
 
     /// `CID_OTHER_USER_CNT_UPDATE` on `link`: action 1 adds a connection, any other value
     /// removes one (never below zero). Unknown links are ignored.
     pub fn count_update(&mut self, link: L, user_action: u32) {
-        if let Some((_, entry)) = self.servers.iter_mut().find(|(l, _)| *l == link) {
-            entry.cur_conn_cnt = if user_action == 1 {
-                entry.cur_conn_cnt.saturating_add(1)
+        if let Some(entry) = self.servers.iter_mut().find(|e| e.link == link) {
+            let count = &mut entry.info.cur_conn_cnt;
+            *count = if user_action == 1 {
+                count.saturating_add(1)
             } else {
-                entry.cur_conn_cnt.saturating_sub(1)
+                count.saturating_sub(1)
             };
         }
     }
 
     /// The link closed (or timed out): its msg_server is forgotten.
     pub fn remove(&mut self, link: L) {
-        self.servers.retain(|(l, _)| *l != link);
+        self.servers.retain(|e| e.link != link);
     }
 
     /// Client connections over all registered msg_servers.
     pub fn total_connections(&self) -> u64 {
         self.servers
             .iter()
-            .map(|(_, s)| u64::from(s.cur_conn_cnt))
+            .map(|e| u64::from(e.info.cur_conn_cnt))
             .sum()
     }
 
-    /// Registered msg_servers, in registration order.
+    /// Registered msg_servers, in registration order (silent ones too).
     pub fn servers(&self) -> impl Iterator<Item = &MsgServerInfo> {
-        self.servers.iter().map(|(_, s)| s)
+        self.servers.iter().map(|e| &e.info)
     }
 
-    /// The msg_server a new client should use: among those below their limit, the one with
-    /// the fewest connections (the first registered on ties).
-    pub fn pick(&self) -> Result<&MsgServerInfo, PickError> {
-        if self.servers.is_empty() {
+    /// The msg_server a new client should use at `now_ms`: among those heard from within
+    /// [`SILENT_MS`] and below their limit, the one with the fewest connections (the first
+    /// registered on ties). [`PickError::NoServer`] when none was heard from lately.
+    pub fn pick(&self, now_ms: u64) -> Result<&MsgServerInfo, PickError> {
+        let mut alive = self
+            .servers
+            .iter()
+            .filter(|e| now_ms.saturating_sub(e.heard_ms) <= SILENT_MS)
+            .map(|e| &e.info)
+            .peekable();
+        if alive.peek().is_none() {
             return Err(PickError::NoServer);
         }
-        self.servers
-            .iter()
-            .map(|(_, s)| s)
+        alive
             .filter(|s| s.cur_conn_cnt < s.max_conn_cnt)
             .fold(None, |best: Option<&MsgServerInfo>, s| match best {
                 Some(b) if b.cur_conn_cnt <= s.cur_conn_cnt => Some(b),
@@ -183,8 +219,8 @@ pub fn discovery_json(
 /// The login_server's `/health` answer (ours, for load balancers and monitoring): whether a
 /// new client would get a msg_server, and a JSON summary
 /// `{"status":"ok"|"no msg_server"|"all msg_servers full","msg_servers":N,"connections":N}`.
-pub fn health_json<L: Copy + Eq + Hash>(registry: &Registry<L>) -> (bool, String) {
-    let (healthy, status) = match registry.pick() {
+pub fn health_json<L: Copy + Eq + Hash>(registry: &Registry<L>, now_ms: u64) -> (bool, String) {
+    let (healthy, status) = match registry.pick(now_ms) {
         Ok(_) => (true, "ok"),
         Err(PickError::NoServer) => (false, "no msg_server"),
         Err(PickError::AllFull) => (false, "all msg_servers full"),
@@ -236,20 +272,20 @@ mod tests {
     fn health_says_whether_a_client_would_get_a_server() {
         let mut registry = Registry::new();
         assert_eq!(
-            health_json(&registry),
+            health_json(&registry, 0),
             (
                 false,
                 "{\"status\":\"no msg_server\",\"msg_servers\":0,\"connections\":0}\n".into()
             )
         );
-        registry.register(1, server("a", 2, 2));
+        registry.register(1, server("a", 2, 2), 0);
         assert_eq!(
-            health_json(&registry).1,
+            health_json(&registry, 0).1,
             "{\"status\":\"all msg_servers full\",\"msg_servers\":1,\"connections\":2}\n"
         );
-        registry.register(2, server("b", 5, 10));
+        registry.register(2, server("b", 5, 10), 0);
         assert_eq!(
-            health_json(&registry),
+            health_json(&registry, 0),
             (
                 true,
                 "{\"status\":\"ok\",\"msg_servers\":2,\"connections\":7}\n".into()
@@ -260,43 +296,66 @@ mod tests {
     #[test]
     fn picks_the_least_loaded_server_below_its_limit() {
         let mut registry = Registry::new();
-        assert_eq!(registry.pick(), Err(PickError::NoServer));
-        registry.register(1, server("a", 5, 10));
-        registry.register(2, server("b", 3, 10));
-        registry.register(3, server("c", 3, 10));
+        assert_eq!(registry.pick(0), Err(PickError::NoServer));
+        registry.register(1, server("a", 5, 10), 0);
+        registry.register(2, server("b", 3, 10), 0);
+        registry.register(3, server("c", 3, 10), 0);
         assert_eq!(
-            registry.pick().unwrap().ip1,
+            registry.pick(0).unwrap().ip1,
             "b",
             "fewest connections, first on ties"
         );
         registry.count_update(2, 1);
-        assert_eq!(registry.pick().unwrap().ip1, "c");
-        registry.register(4, server("d", 0, 0));
+        assert_eq!(registry.pick(0).unwrap().ip1, "c");
+        registry.register(4, server("d", 0, 0), 0);
         assert_eq!(
-            registry.pick().unwrap().ip1,
+            registry.pick(0).unwrap().ip1,
             "c",
             "a full server is never chosen"
         );
         registry.remove(3);
-        assert_eq!(registry.pick().unwrap().ip1, "b");
+        assert_eq!(registry.pick(0).unwrap().ip1, "b");
         assert_eq!(registry.total_connections(), 5 + 4);
+    }
+
+    #[test]
+    fn a_silent_msg_server_is_not_offered() {
+        let mut registry = Registry::new();
+        registry.register(1, server("a", 0, 10), 1_000);
+        registry.register(2, server("b", 5, 10), 1_000);
+        assert_eq!(registry.pick(1_000).unwrap().ip1, "a");
+        // b keeps sending heartbeats, a goes quiet (frozen: its link stays open).
+        registry.heard(2, 6_000);
+        registry.heard(2, 11_000);
+        assert_eq!(registry.pick(1_000 + SILENT_MS).unwrap().ip1, "a");
+        assert_eq!(registry.pick(1_000 + SILENT_MS + 1).unwrap().ip1, "b");
+        assert!(health_json(&registry, 1_000 + SILENT_MS + 1).0);
+        // b goes quiet too: nobody to offer.
+        assert_eq!(
+            registry.pick(11_000 + SILENT_MS + 1),
+            Err(PickError::NoServer)
+        );
+        assert!(!health_json(&registry, 11_000 + SILENT_MS + 1).0);
+        // a speaks again: offered again.
+        registry.heard(1, 30_000);
+        assert_eq!(registry.pick(30_000).unwrap().ip1, "a");
     }
 
     #[test]
     fn all_full_and_no_underflow() {
         let mut registry = Registry::new();
-        registry.register("x", server("a", 2, 2));
-        assert_eq!(registry.pick(), Err(PickError::AllFull));
+        registry.register("x", server("a", 2, 2), 0);
+        assert_eq!(registry.pick(0), Err(PickError::AllFull));
         assert_eq!(
             (PickError::AllFull.code(), PickError::NoServer.code()),
             (2, 1)
         );
         let mut registry = Registry::new();
-        registry.register("x", server("a", 0, 2));
+        registry.register("x", server("a", 0, 2), 0);
         registry.count_update("x", 2);
         assert_eq!(registry.total_connections(), 0, "never below zero (Q-71)");
         registry.count_update("unknown", 1);
-        registry.register("x", server("a", 1, 2));
+        registry.register("x", server("a", 1, 2), 0);
         assert_eq!(
             registry.total_connections(),
             1,

@@ -41,11 +41,13 @@
 //! - [`service`]: the db_proxy business over those traits ([`service::DbProxy`]) and the
 //!   [`service::Handler`] a server dispatches decoded requests through.
 //! - [`client`]: the client side of a connection: seqs, pending requests, heartbeats, events.
-//! - [`balance`]: the login_server's msg_server registry and least-loaded choice.
+//! - [`balance`]: the login_server's msg_server registry and least-loaded choice (silent
+//!   msg_servers are skipped).
 //! - [`routing`]: the route_server's presence table and relay rules.
 //! - [`kick`]: multi-device rules: who a login or a mobile's kick request pushes out.
 //! - [`msg_server`]: the msg_server as a state machine: client sessions, login, delivery,
-//!   kicks, and its links to db_proxy, route_server and login_server.
+//!   kicks, and its links to db_proxy, route_server and login_server; messages held while
+//!   no db_proxy is connected (`msg_server::hold`).
 //! - [`file_transfer`]: the file_server's transfer tasks (online relay, offline store).
 //! - [`link`]: heartbeats and idle timeouts of server links, as data.
 //! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).

@@ -508,13 +508,16 @@ pub fn spawn_serve<Id: Copy + Send + fmt::Debug + 'static>(
     tokio::spawn(serve(stream, id, config, events, shutdown).instrument(span));
 }
 
-/// The original's reconnect delays (base/ServInfo.h): 4, 8, 16, 32, 64 s, then 4 again; a
+/// Reconnect delays: the original's (base/ServInfo.h) 4, 8, 16, 32, 64 s, then 4 again, or
+/// a capped one (msg_server → db_proxy: 100 ms doubling to 4 s, docs/compatibility.md); a
 /// successful connection starts over at the first.
 #[derive(Clone, Debug)]
 pub struct Backoff {
     first: Duration,
     steps: u32,
     step: u32,
+    /// `Some`: double up to this and stay; `None`: wrap after `steps`.
+    cap: Option<Duration>,
 }
 
 impl Backoff {
@@ -529,14 +532,34 @@ impl Backoff {
             first,
             steps: steps.max(1),
             step: 0,
+            cap: None,
+        }
+    }
+
+    /// Starts at `first` and doubles on every failed attempt up to `cap` (at least
+    /// `first`), then stays there.
+    pub fn capped(first: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            first,
+            steps: 1,
+            step: 0,
+            cap: Some(cap.max(first)),
         }
     }
 
     /// The next delay.
     pub fn next_delay(&mut self) -> Duration {
-        let delay = self.first * 2u32.saturating_pow(self.step);
-        self.step = (self.step + 1) % self.steps;
-        delay
+        let delay = self.first.saturating_mul(2u32.saturating_pow(self.step));
+        match self.cap {
+            Some(cap) => {
+                self.step = (self.step + 1).min(31);
+                delay.min(cap)
+            }
+            None => {
+                self.step = (self.step + 1) % self.steps;
+                delay
+            }
+        }
     }
 
     /// A connection succeeded.
@@ -599,6 +622,24 @@ mod tests {
         assert_eq!(delays, vec![4, 8, 16, 32, 64, 4, 8]);
         b.reset();
         assert_eq!(b.next_delay().as_secs(), 4);
+    }
+
+    #[test]
+    fn a_capped_backoff_retries_fast_first_and_stays_at_the_cap() {
+        let mut b = Backoff::capped(Duration::from_millis(100), Duration::from_secs(4));
+        let delays: Vec<u64> = (0..9)
+            .map(|_| u64::try_from(b.next_delay().as_millis()).unwrap())
+            .collect();
+        assert_eq!(
+            delays,
+            vec![100, 200, 400, 800, 1600, 3200, 4000, 4000, 4000]
+        );
+        for _ in 0..100 {
+            b.next_delay();
+        }
+        assert_eq!(b.next_delay(), Duration::from_secs(4), "no overflow");
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
     }
 }
 #[cfg(test)]

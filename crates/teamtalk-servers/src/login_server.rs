@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use teamtalk_core::balance::{discovery_json, MsgServerInfo, Registry};
 use teamtalk_core::AnyMessage;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::link::{self, LinkConfig, LinkEvent, Listeners};
@@ -58,12 +59,17 @@ pub async fn run(
     let msg_servers: Listeners = msg_servers.into();
     info!(http = ?http.local_addrs(), msg_servers = ?msg_servers.local_addrs(), "login_server listening");
     let registry: SharedRegistry = Arc::default();
+    let started = Instant::now();
     let http_task = tokio::spawn(serve_http(
         http,
         registry.clone(),
         config.clone(),
+        started,
         shutdown.clone(),
     ));
+    // Heartbeats count as signs of life: a msg_server silent for 10 s is not offered.
+    let mut link_config = config.link.clone();
+    link_config.report_heartbeats = true;
     let (events_tx, mut events) = mpsc::channel::<LinkEvent<u64>>(1024);
     let mut next_id = 0u64;
     let mut links = HashMap::new();
@@ -71,14 +77,16 @@ pub async fn run(
         tokio::select! {
             (stream, peer) = link::accept(&msg_servers) => {
                 next_id += 1;
-                link::spawn_serve("login", stream, peer, next_id, config.link.clone(), events_tx.clone(), shutdown.clone());
+                link::spawn_serve("login", stream, peer, next_id, link_config.clone(), events_tx.clone(), shutdown.clone());
             }
             Some(event) = events.recv() => match event {
                 LinkEvent::Opened(id, outbox) => {
                     links.insert(id, outbox);
                 }
                 LinkEvent::Frame(id, pdu) => {
+                    let now_ms = millis_since(started);
                     let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+                    registry.heard(id, now_ms);
                     match pdu.decode_any() {
                         Ok(AnyMessage::MsgServInfo(info)) => {
                             info!(id, ip1 = %info.ip1, port = info.port, cur = info.cur_conn_cnt, "msg_server registered");
@@ -89,9 +97,10 @@ pub async fn run(
                                 max_conn_cnt: info.max_conn_cnt,
                                 cur_conn_cnt: info.cur_conn_cnt,
                                 host_name: info.host_name,
-                            });
+                            }, now_ms);
                         }
                         Ok(AnyMessage::UserCntUpdate(update)) => registry.count_update(id, update.user_action),
+                        Ok(AnyMessage::HeartBeat(_)) => {}
                         Ok(other) => debug!(command = %other.command(), "ignored"),
                         Err(error) => debug!(%error, "undecodable PDU ignored"),
                     }
@@ -113,6 +122,7 @@ async fn serve_http(
     listener: Listeners,
     registry: SharedRegistry,
     config: LoginServerConfig,
+    started: Instant,
     mut shutdown: Shutdown,
 ) {
     let config = Arc::new(config);
@@ -125,7 +135,7 @@ async fn serve_http(
         let timeout = config.http_timeout;
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let answer = answer(&request, peer, &registry, &config);
+                let answer = answer(&request, peer, &registry, &config, millis_since(started));
                 async move { Ok::<_, Infallible>(answer) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -149,12 +159,13 @@ fn answer(
     peer: SocketAddr,
     registry: &Mutex<Registry<u64>>,
     config: &LoginServerConfig,
+    now_ms: u64,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path_and_query().map_or("", |p| p.as_str());
     if request.uri().path() == "/health" {
         let (healthy, body) = {
             let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
-            teamtalk_core::balance::health_json(&registry)
+            teamtalk_core::balance::health_json(&registry, now_ms)
         };
         let mut response = Response::new(Full::new(Bytes::from(body)));
         if !healthy {
@@ -178,7 +189,7 @@ fn answer(
     let body = {
         let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
         discovery_json(
-            registry.pick(),
+            registry.pick(now_ms),
             &config.msfs,
             &config.discovery,
             peer_is_ipv4,
@@ -190,4 +201,9 @@ fn answer(
         hyper::header::HeaderValue::from_static("text/html;charset=utf-8"),
     );
     response
+}
+
+/// Milliseconds since `started` (the registry's monotonic time).
+fn millis_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

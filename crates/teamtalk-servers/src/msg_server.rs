@@ -41,8 +41,12 @@ pub struct MsgServerSettings {
     pub client_link: LinkConfig,
     /// Upstream links (heartbeat 5 s, timeout 30 s).
     pub upstream_link: LinkConfig,
-    /// First reconnect delay of upstream links (4 s, doubling to 64 s).
+    /// First reconnect delay of upstream links other than db_proxy (4 s, doubling to 64 s,
+    /// then 4 s again), and the cap of the db_proxy links' delay.
     pub reconnect_delay: Duration,
+    /// First reconnect delay of db_proxy links (100 ms, doubling up to `reconnect_delay`):
+    /// messages wait for them (docs/compatibility.md).
+    pub db_reconnect_delay: Duration,
 }
 
 impl Default for MsgServerSettings {
@@ -61,9 +65,13 @@ impl Default for MsgServerSettings {
                 ..LinkConfig::default()
             },
             reconnect_delay: Duration::from_secs(4),
+            db_reconnect_delay: DB_RECONNECT_DELAY,
         }
     }
 }
+
+/// First reconnect delay of db_proxy links.
+pub const DB_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Peer {
@@ -88,11 +96,18 @@ pub async fn run<C: Clock + 'static>(
         next_link += 1;
         let id = LinkId(next_link);
         kinds.insert(id, kind);
+        let backoff = match kind {
+            Upstream::Db(_) => Backoff::capped(
+                settings.db_reconnect_delay.min(settings.reconnect_delay),
+                settings.reconnect_delay,
+            ),
+            _ => Backoff::new(settings.reconnect_delay, 5),
+        };
         tokio::spawn(link::dial(
             addr,
             Peer::Up(id),
             settings.upstream_link.clone(),
-            Backoff::new(settings.reconnect_delay, 5),
+            backoff,
             events_tx.clone(),
             shutdown.clone(),
         ));

@@ -17,11 +17,15 @@
 //! - group-change notifications reach each user once;
 //! - a response with unreadable attach data is dropped alone, the link stays;
 //! - the device token is cleared on logout only for mobile connections.
+//! - messages are held while no db_proxy link is up and sent again when their link closed
+//!   before the answer; one not stored within 10 s closes its connection (`hold.rs`,
+//!   docs/compatibility.md).
 
+mod hold;
 pub mod identity;
 pub mod push;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use bytes::Bytes;
 
@@ -119,12 +123,6 @@ impl Default for MsgServerConfig {
     }
 }
 
-/// Messages of one connection waiting while another is being stored; more are dropped.
-const MAX_QUEUED_MESSAGES: usize = 256;
-
-/// A message not confirmed by db_proxy within this time is given up (ms).
-const MESSAGE_TIMEOUT_MS: u64 = 10_000;
-
 /// `IMLoginRes.result_string` of a refused login when a server is missing.
 const SERVER_ERROR: &str = "服务端异常";
 
@@ -149,10 +147,8 @@ struct Conn {
     last_received_ms: u64,
     rate_second: u64,
     rate_count: u32,
-    /// Messages waiting for the one in flight to be stored (per-sender order).
-    queued: VecDeque<(message::ImMsgData, u16)>,
-    /// The message being stored: on which db_proxy link, since when.
-    in_flight: Option<(LinkId, u64)>,
+    /// Messages waiting for storage: one in flight, the others held (per-sender order).
+    outgoing: hold::Outgoing,
     /// The client's address, sent along with its login check (login lockout per source).
     peer_ip: Option<std::net::IpAddr>,
 }
@@ -266,8 +262,7 @@ impl<C: Clock> MsgServer<C> {
                 last_received_ms: now_ms,
                 rate_second: 0,
                 rate_count: 0,
-                queued: VecDeque::new(),
-                in_flight: None,
+                outgoing: hold::Outgoing::default(),
                 peer_ip,
             },
         );
@@ -313,24 +308,22 @@ impl<C: Clock> MsgServer<C> {
         }
     }
 
-    /// Once a second: closes connections that did not log in in time and idle ones.
-    /// Messages whose storage was not confirmed in time are given up (the sender gets no
-    /// ack and may send again), so the connection's next messages go on.
+    /// Once a second: closes connections that did not log in in time and idle ones, and
+    /// connections with a message not stored within 10 s of its arrival (no db_proxy link
+    /// came back, or db_proxy did not answer): the protocol has no negative answer to a
+    /// message, so closing is how the sender learns that its unacknowledged messages were
+    /// not sent (docs/compatibility.md).
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Action>) {
         self.now_ms = self.now_ms.max(now_ms);
         let mut stuck: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| {
-                c.in_flight
-                    .is_some_and(|(_, since)| now_ms.saturating_sub(since) >= MESSAGE_TIMEOUT_MS)
-            })
+            .filter(|(_, c)| c.state != ConnState::Closing && c.outgoing.check(now_ms).is_err())
             .map(|(id, _)| *id)
             .collect();
         stuck.sort_unstable();
         for conn in stuck {
-            tracing::debug!(?conn, "message not confirmed in time, given up");
-            self.message_done(conn, out);
+            self.refuse_messages(conn, hold::Refusal::Expired, out);
         }
         let mut expired = Vec::new();
         for (&id, c) in &self.conns {
@@ -758,48 +751,82 @@ impl<C: Clock> MsgServer<C> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.in_flight.is_some() {
-            if c.queued.len() >= MAX_QUEUED_MESSAGES {
-                tracing::debug!(
-                    ?conn,
-                    "too many messages waiting for storage, message dropped"
-                );
-            } else {
-                c.queued.push_back((data, seq));
-            }
+        let pending = hold::Pending {
+            data,
+            seq,
+            since_ms: now_ms,
+        };
+        if let Err(refusal) = c.outgoing.push(pending) {
+            self.refuse_messages(conn, refusal, out);
             return;
         }
-        self.dispatch_message(conn, data, seq, out);
+        self.dispatch_message(conn, out);
     }
 
-    /// Sends a message to db_proxy; it is the connection's message in flight until its answer
-    /// (or a timeout, or the loss of the link). One at a time per connection keeps a sender's
-    /// messages in order: db_proxy answers requests concurrently, in any order.
-    fn dispatch_message(
-        &mut self,
-        conn: ConnId,
-        data: message::ImMsgData,
-        seq: u16,
-        out: &mut Vec<Action>,
-    ) {
+    /// Sends the connection's next held message to db_proxy when none is in flight and a
+    /// db_proxy link is up; it is the message in flight until its answer (or the loss of the
+    /// link, or the hold bound). One at a time per connection keeps a sender's messages in
+    /// order: db_proxy answers requests concurrently, in any order. Without a link the
+    /// messages stay held (hold.rs).
+    fn dispatch_message(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+        if !self.conns.get(&conn).is_some_and(|c| c.outgoing.ready()) {
+            return;
+        }
         let Some(link) = self.pick_db(DbRange::Other) else {
-            tracing::debug!(?conn, "no db_proxy: message dropped");
+            tracing::debug!(?conn, "no db_proxy: message held");
             return;
         };
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.in_flight = Some((link, self.now_ms));
-        }
-        out.push(Action::ToUpstream(link, Pdu::encode_message(&data, seq)));
+        let Some(next) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.outgoing.send_next(link))
+        else {
+            return;
+        };
+        out.push(Action::ToUpstream(
+            link,
+            Pdu::encode_message(&next.data, next.seq),
+        ));
     }
 
-    /// The connection's message in flight is settled; the next queued one goes.
+    /// The connection's message in flight is settled; the next held one goes.
     fn message_done(&mut self, conn: ConnId, out: &mut Vec<Action>) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.in_flight = None;
-        if let Some((data, seq)) = c.queued.pop_front() {
-            self.dispatch_message(conn, data, seq, out);
+        c.outgoing.done();
+        self.dispatch_message(conn, out);
+    }
+
+    /// A message of `conn` cannot be stored in time or not held: the connection is closed,
+    /// the one negative signal every client notices (its unacknowledged messages stay
+    /// unsent; docs/compatibility.md). Its other held messages go with it.
+    fn refuse_messages(&mut self, conn: ConnId, refusal: hold::Refusal, out: &mut Vec<Action>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let waiting = c.outgoing.len();
+        c.outgoing.clear();
+        tracing::info!(
+            ?conn,
+            ?refusal,
+            waiting,
+            "messages cannot be stored: closing the connection"
+        );
+        self.close(conn, out);
+    }
+
+    /// Sends the held messages of every connection that has some (a db_proxy link is up).
+    fn dispatch_held(&mut self, out: &mut Vec<Action>) {
+        let mut ready: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.outgoing.ready())
+            .map(|(id, _)| *id)
+            .collect();
+        ready.sort_unstable();
+        for conn in ready {
+            self.dispatch_message(conn, out);
         }
     }
 
@@ -810,11 +837,14 @@ impl<C: Clock> MsgServer<C> {
     pub fn upstream_opened(&mut self, link: LinkId, kind: Upstream, out: &mut Vec<Action>) {
         self.upstream_closed(link, out);
         match kind {
-            Upstream::Db(range) => self.db.push(DbLink {
-                id: link,
-                range,
-                usable: true,
-            }),
+            Upstream::Db(range) => {
+                self.db.push(DbLink {
+                    id: link,
+                    range,
+                    usable: true,
+                });
+                self.dispatch_held(out);
+            }
             Upstream::Push => self.pushes.push(link),
             Upstream::File => {
                 self.files.push((link, Vec::new()));
@@ -862,7 +892,8 @@ impl<C: Clock> MsgServer<C> {
 
     /// An upstream link closed; a new route master is elected when the master went away.
     /// Logins waiting for an answer on a closed db_proxy link are refused with
-    /// `REFUSE_REASON_NO_DB_SERVER` (the answer can no longer come).
+    /// `REFUSE_REASON_NO_DB_SERVER` (the answer can no longer come). Messages in flight on it
+    /// are sent again on another db_proxy link, or held until one is up (hold.rs).
     pub fn upstream_closed(&mut self, link: LinkId, out: &mut Vec<Action>) {
         let mut stranded: Vec<(ConnId, u16)> = self
             .conns
@@ -883,16 +914,13 @@ impl<C: Clock> MsgServer<C> {
             };
             self.refuse(conn, seq, answer, out);
         }
-        let mut waiting: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.in_flight.is_some_and(|(l, _)| l == link))
-            .map(|(id, _)| *id)
-            .collect();
-        waiting.sort_unstable();
+        let was_db = self.db.iter().any(|l| l.id == link);
         self.db.retain(|l| l.id != link);
-        for conn in waiting {
-            self.message_done(conn, out);
+        if was_db {
+            for c in self.conns.values_mut() {
+                c.outgoing.link_lost(link);
+            }
+            self.dispatch_held(out);
         }
         self.logins.retain(|l| *l != link);
         self.pushes.retain(|l| *l != link);

@@ -588,42 +588,142 @@ fn a_login_lost_with_its_db_link_is_refused() {
     assert!(closes(&out, conn));
 }
 
+/// Messages sent to db_proxy links (not the relays to route_server).
+fn messages(out: &[Action]) -> Vec<(LinkId, u16)> {
+    out.iter()
+        .filter_map(|x| match x {
+            Action::ToUpstream(l, p) if *l != RS && p.command() == CommandId::MSG_DATA => {
+                Some((*l, p.seq_num()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// db_proxy's answer to a stored message, on `link`.
+fn store_on(h: &mut Harness, link: LinkId, request: &Pdu, msg_id: u32) -> Vec<Action> {
+    let mut stored: message::ImMsgData = request.decode_body().unwrap();
+    stored.msg_id = msg_id;
+    let mut out = Vec::new();
+    h.ms.upstream_frame(
+        link,
+        Upstream::Db(DbRange::Other),
+        Pdu::encode_message(&stored, request.seq_num()),
+        &mut out,
+    );
+    out
+}
+
+fn acked_seqs(out: &[Action], conn: ConnId) -> Vec<u16> {
+    to_client(out, conn)
+        .iter()
+        .filter(|p| p.command() == CommandId::MSG_DATA_ACK)
+        .map(Pdu::seq_num)
+        .collect()
+}
+
 #[test]
-fn a_message_lost_with_its_db_link_releases_the_next() {
+fn a_message_sent_without_db_link_is_acked_once_a_link_is_back() {
+    let mut h = Harness::new();
+    let a = h.login(1, ClientType::Windows);
+    let b = h.login(2, ClientType::Mac);
+    let mut out = Vec::new();
+    h.ms.upstream_closed(DB, &mut out);
+    h.now_ms += 300;
+    let out = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 5);
+    assert!(messages(&out).is_empty(), "no link: held, not sent");
+    assert!(!closes(&out, a));
+    let mut out = Vec::new();
+    h.ms.tick(h.now_ms + 1_000, &mut out);
+    assert!(!closes(&out, a), "held within the bound");
+    let back = LinkId(9);
+    let mut out = Vec::new();
+    h.ms.upstream_opened(back, Upstream::Db(DbRange::Other), &mut out);
+    assert_eq!(messages(&out), vec![(back, 5)], "sent once a link is up");
+    let request = upstream(&out, back, CommandId::MSG_DATA)[0].clone();
+    let out = store_on(&mut h, back, &request, 31);
+    assert_eq!(acked_seqs(&out, a), vec![5]);
+    assert_eq!(to_client(&out, b).len(), 1, "delivered");
+}
+
+#[test]
+fn a_message_in_flight_on_a_lost_link_is_sent_again_in_order() {
+    let mut h = Harness::new();
+    let a = h.login(1, ClientType::Windows);
+    let first = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 1);
+    assert_eq!(messages(&first), vec![(DB, 1)]);
+    let second = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 2);
+    assert!(messages(&second).is_empty(), "waits behind the first");
+    let mut out = Vec::new();
+    h.ms.upstream_closed(DB, &mut out);
+    assert!(messages(&out).is_empty());
+    let back = LinkId(9);
+    let mut out = Vec::new();
+    h.ms.upstream_opened(back, Upstream::Db(DbRange::Other), &mut out);
+    assert_eq!(messages(&out), vec![(back, 1)], "the lost one first");
+    let request = upstream(&out, back, CommandId::MSG_DATA)[0].clone();
+    let out = store_on(&mut h, back, &request, 40);
+    assert_eq!(acked_seqs(&out, a), vec![1]);
+    assert_eq!(messages(&out), vec![(back, 2)], "then the next");
+}
+
+#[test]
+fn a_message_lost_with_its_db_link_goes_to_the_remaining_link() {
     let mut h = Harness::new();
     let mut out = Vec::new();
     h.ms.upstream_opened(LinkId(8), Upstream::Db(DbRange::Other), &mut out);
     let a = h.login(1, ClientType::Windows);
     let first = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 1);
-    let (link, _) = first
-        .iter()
-        .find_map(|x| match x {
-            Action::ToUpstream(l, p) if p.command() == CommandId::MSG_DATA => Some((*l, p.clone())),
-            _ => None,
-        })
-        .unwrap();
-    assert!(
-        h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 2)
-            .is_empty(),
-        "waits"
-    );
+    let [(link, 1)] = messages(&first)[..] else {
+        panic!("{first:?}")
+    };
     let mut out = Vec::new();
     h.ms.upstream_closed(link, &mut out);
-    let next: Vec<_> = out
-        .iter()
-        .filter_map(|x| match x {
-            Action::ToUpstream(_, p) if p.command() == CommandId::MSG_DATA => Some(p.seq_num()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(next, vec![2], "sent on the remaining link");
-    // And a db_proxy that never answers does not block the connection for ever.
+    let other = if link == DB { LinkId(8) } else { DB };
+    assert_eq!(messages(&out), vec![(other, 1)], "sent again on the other");
+}
+
+#[test]
+fn a_message_not_stored_in_time_closes_the_connection() {
+    let mut h = Harness::new();
+    let a = h.login(1, ClientType::Windows);
     let mut out = Vec::new();
-    h.ms.tick(h.now_ms + MESSAGE_TIMEOUT_MS, &mut out);
-    let third = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 3);
-    assert_eq!(
-        upstream(&third, LinkId(8), CommandId::MSG_DATA).len()
-            + upstream(&third, DB, CommandId::MSG_DATA).len(),
-        1
-    );
+    h.ms.upstream_closed(DB, &mut out);
+    h.now_ms = 2_000;
+    let out = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 5);
+    assert!(!closes(&out, a));
+    let mut out = Vec::new();
+    h.ms.tick(2_000 + hold::HOLD_MS - 1, &mut out);
+    assert!(!closes(&out, a));
+    h.ms.tick(2_000 + hold::HOLD_MS, &mut out);
+    assert!(closes(&out, a), "refused visibly: {out:?}");
+    assert!(acked_seqs(&out, a).is_empty());
+    // A link coming back later does not store what the client was told failed.
+    let mut out = Vec::new();
+    h.ms.upstream_opened(LinkId(9), Upstream::Db(DbRange::Other), &mut out);
+    assert!(messages(&out).is_empty(), "{out:?}");
+
+    // The same holds for a db_proxy that takes the message and never answers.
+    let mut h = Harness::new();
+    let a = h.login(1, ClientType::Windows);
+    let out = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 5);
+    assert_eq!(messages(&out).len(), 1);
+    let mut out = Vec::new();
+    h.ms.tick(hold::HOLD_MS, &mut out);
+    assert!(closes(&out, a));
+}
+
+#[test]
+fn too_many_waiting_messages_close_the_connection() {
+    let mut h = Harness::new();
+    h.ms.config.max_msgs_per_sec = 10_000;
+    let a = h.login(1, ClientType::Windows);
+    let mut out = Vec::new();
+    h.ms.upstream_closed(DB, &mut out);
+    for seq in 1..=u16::try_from(hold::MAX_HELD).unwrap() {
+        let out = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), seq);
+        assert!(!closes(&out, a), "message {seq} is held");
+    }
+    let out = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 999);
+    assert!(closes(&out, a), "the one over the bound is refused visibly");
 }
