@@ -20,6 +20,7 @@
 //! - [`roles`]: each role's original configuration keys, from `.conf` or TOML.
 //! - [`serve`]: every role in one process (`teamtalk serve`).
 //! - [`db_proxy_conf`]: an original `dbproxyserver.conf` as db_proxy_server settings.
+//! - [`trust`]: who may use an internal port (allow-lists of peer addresses).
 //!
 //! [`Handler`]: teamtalk_core::service::Handler
 
@@ -38,3 +39,4 @@ pub mod roles;
 pub mod route_server;
 pub mod serve;
 pub mod shutdown;
+pub mod trust;

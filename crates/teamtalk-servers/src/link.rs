@@ -410,6 +410,8 @@ pub struct Listeners {
     listeners: Vec<TcpListener>,
     /// Where the next accept starts looking, so no address starves the others.
     next: std::sync::atomic::AtomicUsize,
+    /// Who may connect; `None`: anyone (client-facing ports).
+    gate: Option<Arc<crate::trust::PeerGate>>,
 }
 
 impl Listeners {
@@ -431,7 +433,16 @@ impl Listeners {
         Ok(Listeners {
             listeners,
             next: std::sync::atomic::AtomicUsize::new(0),
+            gate: None,
         })
+    }
+
+    /// Only peers that `gate` admits are handed out by [`Listeners::accept`]; the others are
+    /// closed at once (an internal port, docs/deploy.md "Trust model").
+    pub fn guarded(mut self, gate: crate::trust::PeerGate) -> Listeners {
+        gate.warn_if_unreachable(&self.local_addrs());
+        self.gate = Some(Arc::new(gate));
+        self
     }
 
     /// The bound addresses (port 0 resolved), in the order given.
@@ -450,8 +461,19 @@ impl Listeners {
             .local_addr()
     }
 
-    /// The next connection on any of the sockets.
+    /// The next connection on any of the sockets from a peer the gate (if any) admits;
+    /// refused peers are closed without a byte read.
     pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        loop {
+            let (stream, peer) = self.accept_any().await?;
+            match &self.gate {
+                Some(gate) if !gate.admit(peer) => drop(stream),
+                _ => return Ok((stream, peer)),
+            }
+        }
+    }
+
+    async fn accept_any(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
         use std::sync::atomic::Ordering;
         std::future::poll_fn(|cx| {
             let count = self.listeners.len();
@@ -476,6 +498,7 @@ impl From<TcpListener> for Listeners {
         Listeners {
             listeners: vec![listener],
             next: std::sync::atomic::AtomicUsize::new(0),
+            gate: None,
         }
     }
 }

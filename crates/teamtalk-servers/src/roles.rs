@@ -56,18 +56,40 @@ pub fn peer_addrs(
     Ok(out)
 }
 
-/// route_server: `ListenIP` (0.0.0.0), `ListenMsgPort` (8200).
+/// route_server: `ListenIP` (127.0.0.1: an internal port, docs/deploy.md "Trust model"),
+/// `ListenMsgPort` (8200).
 pub fn route_listen(conf: &ConfFile) -> Result<Vec<SocketAddr>, ConfError> {
-    listen_addrs(conf, "ListenIP", "ListenMsgPort", "0.0.0.0", 8200)
+    listen_addrs(conf, "ListenIP", "ListenMsgPort", "127.0.0.1", 8200)
 }
 
-/// login_server listeners and settings: `HttpListenIP`/`HttpPort` (8080),
-/// `MsgServerListenIP`/`MsgServerPort` (8100), `msfs`, `discovery`.
+/// The `;`-separated peers allowed on a role's internal port: key `AllowedPeers`
+/// (`10.0.0.5;10.0.1.0/24;fd00::/8`, `*` for any). Default: loopback only.
+pub fn allowed_peers(conf: &ConfFile) -> Result<crate::trust::AllowedPeers, ConfError> {
+    match conf.get("AllowedPeers") {
+        None => Ok(crate::trust::AllowedPeers::default()),
+        Some(list) => list.parse().map_err(|_| {
+            invalid(
+                "AllowedPeers",
+                "IP addresses or address/prefix blocks separated by ; (or *)",
+            )
+        }),
+    }
+}
+
+/// login_server listeners and settings: `HttpListenIP`/`HttpPort` (0.0.0.0:8080, for
+/// clients), `MsgServerListenIP`/`MsgServerPort` (127.0.0.1:8100, internal), `msfs`,
+/// `discovery`.
 pub fn login_server(
     conf: &ConfFile,
 ) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>, LoginServerConfig), ConfError> {
     let http = listen_addrs(conf, "HttpListenIP", "HttpPort", "0.0.0.0", 8080)?;
-    let links = listen_addrs(conf, "MsgServerListenIP", "MsgServerPort", "0.0.0.0", 8100)?;
+    let links = listen_addrs(
+        conf,
+        "MsgServerListenIP",
+        "MsgServerPort",
+        "127.0.0.1",
+        8100,
+    )?;
     let mut config = LoginServerConfig::default();
     if let Some(msfs) = conf.get("msfs") {
         config.msfs = msfs.to_owned();
@@ -145,6 +167,29 @@ mod tests {
         assert!(matches!(
             msg_server(&ConfFile::parse("")),
             Err(ConfError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn internal_ports_listen_on_loopback_by_default() {
+        let empty = ConfFile::parse("");
+        let (http, links, _) = login_server(&empty).unwrap();
+        assert_eq!(http, vec!["0.0.0.0:8080".parse().unwrap()], "clients' port");
+        assert_eq!(links, vec!["127.0.0.1:8100".parse().unwrap()]);
+        assert_eq!(
+            route_listen(&empty).unwrap(),
+            vec!["127.0.0.1:8200".parse().unwrap()]
+        );
+        let with_key = ConfFile::parse("AllowedPeers=10.0.0.5;10.0.1.0/24\n");
+        let peers = allowed_peers(&with_key).unwrap();
+        assert!(peers.allows("10.0.1.7".parse().unwrap()));
+        assert!(!peers.allows("127.0.0.1".parse().unwrap()));
+        let default = allowed_peers(&empty).unwrap();
+        assert!(default.allows("127.0.0.1".parse().unwrap()));
+        assert!(!default.allows("10.0.0.5".parse().unwrap()));
+        assert!(matches!(
+            allowed_peers(&ConfFile::parse("AllowedPeers=10.0.0.0/33\n")),
+            Err(ConfError::Invalid { .. })
         ));
     }
 

@@ -25,8 +25,19 @@ use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 /// Where the all-in-one system listens and how it behaves.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    /// Address every listener binds to. Default 127.0.0.1.
+    /// Address the client-facing listeners bind to (msg_server, login_server HTTP, msfs,
+    /// file_server's client port). Default 127.0.0.1.
     pub listen: IpAddr,
+    /// Address the internal ports bind to (login_server's msg_server port, route_server,
+    /// db_proxy_server, push_server, file_server's msg_server port), whatever `listen` is.
+    /// Default 127.0.0.1; only an explicit setting puts them elsewhere (docs/deploy.md
+    /// "Trust model").
+    pub internal_listen: IpAddr,
+    /// Peers allowed on the internal ports besides this process's own roles, which connect
+    /// from 127.0.0.1, ::1 or `internal_listen` (always allowed). Default: none beyond those.
+    pub allowed_peers: crate::trust::AllowedPeers,
+    /// Address of http_msg_server (the key-protected admin API). Default: `internal_listen`.
+    pub http_msg_listen: Option<IpAddr>,
     /// login_server HTTP port (clients' discovery). Default 8080; 0 picks a free port.
     pub http_port: u16,
     /// msg_server client ports, one msg_server per entry. Default `[8000]`.
@@ -71,6 +82,9 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            internal_listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            allowed_peers: crate::trust::AllowedPeers::none(),
+            http_msg_listen: None,
             http_port: 8080,
             msg_ports: vec![8000],
             login_port: 8100,
@@ -172,20 +186,48 @@ async fn bind(ip: IpAddr, port: u16, role: &str) -> std::io::Result<TcpListener>
     })
 }
 
+/// Binds an internal port on `ip`, open only to the peers of `allowed`.
+async fn bind_internal(
+    ip: IpAddr,
+    port: u16,
+    role: &'static str,
+    allowed: &crate::trust::AllowedPeers,
+) -> std::io::Result<crate::link::Listeners> {
+    let listener = bind(ip, port, role).await?;
+    let gate = crate::trust::PeerGate::new(role, allowed.clone());
+    Ok(crate::link::Listeners::from(listener).guarded(gate))
+}
+
 /// Binds every listener and starts every role on `store`.
 pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io::Result<Running> {
     let ip = config.listen;
+    let internal = config.internal_listen;
+    // This process's own roles dial the internal ports from 127.0.0.1 or ::1 (or the
+    // internal address itself).
+    let mut allowed = config
+        .allowed_peers
+        .clone()
+        .with(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .with(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST));
+    if !internal.is_unspecified() {
+        allowed = allowed.with(internal);
+    }
     let http = bind(ip, config.http_port, "login_server (HTTP)").await?;
-    let login = bind(ip, config.login_port, "login_server").await?;
-    let route = bind(ip, config.route_port, "route_server").await?;
-    let db = bind(ip, config.db_proxy_port, "db_proxy_server").await?;
+    let login = bind_internal(internal, config.login_port, "login_server", &allowed).await?;
+    let route = bind_internal(internal, config.route_port, "route_server", &allowed).await?;
+    let db = bind_internal(internal, config.db_proxy_port, "db_proxy_server", &allowed).await?;
     let msfs = match &config.msfs_dir {
         Some(dir) => Some((bind(ip, config.msfs_port, "msfs").await?, dir.clone())),
         None => None,
     };
     let http_msg = match &config.http_api_key {
         Some(key) => Some((
-            bind(ip, config.http_msg_port, "http_msg_server").await?,
+            bind(
+                config.http_msg_listen.unwrap_or(internal),
+                config.http_msg_port,
+                "http_msg_server",
+            )
+            .await?,
             key.clone(),
         )),
         None => None,
@@ -193,7 +235,7 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
     let files = match &config.file_dir {
         Some(dir) => Some((
             bind(ip, config.file_client_port, "file_server").await?,
-            bind(ip, config.file_ms_port, "file_server").await?,
+            bind_internal(internal, config.file_ms_port, "file_server", &allowed).await?,
             dir.clone(),
         )),
         None => None,
@@ -205,7 +247,10 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
             .push
             .backend()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        Some((bind(ip, config.push_port, "push_server").await?, backend))
+        Some((
+            bind_internal(internal, config.push_port, "push_server", &allowed).await?,
+            backend,
+        ))
     };
     let mut msg_listeners = Vec::new();
     for port in &config.msg_ports {
