@@ -16,7 +16,6 @@ use teamtalk_core::pdu::DEFAULT_MAX_FRAME_LEN;
 use teamtalk_core::proto::server::ImStopReceivePacket;
 use teamtalk_core::service::Handler;
 use teamtalk_core::Pdu;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, Instrument};
@@ -57,7 +56,7 @@ pub async fn run<H: Handler + 'static>(
     let mut next_id = 0u64;
     loop {
         tokio::select! {
-            (stream, peer) = link::accept(&listener) => {
+            (stream, peer) = link::accept_link(&listener) => {
                 next_id += 1;
                 let span = tracing::info_span!("db_proxy_link", id = next_id, %peer);
                 let served = serve_link(stream, next_id, handler.clone(), config.clone(), shutdown.clone());
@@ -77,7 +76,7 @@ pub async fn run<H: Handler + 'static>(
 /// stops reading). On shutdown the peer gets `CID_OTHER_STOP_RECV_PACKET`, the link stops
 /// reading, the requests in flight are answered, then the link closes.
 async fn serve_link<H: Handler + 'static>(
-    stream: TcpStream,
+    stream: link::LinkStream,
     id: u64,
     handler: Arc<H>,
     config: DbProxyServerConfig,

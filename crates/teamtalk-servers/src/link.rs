@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
+pub use crate::link_stream::LinkStream;
 use crate::shutdown::Shutdown;
 
 /// How a link behaves.
@@ -50,6 +51,9 @@ pub struct LinkConfig {
     /// owner finishes what it was asked, db_proxy-style), instead of flushing and closing at
     /// once. Default false.
     pub drain_on_shutdown: bool,
+    /// [`dial`] speaks TLS with this identity (cargo feature `tls`). Default: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsConnector>,
 }
 
 impl Default for LinkConfig {
@@ -62,6 +66,8 @@ impl Default for LinkConfig {
             timeout: Some(Duration::from_millis(SERVER_TIMEOUT_MS)),
             report_heartbeats: false,
             drain_on_shutdown: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -316,6 +322,8 @@ enum Io {
     Next(Next),
     /// Wrote part of the write buffer.
     Written(std::io::Result<usize>),
+    /// Flushed the TLS buffer.
+    Flushed(std::io::Result<()>),
 }
 
 /// Serves `stream` as link `id` until it closes, reporting to `events`. Reports
@@ -335,13 +343,21 @@ enum Io {
 /// - the heartbeat / idle / write-stall deadline;
 /// - shutdown.
 pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
-    stream: TcpStream,
+    stream: impl Into<LinkStream>,
     id: Id,
     config: LinkConfig,
     events: mpsc::Sender<LinkEvent<Id>>,
     mut shutdown: Shutdown,
 ) {
-    let _ = stream.set_nodelay(true);
+    // A TLS handshake still to be made is made here, on the link's task, before the owner
+    // hears of the link.
+    let stream = match stream.into().established().await {
+        Ok(stream) => stream,
+        Err(error) => {
+            info!(%error, "TLS handshake failed, closing");
+            return;
+        }
+    };
     let queue = Arc::new(Queue {
         state: std::sync::Mutex::new(QueueState {
             owners: 1,
@@ -359,7 +375,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
     {
         return;
     }
-    let (reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = stream.split();
     let started = Instant::now();
     let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let never = u64::MAX / 4;
@@ -389,7 +405,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
         if closing && out.is_empty() {
             break 'link;
         }
-        if out.is_empty() {
+        if out.is_empty() && !writer.unflushed() {
             write_deadline = None;
         } else if write_deadline.is_none() {
             write_deadline = Some(Instant::now() + WRITE_TIMEOUT);
@@ -398,7 +414,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
         let timers = started + Duration::from_millis(timer.next_deadline());
         let deadline = write_deadline.map_or(timers, |w| w.min(timers));
         tokio::select! {
-            ready = reader.readable(), if reading => match ready.and_then(|()| read_into(&reader, &mut buf)) {
+            read = std::future::poll_fn(|cx| reader.poll_read_into(cx, &mut buf)), if reading => match read {
                 Ok(0) => break 'link,
                 Ok(_) => timer.received(now_ms()),
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -415,7 +431,10 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
             // Writing and refilling the write buffer share one arm (they never run at once):
             // write what is buffered, else take the next frames from the queue.
             io = async {
-                if out.is_empty() {
+                if out.is_empty() && writer.unflushed() {
+                    // TLS records still buffered: out before the link calls itself idle.
+                    Io::Flushed(std::future::poll_fn(|cx| std::pin::Pin::new(&mut writer).poll_flush(cx)).await)
+                } else if out.is_empty() {
                     Io::Next(queue.next_batch(&mut out, 64).await)
                 } else {
                     Io::Written(std::future::poll_fn(|cx| std::pin::Pin::new(&mut writer).poll_write(cx, &out)).await)
@@ -430,10 +449,11 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                     write_deadline = None;
                     timer.sent(now_ms());
                 }
-                Io::Written(Err(error)) => {
+                Io::Written(Err(error)) | Io::Flushed(Err(error)) => {
                     debug!(%error, "write failed");
                     break 'link;
                 }
+                Io::Flushed(Ok(())) => timer.sent(now_ms()),
                 Io::Next(Next::Frames | Next::Control) => {}
                 Io::Next(Next::Closed) => closing = true, // the owner dropped the outbox
             },
@@ -519,7 +539,7 @@ fn hand_out<Id: Copy>(
 
 /// Reads what the socket has into `buf` through a stack buffer, so that idle connections
 /// hold no read buffer of their own. `Ok(0)`: the peer closed.
-fn read_into(
+pub(crate) fn read_into(
     reader: &tokio::net::tcp::OwnedReadHalf,
     buf: &mut BytesMut,
 ) -> std::io::Result<usize> {
@@ -564,6 +584,9 @@ pub struct Listeners {
     next: std::sync::atomic::AtomicUsize,
     /// Who may connect; `None`: anyone (client-facing ports).
     gate: Option<Arc<crate::trust::PeerGate>>,
+    /// Links accepted by [`accept_link`] speak TLS with client certificates.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsAcceptor>,
 }
 
 impl Listeners {
@@ -586,7 +609,17 @@ impl Listeners {
             listeners,
             next: std::sync::atomic::AtomicUsize::new(0),
             gate: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// Links accepted by [`accept_link`] must speak TLS and present a client certificate of
+    /// the acceptor's CA (the handshake is made on each link's task).
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, acceptor: crate::tls::TlsAcceptor) -> Listeners {
+        self.tls = Some(acceptor);
+        self
     }
 
     /// Only peers that `gate` admits are handed out by [`Listeners::accept`]; the others are
@@ -651,6 +684,8 @@ impl From<TcpListener> for Listeners {
             listeners: vec![listener],
             next: std::sync::atomic::AtomicUsize::new(0),
             gate: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -669,10 +704,21 @@ pub async fn accept(listener: &Listeners) -> (TcpStream, SocketAddr) {
     }
 }
 
+/// The next link on `listener` (an internal port): as [`accept`], with the TLS handshake
+/// still to be made when the listeners have TLS ([`Listeners::with_tls`]).
+pub async fn accept_link(listener: &Listeners) -> (LinkStream, SocketAddr) {
+    let (stream, peer) = accept(listener).await;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &listener.tls {
+        return (LinkStream::TlsPending(stream, tls.clone()), peer);
+    }
+    (LinkStream::Plain(stream), peer)
+}
+
 /// Serves an accepted connection as link `id` on its own task, in a span named `name`.
 pub fn spawn_serve<Id: Copy + Send + fmt::Debug + 'static>(
     name: &'static str,
-    stream: TcpStream,
+    stream: impl Into<LinkStream>,
     peer: SocketAddr,
     id: Id,
     config: LinkConfig,
@@ -680,6 +726,7 @@ pub fn spawn_serve<Id: Copy + Send + fmt::Debug + 'static>(
     shutdown: Shutdown,
 ) {
     let span = tracing::info_span!("link", kind = name, ?id, %peer);
+    let stream: LinkStream = stream.into();
     tokio::spawn(serve(stream, id, config, events, shutdown).instrument(span));
 }
 
@@ -741,10 +788,25 @@ pub async fn dial<Id: Copy + Send + fmt::Debug + 'static>(
             };
             match connected {
                 Ok(Ok(stream)) => {
-                    info!("connected");
-                    backoff.reset();
-                    serve(stream, id, config.clone(), events.clone(), shutdown.clone()).await;
-                    info!("disconnected");
+                    #[cfg(feature = "tls")]
+                    let stream = match &config.tls {
+                        Some(tls) => match LinkStream::connect_tls(stream, addr.ip(), tls).await {
+                            Ok(stream) => Some(stream),
+                            Err(error) => {
+                                info!(%error, "TLS handshake failed");
+                                None
+                            }
+                        },
+                        None => Some(LinkStream::from(stream)),
+                    };
+                    #[cfg(not(feature = "tls"))]
+                    let stream = Some(LinkStream::from(stream));
+                    if let Some(stream) = stream {
+                        info!("connected");
+                        backoff.reset();
+                        serve(stream, id, config.clone(), events.clone(), shutdown.clone()).await;
+                        info!("disconnected");
+                    }
                 }
                 Ok(Err(error)) => debug!(%error, "connect failed"),
                 Err(_) => debug!("connect timed out"),
