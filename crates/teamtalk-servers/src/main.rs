@@ -763,6 +763,12 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
         config.internal_listen = internal;
     }
     config.http_msg_listen = ip_key("http_msg_listen")?;
+    #[cfg(feature = "tls")]
+    {
+        config.tls = roles::tls_files(conf, &roles::TlsKeys::SERVE).map_err(bad)?;
+    }
+    #[cfg(not(feature = "tls"))]
+    roles::tls_files(conf, &roles::TlsKeys::SERVE).map_err(bad)?;
     if let Some(list) = conf.get("allowed_peers") {
         config.allowed_peers = list
             .parse()
@@ -839,6 +845,49 @@ async fn bind_all(addrs: &[std::net::SocketAddr], role: &str) -> Result<Listener
         .map_err(|e| run_error(format!("{role}: {e}")))
 }
 
+/// A role's internal port: its allow-list (`AllowedPeers`) and, with the TLS keys, mutual
+/// TLS (docs/deploy.md "Trust model").
+fn internal(
+    listeners: Listeners,
+    conf: &ConfFile,
+    path: &Path,
+    role: &'static str,
+) -> Result<Listeners, Failure> {
+    let listeners = listeners.guarded(gate(conf, path, role)?);
+    #[cfg(feature = "tls")]
+    if let Some(files) =
+        roles::tls_files(conf, &roles::TlsKeys::ROLE).map_err(|e| conf_error(path, e))?
+    {
+        let acceptor = files.acceptor().map_err(|e| conf_error(path, e))?;
+        return Ok(listeners.with_tls(acceptor));
+    }
+    #[cfg(not(feature = "tls"))]
+    roles::tls_files(conf, &roles::TlsKeys::ROLE).map_err(|e| conf_error(path, e))?;
+    Ok(listeners)
+}
+
+/// The TLS identity of a role's dialed links, from its TLS keys (none: plain TCP).
+fn tls_dial(
+    conf: &ConfFile,
+    path: &Path,
+    link: &mut teamtalk_servers::link::LinkConfig,
+) -> Result<(), Failure> {
+    #[cfg(feature = "tls")]
+    {
+        link.tls =
+            match roles::tls_files(conf, &roles::TlsKeys::ROLE).map_err(|e| conf_error(path, e))? {
+                Some(files) => Some(files.connector().map_err(|e| conf_error(path, e))?),
+                None => None,
+            };
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = link;
+        roles::tls_files(conf, &roles::TlsKeys::ROLE).map_err(|e| conf_error(path, e))?;
+    }
+    Ok(())
+}
+
 /// The gate of a role's internal port: its `AllowedPeers` (default loopback only).
 fn gate(conf: &ConfFile, path: &Path, role: &'static str) -> Result<PeerGate, Failure> {
     let peers = roles::allowed_peers(conf).map_err(|e| conf_error(path, e))?;
@@ -878,11 +927,12 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 let conf_file = &conf;
                 let conf = DbProxyConf::from_conf(&conf).map_err(|e| conf_error(path, e))?;
                 let business = conf.business().map_err(|e| conf_error(path, e))?;
-                let listener = bind_all(&conf.listen, role).await?.guarded(gate(
+                let listener = internal(
+                    bind_all(&conf.listen, role).await?,
                     conf_file,
                     path,
                     "db_proxy_server",
-                )?);
+                )?;
                 let store = MysqlRedisStore::connect(&conf.store)
                     .await
                     .map_err(run_error)?;
@@ -904,10 +954,12 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     }
                     None => DbProxyConfig::default(),
                 };
-                let listener =
-                    bind_all(&listen, role)
-                        .await?
-                        .guarded(gate(&conf, path, "db_proxy_server")?);
+                let listener = internal(
+                    bind_all(&listen, role).await?,
+                    &conf,
+                    path,
+                    "db_proxy_server",
+                )?;
                 let settings = Settings {
                     data_dir: PathBuf::from(conf.get("data_dir").unwrap_or("./teamtalk-data")),
                     conf: ConfFile::default(),
@@ -924,9 +976,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
             "route-server" => {
                 let listen = roles::route_listen(&conf).map_err(|e| conf_error(path, e))?;
                 let listener =
-                    bind_all(&listen, role)
-                        .await?
-                        .guarded(gate(&conf, path, "route_server")?);
+                    internal(bind_all(&listen, role).await?, &conf, path, "route_server")?;
                 route_server::run(Default::default(), listener, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -970,6 +1020,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 if let Some(aes) = conf.get("aesKey") {
                     config.message_key = aes.to_owned();
                 }
+                tls_dial(&conf, path, &mut config.upstream_link)?;
                 let listener = bind_all(&listen, role).await?;
                 teamtalk_servers::http_msg::run(config, listener, shutdown.clone())
                     .await
@@ -1023,10 +1074,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     limits,
                 };
                 let clients = bind_all(&clients, role).await?;
-                let links =
-                    bind_all(&links, role)
-                        .await?
-                        .guarded(gate(&conf, path, "file_server")?);
+                let links = internal(bind_all(&links, role).await?, &conf, path, "file_server")?;
                 teamtalk_servers::file_server::run(config, clients, links, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -1036,9 +1084,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     roles::push_server(&conf).map_err(|e| conf_error(path, e))?;
                 let backend = settings.backend().map_err(|e| conf_error(path, e))?;
                 let listener =
-                    bind_all(&listen, role)
-                        .await?
-                        .guarded(gate(&conf, path, "push_server")?);
+                    internal(bind_all(&listen, role).await?, &conf, path, "push_server")?;
                 teamtalk_servers::push::run(Arc::new(backend), listener, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -1047,17 +1093,15 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 let (http, links, config) =
                     roles::login_server(&conf).map_err(|e| conf_error(path, e))?;
                 let http = bind_all(&http, role).await?;
-                let links =
-                    bind_all(&links, role)
-                        .await?
-                        .guarded(gate(&conf, path, "login_server")?);
+                let links = internal(bind_all(&links, role).await?, &conf, path, "login_server")?;
                 login_server::run(config, http, links, shutdown.clone())
                     .await
                     .map_err(run_error)
             }
             _ => {
-                let (listen, settings) =
+                let (listen, mut settings) =
                     roles::msg_server(&conf).map_err(|e| conf_error(path, e))?;
+                tls_dial(&conf, path, &mut settings.upstream_link)?;
                 let listener = bind_all(&listen, role).await?;
                 msg_server::run(settings, listener, SystemClock, shutdown.clone())
                     .await

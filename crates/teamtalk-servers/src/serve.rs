@@ -38,6 +38,11 @@ pub struct ServeConfig {
     pub allowed_peers: crate::trust::AllowedPeers,
     /// Address of http_msg_server (the key-protected admin API). Default: `internal_listen`.
     pub http_msg_listen: Option<IpAddr>,
+    /// Mutual TLS on every internal link (cargo feature `tls`): the internal ports accept only
+    /// TLS with a client certificate of the CA, and this process's roles dial with TLS.
+    /// Default: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsFiles>,
     /// login_server HTTP port (clients' discovery). Default 8080; 0 picks a free port.
     pub http_port: u16,
     /// msg_server client ports, one msg_server per entry. Default `[8000]`.
@@ -85,6 +90,8 @@ impl Default for ServeConfig {
             internal_listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
             allowed_peers: crate::trust::AllowedPeers::none(),
             http_msg_listen: None,
+            #[cfg(feature = "tls")]
+            tls: None,
             http_port: 8080,
             msg_ports: vec![8000],
             login_port: 8100,
@@ -186,16 +193,63 @@ async fn bind(ip: IpAddr, port: u16, role: &str) -> std::io::Result<TcpListener>
     })
 }
 
-/// Binds an internal port on `ip`, open only to the peers of `allowed`.
+/// How the internal ports are guarded: the allow-list and, with the `tls` feature, TLS.
+struct Guard {
+    allowed: crate::trust::AllowedPeers,
+    #[cfg(feature = "tls")]
+    tls: Option<(crate::tls::TlsAcceptor, crate::tls::TlsConnector)>,
+}
+
+impl Guard {
+    fn new(config: &ServeConfig, allowed: crate::trust::AllowedPeers) -> std::io::Result<Guard> {
+        #[cfg(feature = "tls")]
+        let tls = match &config.tls {
+            Some(files) => {
+                let bad = |e: crate::tls::TlsError| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+                };
+                Some((
+                    files.acceptor().map_err(bad)?,
+                    files.connector().map_err(bad)?,
+                ))
+            }
+            None => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        let _ = config;
+        Ok(Guard {
+            allowed,
+            #[cfg(feature = "tls")]
+            tls,
+        })
+    }
+
+    /// The settings of this process's dialed internal links.
+    fn link(&self, link: crate::link::LinkConfig) -> crate::link::LinkConfig {
+        #[cfg(feature = "tls")]
+        let link = crate::link::LinkConfig {
+            tls: self.tls.as_ref().map(|(_, connector)| connector.clone()),
+            ..link
+        };
+        link
+    }
+}
+
+/// Binds an internal port on `ip`, open only to the peers `guard` allows.
 async fn bind_internal(
     ip: IpAddr,
     port: u16,
     role: &'static str,
-    allowed: &crate::trust::AllowedPeers,
+    guard: &Guard,
 ) -> std::io::Result<crate::link::Listeners> {
     let listener = bind(ip, port, role).await?;
-    let gate = crate::trust::PeerGate::new(role, allowed.clone());
-    Ok(crate::link::Listeners::from(listener).guarded(gate))
+    let gate = crate::trust::PeerGate::new(role, guard.allowed.clone());
+    let listeners = crate::link::Listeners::from(listener).guarded(gate);
+    #[cfg(feature = "tls")]
+    if let Some((acceptor, _)) = &guard.tls {
+        return Ok(listeners.with_tls(acceptor.clone()));
+    }
+    Ok(listeners)
 }
 
 /// Binds every listener and starts every role on `store`.
@@ -212,10 +266,11 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
     if !internal.is_unspecified() {
         allowed = allowed.with(internal);
     }
+    let guard = Guard::new(&config, allowed)?;
     let http = bind(ip, config.http_port, "login_server (HTTP)").await?;
-    let login = bind_internal(internal, config.login_port, "login_server", &allowed).await?;
-    let route = bind_internal(internal, config.route_port, "route_server", &allowed).await?;
-    let db = bind_internal(internal, config.db_proxy_port, "db_proxy_server", &allowed).await?;
+    let login = bind_internal(internal, config.login_port, "login_server", &guard).await?;
+    let route = bind_internal(internal, config.route_port, "route_server", &guard).await?;
+    let db = bind_internal(internal, config.db_proxy_port, "db_proxy_server", &guard).await?;
     let msfs = match &config.msfs_dir {
         Some(dir) => Some((bind(ip, config.msfs_port, "msfs").await?, dir.clone())),
         None => None,
@@ -235,7 +290,7 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
     let files = match &config.file_dir {
         Some(dir) => Some((
             bind(ip, config.file_client_port, "file_server").await?,
-            bind_internal(internal, config.file_ms_port, "file_server", &allowed).await?,
+            bind_internal(internal, config.file_ms_port, "file_server", &guard).await?,
             dir.clone(),
         )),
         None => None,
@@ -248,7 +303,7 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
             .backend()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         Some((
-            bind_internal(internal, config.push_port, "push_server", &allowed).await?,
+            bind_internal(internal, config.push_port, "push_server", &guard).await?,
             backend,
         ))
     };
@@ -352,6 +407,7 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         let mut http_config =
             crate::http_msg::HttpMsgConfig::new(&key, vec![running.db_proxy], vec![running.route]);
         http_config.reconnect_delay = config.reconnect_delay;
+        http_config.upstream_link = guard.link(http_config.upstream_link);
         tasks.spawn(crate::http_msg::run(
             http_config,
             listener,
@@ -375,6 +431,10 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
             file_servers: file_servers.clone(),
             reconnect_delay: config.reconnect_delay,
             ..MsgServerSettings::default()
+        };
+        let settings = MsgServerSettings {
+            upstream_link: guard.link(settings.upstream_link.clone()),
+            ..settings
         };
         tasks.spawn(crate::msg_server::run(
             settings,

@@ -224,3 +224,53 @@ async fn a_dialing_role_refuses_a_server_of_another_ca() {
     assert!(result.is_err(), "the server's certificate is not of our CA");
     trigger.trigger();
 }
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_its_internal_links_over_tls() {
+    let config = teamtalk_servers::serve::ServeConfig {
+        tls: Some(files("ca.pem", "node")),
+        ..teamtalk_servers::serve::ServeConfig::ephemeral(1)
+    };
+    let running = teamtalk_servers::serve::start(config, MemoryStore::new())
+        .await
+        .unwrap();
+    // The msg_server registers with the login_server over TLS: discovery becomes healthy.
+    let mut healthy = false;
+    for _ in 0..100 {
+        if http_get(running.http, "/health")
+            .await
+            .starts_with("HTTP/1.1 200")
+        {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        healthy,
+        "the msg_server's TLS link to the login_server is up"
+    );
+    // A plain peer on db_proxy's port gets nothing; one with a certificate is served.
+    let mut plain = TcpStream::connect(running.db_proxy).await.unwrap();
+    assert!(ask(&mut plain).await.is_none());
+    let mut good = raw_tls(running.db_proxy, Some("node")).await.unwrap();
+    assert_eq!(
+        ask(&mut good).await.expect("served").command(),
+        CommandId::OTHER_VALIDATE_RSP
+    );
+    running.stop().await.unwrap();
+}
