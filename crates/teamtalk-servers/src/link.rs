@@ -705,7 +705,7 @@ pub async fn accept(listener: &Listeners) -> (TcpStream, SocketAddr) {
 }
 
 /// The next link on `listener` (an internal port): as [`accept`], with the TLS handshake
-/// still to be made when the listeners have TLS ([`Listeners::with_tls`]).
+/// still to be made when the listeners have TLS (`Listeners::with_tls`, cargo feature `tls`).
 pub async fn accept_link(listener: &Listeners) -> (LinkStream, SocketAddr) {
     let (stream, peer) = accept(listener).await;
     #[cfg(feature = "tls")]

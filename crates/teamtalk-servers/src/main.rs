@@ -60,6 +60,7 @@ USAGE:
       One role alone, reading the original .conf file (dbproxyserver.conf, routeserver.conf,
       loginserver.conf, msgserver.conf, msfs.conf …) or a .toml file with the same keys. A
       db-proxy-server config without DBInstances serves the embedded store in data_dir.
+      Internal ports listen on 127.0.0.1 and serve only AllowedPeers (default loopback).
       Keys and defaults: docs/deploy.md.
   teamtalk --help | --version
 
@@ -67,6 +68,8 @@ SERVE CONFIG (TOML, every key optional):
   data_dir = \"./teamtalk-data\"   listen = \"127.0.0.1\" (client ports)   advertise = \"127.0.0.1\"
   internal_listen = \"127.0.0.1\" (internal ports)   http_msg_listen = internal_listen
   allowed_peers = \"10.0.0.5;10.0.1.0/24\" (on internal ports besides 127.0.0.1, ::1; * = any)
+  tls_ca_file = \"ca.pem\"   tls_cert_file = \"node.pem\"   tls_key_file = \"node.key\" — mutual TLS
+      on the internal links (build with --features tls); roles: TlsCaFile, TlsCertFile, TlsKeyFile
   http_port = 8080   msg_port = 8000   login_port = 8100   route_port = 8200
   db_proxy_port = 10600   msfs_port = 8700 (files in DATA_DIR/msfs)   max_msgs_per_sec = 20
   http_msg_port = 8400   http_api_key = \"…\" (default: generated into DATA_DIR/http_api_key)
