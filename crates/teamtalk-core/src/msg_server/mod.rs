@@ -18,6 +18,7 @@
 //! - a response with unreadable attach data is dropped alone, the link stays;
 //! - the device token is cleared on logout only for mobile connections.
 
+pub mod budget;
 pub mod identity;
 pub mod push;
 
@@ -75,6 +76,11 @@ pub enum Action {
     Close(ConnId),
     /// Send a frame on an upstream link.
     ToUpstream(LinkId, Pdu),
+    /// Stop reading the client connection: its requests in flight are at the budget
+    /// ([`budget`]); its further requests wait in its TCP window.
+    PauseReading(ConnId),
+    /// Read the client connection again.
+    ResumeReading(ConnId),
 }
 
 /// Settings of a msg_server.
@@ -100,6 +106,9 @@ pub struct MsgServerConfig {
     pub pc_timeout_ms: u64,
     /// Idle timeout of mobile clients (300 s).
     pub mobile_timeout_ms: u64,
+    /// Requests of one client connection in flight to db_proxy and route_server at once;
+    /// beyond, its requests wait and the connection is not read ([`budget`]). 16.
+    pub max_requests_in_flight: usize,
 }
 
 impl Default for MsgServerConfig {
@@ -115,6 +124,7 @@ impl Default for MsgServerConfig {
             login_timeout_ms: 15_000,
             pc_timeout_ms: 120_000,
             mobile_timeout_ms: 300_000,
+            max_requests_in_flight: 16,
         }
     }
 }
@@ -153,6 +163,8 @@ struct Conn {
     queued: VecDeque<(message::ImMsgData, u16)>,
     /// The message being stored: on which db_proxy link, since when.
     in_flight: Option<(LinkId, u64)>,
+    /// Requests answered through db_proxy / route_server, in flight and waiting.
+    budget: budget::RequestBudget,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -258,6 +270,7 @@ impl<C: Clock> MsgServer<C> {
                 rate_count: 0,
                 queued: VecDeque::new(),
                 in_flight: None,
+                budget: budget::RequestBudget::default(),
             },
         );
         id
@@ -298,7 +311,65 @@ impl<C: Clock> MsgServer<C> {
                 }
                 // A second login request on the connection is ignored.
             }
-            ConnState::Open(user) => self.serve(conn, user, pdu, now_ms, out),
+            ConnState::Open(user) => self.admit(conn, user, pdu, now_ms, out),
+        }
+    }
+
+    /// Serves a request of a logged-in connection now, or keeps it waiting when the
+    /// connection's requests in flight are at the budget ([`budget`]).
+    fn admit(&mut self, conn: ConnId, user: UserId, pdu: Pdu, now_ms: u64, out: &mut Vec<Action>) {
+        if !budget::counts(pdu.command()) {
+            return self.serve(conn, user, pdu, now_ms, out);
+        }
+        let max = self.config.max_requests_in_flight;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match c.budget.admit(pdu, max) {
+            budget::Admit::Go(pdu) => self.serve(conn, user, pdu, now_ms, out),
+            budget::Admit::Wait { pause } => {
+                if pause {
+                    out.push(Action::PauseReading(conn));
+                }
+            }
+            budget::Admit::Overflow => {
+                tracing::debug!(?conn, "too many requests waiting, closing");
+                self.close(conn, out);
+            }
+        }
+    }
+
+    /// A request of `conn` was sent upstream.
+    fn request_sent(&mut self, conn: ConnId) {
+        let now = self.now_ms;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.budget.sent(now);
+        }
+    }
+
+    /// Serves the waiting requests of `conn` that fit the budget now; resumes reading when
+    /// none is left.
+    fn release(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+        let max = self.config.max_requests_in_flight;
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let ConnState::Open(user) = c.state else {
+                return;
+            };
+            match c.budget.next(max) {
+                Some(pdu) => {
+                    let now = self.now_ms;
+                    self.serve(conn, user, pdu, now, out);
+                }
+                None => {
+                    if c.budget.resume() {
+                        out.push(Action::ResumeReading(conn));
+                    }
+                    return;
+                }
+            }
         }
     }
 
@@ -320,6 +391,17 @@ impl<C: Clock> MsgServer<C> {
         for conn in stuck {
             tracing::debug!(?conn, "message not confirmed in time, given up");
             self.message_done(conn, out);
+        }
+        let mut waiting = Vec::new();
+        for (&id, c) in &mut self.conns {
+            c.budget.expire(now_ms);
+            if c.budget.has_waiting() {
+                waiting.push(id);
+            }
+        }
+        waiting.sort_unstable();
+        for conn in waiting {
+            self.release(conn, out);
         }
         let mut expired = Vec::new();
         for (&id, c) in &self.conns {
@@ -574,6 +656,9 @@ impl<C: Clock> MsgServer<C> {
             M::UsersStatReq(mut request) => {
                 request.attach_data =
                     Some(PduAttach::new(AttachType::HANDLE, conn.0, Bytes::new()).to_bytes());
+                if !self.routes.is_empty() {
+                    self.request_sent(conn);
+                }
                 self.to_master_route(Pdu::encode_message(&request, seq), out);
             }
             M::P2pCmdMsg(command) => {
@@ -695,6 +780,7 @@ impl<C: Clock> MsgServer<C> {
         set_attach(&mut request, attach);
         if self.pick_db(range).is_some() {
             self.send_db(range, request.to_pdu(seq), out);
+            self.request_sent(conn);
             return;
         }
         tracing::debug!(?conn, command = %request.command(), "no db_proxy for request");
@@ -1035,6 +1121,10 @@ impl<C: Clock> MsgServer<C> {
             _ => {
                 tracing::debug!(?conn, command = %answer.command(), "requester gone, answer dropped")
             }
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.budget.answered();
+            self.release(conn, out);
         }
     }
 
