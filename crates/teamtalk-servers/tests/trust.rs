@@ -137,11 +137,20 @@ async fn serve_keeps_internal_ports_on_loopback_whatever_the_client_address() {
     ] {
         assert_eq!(addr.ip(), loopback, "{role} on {addr}");
     }
-    // A raw client from another address gets nothing from db_proxy_server.
+    // A raw client from another address gets nothing from db_proxy_server, and the other
+    // internal ports close such a connection at once too.
     let mut stranger = connect_from(Ipv4Addr::new(127, 0, 0, 2), running.db_proxy).await;
     let _ = stranger.write_all(&validate().to_bytes()).await;
     let mut buf = BytesMut::new();
     assert!(recv(&mut stranger, &mut buf).await.is_none(), "refused");
+    for addr in [running.route, running.login] {
+        let mut stranger = connect_from(Ipv4Addr::new(127, 0, 0, 2), addr).await;
+        let mut buf = BytesMut::new();
+        assert!(
+            recv(&mut stranger, &mut buf).await.is_none(),
+            "{addr} refused"
+        );
+    }
     // The client-facing ports follow `listen`.
     assert!(running.msg_servers[0].ip().is_unspecified());
     assert!(running.http.ip().is_unspecified());
