@@ -8,6 +8,7 @@
 
 pub mod chat;
 pub mod conn;
+pub mod flood;
 pub mod group;
 pub mod idle;
 pub mod login;

@@ -145,6 +145,20 @@ async fn execute(mode: &str, mut flags: Flags) -> Result<Option<Report>, BenchEr
                 .map_err(|e| BenchError::Setup(e.to_string()))?;
             return Ok(None);
         }
+        "flood" => {
+            let target = flags.target()?;
+            let users = flags.users()?;
+            let flooders = flags.number("flooders", Some(3))?;
+            let duration = std::time::Duration::from_secs(flags.number("duration", Some(10))?);
+            flags.finish()?;
+            teamtalk_bench::flood::run(&teamtalk_bench::flood::FloodOptions {
+                target,
+                users,
+                flooders,
+                duration,
+            })
+            .await?
+        }
         "login" => {
             let target = flags.target()?;
             let users = flags.users()?;

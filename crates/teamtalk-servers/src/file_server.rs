@@ -76,7 +76,7 @@ pub async fn run(
                 next += 1;
                 link::spawn_serve("file_client", stream, peer, Peer::Client(next), client_link.clone(), events_tx.clone(), shutdown.clone());
             }
-            (stream, peer) = link::accept(&msg_servers) => {
+            (stream, peer) = link::accept_link(&msg_servers) => {
                 next += 1;
                 link::spawn_serve("file_ms", stream, peer, Peer::MsgServer(next), LinkConfig::default(), events_tx.clone(), shutdown.clone());
             }

@@ -56,6 +56,8 @@ pub struct HttpMsgConfig {
     pub message_key: String,
     /// First reconnect delay of the upstream links (4 s).
     pub reconnect_delay: Duration,
+    /// The upstream links (heartbeat 5 s, timeout 30 s; TLS with the `tls` feature).
+    pub upstream_link: LinkConfig,
 }
 
 impl HttpMsgConfig {
@@ -73,6 +75,7 @@ impl HttpMsgConfig {
             timeout: Duration::from_secs(5),
             message_key: teamtalk_core::crypt::DEFAULT_KEY.to_owned(),
             reconnect_delay: Duration::from_secs(4),
+            upstream_link: LinkConfig::default(),
         }
     }
 }
@@ -117,7 +120,7 @@ pub async fn run(
     info!(addr = ?listener.local_addrs(), "http_msg_server listening");
     let (events_tx, events) = mpsc::channel::<LinkEvent<Up>>(1024);
     let mut n = 0;
-    let upstream = LinkConfig::default();
+    let upstream = config.upstream_link.clone();
     for addr in &config.db_servers {
         for _ in 0..config.db_connections.max(1) {
             n += 1;

@@ -21,6 +21,9 @@
 //! - [`secret`]: salts, API keys and task ids from the operating system's random source.
 //! - [`serve`]: every role in one process (`teamtalk serve`).
 //! - [`db_proxy_conf`]: an original `dbproxyserver.conf` as db_proxy_server settings.
+//! - [`trust`]: who may use an internal port (allow-lists of peer addresses).
+//! - [`link_stream`]: the stream under a link, plain TCP or TLS.
+//! - `tls` (cargo feature `tls`): mutual TLS between our roles.
 //!
 //! [`Handler`]: teamtalk_core::service::Handler
 
@@ -31,6 +34,7 @@ pub mod db_proxy_conf;
 pub mod file_server;
 pub mod http_msg;
 pub mod link;
+pub mod link_stream;
 pub mod login_server;
 pub mod msfs;
 pub mod msg_server;
@@ -40,3 +44,6 @@ pub mod route_server;
 pub mod secret;
 pub mod serve;
 pub mod shutdown;
+#[cfg(feature = "tls")]
+pub mod tls;
+pub mod trust;

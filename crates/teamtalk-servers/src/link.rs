@@ -17,12 +17,13 @@ use teamtalk_core::link::{LinkAction, LinkTimer, SERVER_HEARTBEAT_INTERVAL_MS, S
 use teamtalk_core::pdu::DEFAULT_MAX_FRAME_LEN;
 use teamtalk_core::proto::other::ImHeartBeat;
 use teamtalk_core::{CommandId, Pdu, PduDecoder};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
+pub use crate::link_stream::LinkStream;
 use crate::shutdown::Shutdown;
 
 /// How a link behaves.
@@ -33,6 +34,10 @@ pub struct LinkConfig {
     pub max_frame_len: u32,
     /// Frames queued for sending; a full queue means the peer does not keep up. Default 1024.
     pub outbox: usize,
+    /// Bytes queued for sending: above half of it the link stops reading the peer (its
+    /// requests wait in its TCP window), above all of it a send fails like a full queue
+    /// (owners then close the link). Default 64 MiB; client links 4 MiB.
+    pub outbox_bytes: usize,
     /// Send `CID_OTHER_HEARTBEAT` after this long without sending; `None`: never (client
     /// links). Default 5 s.
     pub heartbeat: Option<Duration>,
@@ -46,6 +51,9 @@ pub struct LinkConfig {
     /// owner finishes what it was asked, db_proxy-style), instead of flushing and closing at
     /// once. Default false.
     pub drain_on_shutdown: bool,
+    /// [`dial`] speaks TLS with this identity (cargo feature `tls`). Default: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsConnector>,
 }
 
 impl Default for LinkConfig {
@@ -53,10 +61,13 @@ impl Default for LinkConfig {
         LinkConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             outbox: 1024,
+            outbox_bytes: 64 << 20,
             heartbeat: Some(Duration::from_millis(SERVER_HEARTBEAT_INTERVAL_MS)),
             timeout: Some(Duration::from_millis(SERVER_TIMEOUT_MS)),
             report_heartbeats: false,
             drain_on_shutdown: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -67,6 +78,7 @@ impl LinkConfig {
     pub fn client() -> LinkConfig {
         LinkConfig {
             outbox: 256,
+            outbox_bytes: 4 << 20,
             heartbeat: None,
             timeout: None,
             report_heartbeats: true,
@@ -91,20 +103,40 @@ pub enum LinkEvent<Id> {
 /// published benchmark).
 struct Queue {
     state: std::sync::Mutex<QueueState>,
-    /// Wakes the link: frames arrived, or the last outbox went away.
+    /// Wakes the link: frames arrived, the owner paused or resumed reading, or the last
+    /// outbox went away.
     ready: tokio::sync::Notify,
     /// Wakes senders waiting for room.
     room: tokio::sync::Notify,
     capacity: usize,
+    /// Bytes of queued frames beyond which [`Outbox::send`] refuses (one frame is always
+    /// accepted into an empty queue); above half of it the link stops reading.
+    max_bytes: usize,
 }
 
 #[derive(Default)]
 struct QueueState {
     frames: std::collections::VecDeque<Bytes>,
+    /// Bytes of `frames`.
+    bytes: usize,
     /// Live [`Outbox`] clones.
     owners: usize,
     /// The link task ended.
     closed: bool,
+    /// The owner asked the link not to hand out frames ([`Outbox::pause_reading`]).
+    paused: bool,
+    /// `paused` changed since the link last looked.
+    control: bool,
+}
+
+/// What [`Queue::next_batch`] found.
+enum Next {
+    /// Frames were appended to the write buffer.
+    Frames,
+    /// The owner paused or resumed reading.
+    Control,
+    /// The queue is empty and every outbox is gone: the owner closed the link.
+    Closed,
 }
 
 impl Queue {
@@ -114,37 +146,70 @@ impl Queue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Moves up to `max` frames into `batch`; `false` when the queue is empty and every outbox
-    /// is gone (the owner closed the link).
-    async fn next_batch(&self, batch: &mut Vec<Bytes>, max: usize) -> bool {
+    /// Appends up to `max` frames to `out`, or reports a change of the owner's wishes.
+    async fn next_batch(&self, out: &mut BytesMut, max: usize) -> Next {
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
             {
                 let mut state = self.lock();
+                if state.control {
+                    state.control = false;
+                    return Next::Control;
+                }
                 if !state.frames.is_empty() {
                     let n = state.frames.len().min(max);
-                    batch.extend(state.frames.drain(..n));
+                    let mut taken = 0;
+                    for frame in state.frames.drain(..n) {
+                        taken += frame.len();
+                        out.extend_from_slice(&frame);
+                    }
+                    state.bytes = state.bytes.saturating_sub(taken);
                     if state.frames.is_empty() && state.frames.capacity() > 16 {
                         state.frames = std::collections::VecDeque::new(); // give a burst back
                     }
                     drop(state);
                     self.room.notify_waiters();
-                    return true;
+                    return Next::Frames;
                 }
                 if state.owners == 0 {
-                    return false;
+                    return Next::Closed;
                 }
             }
             ready.await;
         }
     }
 
+    /// Whether the link may read and hand out frames: the owner did not pause it and the
+    /// peer's answers waiting here are under half the byte budget (a peer that does not read
+    /// what it asked for stops being read; if the answers in flight still overflow the
+    /// budget, the owner's next send fails and it closes the link).
+    fn may_read(&self) -> bool {
+        let state = self.lock();
+        !state.paused && state.bytes <= self.max_bytes / 2
+    }
+
+    fn paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Takes every queued frame (the link is closing).
+    fn take_all(&self, out: &mut BytesMut) {
+        let mut state = self.lock();
+        for frame in state.frames.drain(..) {
+            out.extend_from_slice(&frame);
+        }
+        state.bytes = 0;
+        drop(state);
+        self.room.notify_waiters();
+    }
+
     fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
         state.frames.clear();
+        state.bytes = 0;
         drop(state);
         self.room.notify_waiters();
     }
@@ -185,7 +250,7 @@ impl fmt::Debug for Outbox {
 /// Why a frame was not queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// The queue is full: the peer does not read fast enough.
+    /// The queue is full (frames or bytes): the peer does not read fast enough.
     #[error("the peer's send queue is full")]
     Full,
     /// The link is closed.
@@ -200,9 +265,12 @@ impl Outbox {
         if state.closed {
             return Err(SendError::Closed);
         }
-        if state.frames.len() >= self.0.capacity {
+        let over_bytes =
+            !state.frames.is_empty() && state.bytes.saturating_add(frame.len()) > self.0.max_bytes;
+        if state.frames.len() >= self.0.capacity || over_bytes {
             return Err(SendError::Full);
         }
+        state.bytes += frame.len();
         state.frames.push_back(frame);
         drop(state);
         self.0.ready.notify_one();
@@ -227,23 +295,69 @@ impl Outbox {
         }
     }
 
+    /// Asks the link to stop (`true`) or resume (`false`) handing out frames: while paused
+    /// it reads nothing more, so the peer's requests wait in its own TCP window. Sending,
+    /// heartbeats and the idle timeout go on (a paused peer still counts as heard from when
+    /// it had data for us; the owner decides how long a pause may last).
+    pub fn pause_reading(&self, paused: bool) {
+        let mut state = self.0.lock();
+        if state.paused == paused {
+            return;
+        }
+        state.paused = paused;
+        state.control = true;
+        drop(state);
+        self.0.ready.notify_one();
+    }
+
     /// Whether the link is gone.
     pub fn is_closed(&self) -> bool {
         self.0.lock().closed
     }
 }
 
+/// What the write arm of [`serve`] did.
+enum Io {
+    /// Took frames from the queue (or saw a change of the owner's wishes).
+    Next(Next),
+    /// Wrote part of the write buffer.
+    Written(std::io::Result<usize>),
+    /// Flushed the TLS buffer.
+    Flushed(std::io::Result<()>),
+}
+
 /// Serves `stream` as link `id` until it closes, reporting to `events`. Reports
 /// [`LinkEvent::Opened`] first and [`LinkEvent::Closed`] last. Returns when the link is
 /// closed; `shutdown` closes it after flushing the queued frames.
+///
+/// Reading, writing and the timers never wait on each other: one `select!` over
+/// - reading, only while nothing is held back (below), the owner did not pause the link and
+///   the queued answers are within half their byte budget;
+/// - handing a held-back frame to the owner: a decoded frame the owner's channel has no room
+///   for is held (one at most, the rest stays undecoded in the read buffer) and reading
+///   pauses until the channel takes it — the peer then waits in its TCP window, which is the
+///   backpressure, while our answers keep flowing. (Awaiting the channel inside the read arm
+///   instead deadlocks when the owner itself waits for this link to drain its queue.)
+/// - writing the write buffer (a batch of at most 64 queued frames) with `poll_write`, and
+///   refilling it from the queue when it is empty;
+/// - the heartbeat / idle / write-stall deadline;
+/// - shutdown.
 pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
-    stream: TcpStream,
+    stream: impl Into<LinkStream>,
     id: Id,
     config: LinkConfig,
     events: mpsc::Sender<LinkEvent<Id>>,
     mut shutdown: Shutdown,
 ) {
-    let _ = stream.set_nodelay(true);
+    // A TLS handshake still to be made is made here, on the link's task, before the owner
+    // hears of the link.
+    let stream = match stream.into().established().await {
+        Ok(stream) => stream,
+        Err(error) => {
+            info!(%error, "TLS handshake failed, closing");
+            return;
+        }
+    };
     let queue = Arc::new(Queue {
         state: std::sync::Mutex::new(QueueState {
             owners: 1,
@@ -252,6 +366,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
         ready: tokio::sync::Notify::new(),
         room: tokio::sync::Notify::new(),
         capacity: config.outbox.max(1),
+        max_bytes: config.outbox_bytes.max(1),
     });
     if events
         .send(LinkEvent::Opened(id, Outbox(queue.clone())))
@@ -260,7 +375,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
     {
         return;
     }
-    let (reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = stream.split();
     let started = Instant::now();
     let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let never = u64::MAX / 4;
@@ -271,95 +386,160 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
     );
     let mut decoder = PduDecoder::new(config.max_frame_len);
     let mut buf = BytesMut::new();
-    let mut batch = Vec::new();
+    // Boxed like the reservation below: the rare case pays, not every idle connection.
+    let mut held: Option<Box<Pdu>> = None;
     let mut out = BytesMut::new();
+    // When the peer must have taken the write buffer's next bytes.
+    let mut write_deadline: Option<Instant> = None;
+    // No more reading (shutdown).
     let mut draining = false;
+    // No more taking from the queue: write what is buffered, then end.
+    let mut closing = false;
     'link: loop {
-        let deadline = started + Duration::from_millis(timer.next_deadline());
+        if held.is_none() && !buf.is_empty() && !queue.paused() {
+            match hand_out(&mut decoder, &mut buf, id, &config, &events, &queue) {
+                Ok(h) => held = h,
+                Err(()) => break 'link,
+            }
+        }
+        if closing && out.is_empty() {
+            break 'link;
+        }
+        if out.is_empty() && !writer.unflushed() {
+            write_deadline = None;
+        } else if write_deadline.is_none() {
+            write_deadline = Some(Instant::now() + WRITE_TIMEOUT);
+        }
+        let reading = !draining && held.is_none() && queue.may_read();
+        let timers = started + Duration::from_millis(timer.next_deadline());
+        let deadline = write_deadline.map_or(timers, |w| w.min(timers));
         tokio::select! {
-            ready = reader.readable(), if !draining => match ready.and_then(|()| read_into(&reader, &mut buf)) {
+            read = std::future::poll_fn(|cx| reader.poll_read_into(cx, &mut buf)), if reading => match read {
                 Ok(0) => break 'link,
-                Ok(_) => {
-                    timer.received(now_ms());
-                    loop {
-                        match decoder.decode(&mut buf) {
-                            Ok(Some(pdu)) => {
-                                if pdu.command() == CommandId::OTHER_HEARTBEAT && !config.report_heartbeats {
-                                    continue;
-                                }
-                                if events.send(LinkEvent::Frame(id, pdu)).await.is_err() {
-                                    break 'link;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(error) => {
-                                info!(%error, "framing error, closing the link");
-                                break 'link;
-                            }
-                        }
-                    }
-                    if buf.is_empty() {
-                        // An idle connection keeps no buffer (frames handed out keep theirs).
-                        buf = BytesMut::new();
-                    }
-                }
+                Ok(_) => timer.received(now_ms()),
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(error) => {
                     debug!(%error, "read failed");
                     break 'link;
                 }
             },
-            more = queue.next_batch(&mut batch, 64) => {
-                if !more {
-                    break 'link; // the owner dropped the outbox
+            // Boxed: allocated only while a frame is held, which keeps every idle connection small.
+            permit = Box::pin(events.reserve()), if held.is_some() => match (permit, held.take()) {
+                (Ok(permit), Some(pdu)) => permit.send(LinkEvent::Frame(id, *pdu)),
+                _ => break 'link,
+            },
+            // Writing and refilling the write buffer share one arm (they never run at once):
+            // write what is buffered, else take the next frames from the queue.
+            io = async {
+                if out.is_empty() && writer.unflushed() {
+                    // TLS records still buffered: out before the link calls itself idle.
+                    Io::Flushed(std::future::poll_fn(|cx| std::pin::Pin::new(&mut writer).poll_flush(cx)).await)
+                } else if out.is_empty() {
+                    Io::Next(queue.next_batch(&mut out, 64).await)
+                } else {
+                    Io::Written(std::future::poll_fn(|cx| std::pin::Pin::new(&mut writer).poll_write(cx, &out)).await)
                 }
-                for frame in batch.drain(..) {
-                    out.extend_from_slice(&frame);
+            }, if !closing || !out.is_empty() => match io {
+                Io::Written(Ok(0)) => break 'link,
+                Io::Written(Ok(n)) => {
+                    bytes::Buf::advance(&mut out, n);
+                    if out.is_empty() {
+                        out = BytesMut::new(); // an idle connection keeps no write buffer
+                    }
+                    write_deadline = None;
+                    timer.sent(now_ms());
                 }
-                if let Err(error) = write(&mut writer, &out).await {
+                Io::Written(Err(error)) | Io::Flushed(Err(error)) => {
                     debug!(%error, "write failed");
                     break 'link;
                 }
-                out = BytesMut::new();
-                timer.sent(now_ms());
+                Io::Flushed(Ok(())) => timer.sent(now_ms()),
+                Io::Next(Next::Frames | Next::Control) => {}
+                Io::Next(Next::Closed) => closing = true, // the owner dropped the outbox
             },
-            _ = tokio::time::sleep_until(deadline) => match timer.poll(now_ms()) {
-                Some(LinkAction::SendHeartbeat) => {
-                    let beat = Pdu::encode_message(&ImHeartBeat {}, 0).to_bytes();
-                    if write(&mut writer, &beat).await.is_err() {
-                        break 'link;
-                    }
-                }
-                Some(LinkAction::Close) => {
-                    info!("link silent for too long, closing");
+            _ = tokio::time::sleep_until(deadline) => {
+                if write_deadline.is_some_and(|w| w <= Instant::now()) {
+                    info!("peer does not read, closing the link");
                     break 'link;
                 }
-                None => {}
+                match timer.poll(now_ms()) {
+                    Some(LinkAction::SendHeartbeat) => {
+                        if out.is_empty() {
+                            out.extend_from_slice(&Pdu::encode_message(&ImHeartBeat {}, 0).to_bytes());
+                        }
+                        // Bytes on their way count as sent: the write deadline watches them.
+                        timer.sent(now_ms());
+                    }
+                    Some(LinkAction::Close) => {
+                        info!("link silent for too long, closing");
+                        break 'link;
+                    }
+                    None => {}
+                }
             },
             _ = shutdown.wait(), if !draining => {
-                if config.drain_on_shutdown {
-                    draining = true; // no more reading; the owner closes the outbox when done
-                    continue 'link;
+                draining = true;
+                if !config.drain_on_shutdown {
+                    // Flush what is queued (within a short time), then close.
+                    queue.take_all(&mut out);
+                    closing = true;
+                    let flush = Instant::now() + SHUTDOWN_FLUSH;
+                    write_deadline = Some(write_deadline.map_or(flush, |w| w.min(flush)));
                 }
-                // Flush what is queued, then close.
-                let pending: Vec<Bytes> = queue.lock().frames.drain(..).collect();
-                for frame in pending {
-                    if write(&mut writer, &frame).await.is_err() {
-                        break;
-                    }
-                }
-                break 'link;
+                // Draining: no more reading; the owner closes the outbox when done.
             }
         }
     }
     queue.close();
-    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(SHUTDOWN_FLUSH, writer.shutdown()).await;
     let _ = events.send(LinkEvent::Closed(id)).await;
+}
+
+/// Decodes the frames in `buf` and hands them to the owner while its channel has room and it
+/// did not pause the link. Returns the frame that found no room (to be held), `Err` when the
+/// link must close (framing error, owner gone).
+fn hand_out<Id: Copy>(
+    decoder: &mut PduDecoder,
+    buf: &mut BytesMut,
+    id: Id,
+    config: &LinkConfig,
+    events: &mpsc::Sender<LinkEvent<Id>>,
+    queue: &Queue,
+) -> Result<Option<Box<Pdu>>, ()> {
+    let result = loop {
+        if queue.paused() {
+            break Ok(None);
+        }
+        match decoder.decode(buf) {
+            Ok(Some(pdu)) => {
+                if pdu.command() == CommandId::OTHER_HEARTBEAT && !config.report_heartbeats {
+                    continue;
+                }
+                match events.try_send(LinkEvent::Frame(id, pdu)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(LinkEvent::Frame(_, pdu))) => {
+                        break Ok(Some(Box::new(pdu)));
+                    }
+                    Err(_) => break Err(()),
+                }
+            }
+            Ok(None) => break Ok(None),
+            Err(error) => {
+                info!(%error, "framing error, closing the link");
+                break Err(());
+            }
+        }
+    };
+    if buf.is_empty() {
+        // An idle connection keeps no buffer (frames handed out keep theirs).
+        *buf = BytesMut::new();
+    }
+    result
 }
 
 /// Reads what the socket has into `buf` through a stack buffer, so that idle connections
 /// hold no read buffer of their own. `Ok(0)`: the peer closed.
-fn read_into(
+pub(crate) fn read_into(
     reader: &tokio::net::tcp::OwnedReadHalf,
     buf: &mut BytesMut,
 ) -> std::io::Result<usize> {
@@ -385,19 +565,11 @@ fn read_into(
     }
 }
 
-/// A peer that takes longer than this to accept one batch of frames is dropped.
+/// A peer that takes longer than this to accept the next bytes we have for it is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Writes `bytes`, failing when the peer stops reading for [`WRITE_TIMEOUT`].
-async fn write(writer: &mut tokio::net::tcp::OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes)).await {
-        Ok(result) => result,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "peer does not read",
-        )),
-    }
-}
+/// On shutdown a link writes what is queued for at most this long before closing.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4)
@@ -410,6 +582,11 @@ pub struct Listeners {
     listeners: Vec<TcpListener>,
     /// Where the next accept starts looking, so no address starves the others.
     next: std::sync::atomic::AtomicUsize,
+    /// Who may connect; `None`: anyone (client-facing ports).
+    gate: Option<Arc<crate::trust::PeerGate>>,
+    /// Links accepted by [`accept_link`] speak TLS with client certificates.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsAcceptor>,
 }
 
 impl Listeners {
@@ -431,7 +608,26 @@ impl Listeners {
         Ok(Listeners {
             listeners,
             next: std::sync::atomic::AtomicUsize::new(0),
+            gate: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// Links accepted by [`accept_link`] must speak TLS and present a client certificate of
+    /// the acceptor's CA (the handshake is made on each link's task).
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, acceptor: crate::tls::TlsAcceptor) -> Listeners {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// Only peers that `gate` admits are handed out by [`Listeners::accept`]; the others are
+    /// closed at once (an internal port, docs/deploy.md "Trust model").
+    pub fn guarded(mut self, gate: crate::trust::PeerGate) -> Listeners {
+        gate.warn_if_unreachable(&self.local_addrs());
+        self.gate = Some(Arc::new(gate));
+        self
     }
 
     /// The bound addresses (port 0 resolved), in the order given.
@@ -450,8 +646,19 @@ impl Listeners {
             .local_addr()
     }
 
-    /// The next connection on any of the sockets.
+    /// The next connection on any of the sockets from a peer the gate (if any) admits;
+    /// refused peers are closed without a byte read.
     pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        loop {
+            let (stream, peer) = self.accept_any().await?;
+            match &self.gate {
+                Some(gate) if !gate.admit(peer) => drop(stream),
+                _ => return Ok((stream, peer)),
+            }
+        }
+    }
+
+    async fn accept_any(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
         use std::sync::atomic::Ordering;
         std::future::poll_fn(|cx| {
             let count = self.listeners.len();
@@ -476,6 +683,9 @@ impl From<TcpListener> for Listeners {
         Listeners {
             listeners: vec![listener],
             next: std::sync::atomic::AtomicUsize::new(0),
+            gate: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -494,10 +704,21 @@ pub async fn accept(listener: &Listeners) -> (TcpStream, SocketAddr) {
     }
 }
 
+/// The next link on `listener` (an internal port): as [`accept`], with the TLS handshake
+/// still to be made when the listeners have TLS (`Listeners::with_tls`, cargo feature `tls`).
+pub async fn accept_link(listener: &Listeners) -> (LinkStream, SocketAddr) {
+    let (stream, peer) = accept(listener).await;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &listener.tls {
+        return (LinkStream::TlsPending(stream, tls.clone()), peer);
+    }
+    (LinkStream::Plain(stream), peer)
+}
+
 /// Serves an accepted connection as link `id` on its own task, in a span named `name`.
 pub fn spawn_serve<Id: Copy + Send + fmt::Debug + 'static>(
     name: &'static str,
-    stream: TcpStream,
+    stream: impl Into<LinkStream>,
     peer: SocketAddr,
     id: Id,
     config: LinkConfig,
@@ -505,6 +726,7 @@ pub fn spawn_serve<Id: Copy + Send + fmt::Debug + 'static>(
     shutdown: Shutdown,
 ) {
     let span = tracing::info_span!("link", kind = name, ?id, %peer);
+    let stream: LinkStream = stream.into();
     tokio::spawn(serve(stream, id, config, events, shutdown).instrument(span));
 }
 
@@ -589,10 +811,25 @@ pub async fn dial<Id: Copy + Send + fmt::Debug + 'static>(
             };
             match connected {
                 Ok(Ok(stream)) => {
-                    info!("connected");
-                    backoff.reset();
-                    serve(stream, id, config.clone(), events.clone(), shutdown.clone()).await;
-                    info!("disconnected");
+                    #[cfg(feature = "tls")]
+                    let stream = match &config.tls {
+                        Some(tls) => match LinkStream::connect_tls(stream, addr.ip(), tls).await {
+                            Ok(stream) => Some(stream),
+                            Err(error) => {
+                                info!(%error, "TLS handshake failed");
+                                None
+                            }
+                        },
+                        None => Some(LinkStream::from(stream)),
+                    };
+                    #[cfg(not(feature = "tls"))]
+                    let stream = Some(LinkStream::from(stream));
+                    if let Some(stream) = stream {
+                        info!("connected");
+                        backoff.reset();
+                        serve(stream, id, config.clone(), events.clone(), shutdown.clone()).await;
+                        info!("disconnected");
+                    }
                 }
                 Ok(Err(error)) => debug!(%error, "connect failed"),
                 Err(_) => debug!("connect timed out"),
@@ -640,6 +877,81 @@ mod tests {
         assert_eq!(b.next_delay(), Duration::from_secs(4), "no overflow");
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    /// A db_proxy-like owner: takes one request at a time and waits for room in the link's
+    /// outbox to queue its (large) answer. The peer writes far more requests than the
+    /// channel, the outbox and the socket buffers hold before reading any answer, then reads
+    /// slowly. A link that awaits the owner's channel inside its read arm stops draining its
+    /// own outbox and the three wait on each other for ever; ours keeps writing.
+    #[tokio::test]
+    async fn a_peer_that_floods_and_reads_slowly_gets_every_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const REQUESTS: usize = 2000;
+        const ANSWER: usize = 4096;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let (events_tx, mut events) = mpsc::channel(1);
+        let config = LinkConfig {
+            outbox: 2,
+            ..LinkConfig::default()
+        };
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            serve(stream, 1u32, config, events_tx, shutdown).await;
+        });
+        tokio::spawn(async move {
+            let mut outbox = None;
+            while let Some(event) = events.recv().await {
+                match event {
+                    LinkEvent::Opened(_, o) => outbox = Some(o),
+                    LinkEvent::Frame(_, pdu) => {
+                        let Some(o) = &outbox else { break };
+                        let body = Bytes::from(vec![7u8; ANSWER]);
+                        let answer = Pdu::new(pdu.command(), pdu.seq_num(), body);
+                        if o.send_wait(answer.to_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                    LinkEvent::Closed(_) => break,
+                }
+            }
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut read, mut write) = stream.into_split();
+        let writer = tokio::spawn(async move {
+            let request = Pdu::new(
+                CommandId::BUDDY_LIST_ALL_USER_REQUEST,
+                1,
+                Bytes::from_static(&[0u8; 64]),
+            )
+            .to_bytes();
+            for _ in 0..REQUESTS {
+                write.write_all(&request).await.unwrap();
+            }
+            write
+        });
+        let expected = REQUESTS * (ANSWER + 16);
+        let reading = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut got = 0;
+            let mut chunk = vec![0u8; 16 * 1024];
+            while got < expected {
+                let n = read.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the link closed after {got} of {expected} bytes");
+                got += n;
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            got
+        };
+        let got = tokio::time::timeout(Duration::from_secs(60), reading)
+            .await
+            .expect(
+                "the link stopped answering (reading waits on the owner, the owner on writing)",
+            );
+        assert_eq!(got, expected);
+        let _write = writer.await.unwrap();
     }
 }
 #[cfg(test)]

@@ -75,7 +75,7 @@ pub async fn run(
     let mut links = HashMap::new();
     loop {
         tokio::select! {
-            (stream, peer) = link::accept(&msg_servers) => {
+            (stream, peer) = link::accept_link(&msg_servers) => {
                 next_id += 1;
                 link::spawn_serve("login", stream, peer, next_id, link_config.clone(), events_tx.clone(), shutdown.clone());
             }

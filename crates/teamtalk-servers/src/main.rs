@@ -17,6 +17,7 @@ use teamtalk_servers::conf::ConfFile;
 use teamtalk_servers::db_proxy_conf::DbProxyConf;
 use teamtalk_servers::link::Listeners;
 use teamtalk_servers::serve::{self, ServeConfig};
+use teamtalk_servers::trust::PeerGate;
 use teamtalk_servers::{db_proxy, login_server, msg_server, roles, route_server, shutdown};
 use teamtalk_store::{MysqlRedisConfig, MysqlRedisStore, SqliteConfig, SqliteStore};
 
@@ -28,9 +29,9 @@ USAGE:
       login_server, route_server, db_proxy_server, msg_server, msfs and http_msg_server in
       one process on the embedded SQLite store (default data dir ./teamtalk-data), listening
       on 127.0.0.1: HTTP discovery 8080 (http://127.0.0.1:8080/msg_server), clients 8000,
-      msfs 8700, admin API 8400, file_server 8600 (8601 for msg_servers); internal links
-      login 8100, route 8200, db_proxy 10600; and push_server (8500) with push_webhook
-      or APNs keys.
+      msfs 8700, file_server 8600; on 127.0.0.1 whatever `listen` is (internal_listen):
+      admin API 8400, login 8100, route 8200, db_proxy 10600, file_server 8601, and
+      push_server (8500) with push_webhook or APNs keys.
   teamtalk user add NAME --password PW [--nick NICK] [--dept DEPT_ID] [--data-dir DIR | --config FILE]
   teamtalk user list [--all] [--data-dir DIR | --config FILE]   (--all: disabled accounts too)
   teamtalk user passwd NAME --password PW [--data-dir DIR | --config FILE]
@@ -59,11 +60,16 @@ USAGE:
       One role alone, reading the original .conf file (dbproxyserver.conf, routeserver.conf,
       loginserver.conf, msgserver.conf, msfs.conf …) or a .toml file with the same keys. A
       db-proxy-server config without DBInstances serves the embedded store in data_dir.
+      Internal ports listen on 127.0.0.1 and serve only AllowedPeers (default loopback).
       Keys and defaults: docs/deploy.md.
   teamtalk --help | --version
 
 SERVE CONFIG (TOML, every key optional):
-  data_dir = \"./teamtalk-data\"   listen = \"127.0.0.1\"   advertise = \"127.0.0.1\"
+  data_dir = \"./teamtalk-data\"   listen = \"127.0.0.1\" (client ports)   advertise = \"127.0.0.1\"
+  internal_listen = \"127.0.0.1\" (internal ports)   http_msg_listen = internal_listen
+  allowed_peers = \"10.0.0.5;10.0.1.0/24\" (on internal ports besides 127.0.0.1, ::1; * = any)
+  tls_ca_file = \"ca.pem\"   tls_cert_file = \"node.pem\"   tls_key_file = \"node.key\" — mutual TLS
+      on the internal links (build with --features tls); roles: TlsCaFile, TlsCertFile, TlsKeyFile
   http_port = 8080   msg_port = 8000   login_port = 8100   route_port = 8200
   db_proxy_port = 10600   msfs_port = 8700 (files in DATA_DIR/msfs)   max_msgs_per_sec = 20
   http_msg_port = 8400   http_api_key = \"…\" (default: generated into DATA_DIR/http_api_key)
@@ -819,6 +825,29 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
             .parse()
             .map_err(|_| usage(format!("listen: not an IP address: {listen:?}")))?;
     }
+    let ip_key = |key: &str| -> Result<Option<std::net::IpAddr>, Failure> {
+        conf.get(key)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| usage(format!("{key}: not an IP address: {v:?}")).into())
+            })
+            .transpose()
+    };
+    if let Some(internal) = ip_key("internal_listen")? {
+        config.internal_listen = internal;
+    }
+    config.http_msg_listen = ip_key("http_msg_listen")?;
+    #[cfg(feature = "tls")]
+    {
+        config.tls = roles::tls_files(conf, &roles::TlsKeys::SERVE).map_err(bad)?;
+    }
+    #[cfg(not(feature = "tls"))]
+    roles::tls_files(conf, &roles::TlsKeys::SERVE).map_err(bad)?;
+    if let Some(list) = conf.get("allowed_peers") {
+        config.allowed_peers = list
+            .parse()
+            .map_err(|e| usage(format!("allowed_peers: {e}")))?;
+    }
     let port = |key: &str, default: u16| -> Result<u16, Failure> {
         Ok(conf
             .parsed(key, "a TCP port")
@@ -890,6 +919,55 @@ async fn bind_all(addrs: &[std::net::SocketAddr], role: &str) -> Result<Listener
         .map_err(|e| run_error(format!("{role}: {e}")))
 }
 
+/// A role's internal port: its allow-list (`AllowedPeers`) and, with the TLS keys, mutual
+/// TLS (docs/deploy.md "Trust model").
+fn internal(
+    listeners: Listeners,
+    conf: &ConfFile,
+    path: &Path,
+    role: &'static str,
+) -> Result<Listeners, Failure> {
+    let listeners = listeners.guarded(gate(conf, path, role)?);
+    #[cfg(feature = "tls")]
+    if let Some(files) =
+        roles::tls_files(conf, &roles::TlsKeys::ROLE).map_err(|e| conf_error(path, e))?
+    {
+        let acceptor = files.acceptor().map_err(|e| conf_error(path, e))?;
+        return Ok(listeners.with_tls(acceptor));
+    }
+    #[cfg(not(feature = "tls"))]
+    roles::tls_files(conf, &roles::TlsKeys::ROLE).map_err(|e| conf_error(path, e))?;
+    Ok(listeners)
+}
+
+/// The TLS identity of a role's dialed links, from its TLS keys (none: plain TCP).
+fn tls_dial(
+    conf: &ConfFile,
+    path: &Path,
+    link: &mut teamtalk_servers::link::LinkConfig,
+) -> Result<(), Failure> {
+    #[cfg(feature = "tls")]
+    {
+        link.tls =
+            match roles::tls_files(conf, &roles::TlsKeys::ROLE).map_err(|e| conf_error(path, e))? {
+                Some(files) => Some(files.connector().map_err(|e| conf_error(path, e))?),
+                None => None,
+            };
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = link;
+        roles::tls_files(conf, &roles::TlsKeys::ROLE).map_err(|e| conf_error(path, e))?;
+    }
+    Ok(())
+}
+
+/// The gate of a role's internal port: its `AllowedPeers` (default loopback only).
+fn gate(conf: &ConfFile, path: &Path, role: &'static str) -> Result<PeerGate, Failure> {
+    let peers = roles::allowed_peers(conf).map_err(|e| conf_error(path, e))?;
+    Ok(PeerGate::new(role, peers))
+}
+
 async fn serve_db_proxy<S: Store + 'static>(
     listener: Listeners,
     store: S,
@@ -920,9 +998,15 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
     let task = async {
         match role {
             "db-proxy-server" if conf.get("DBInstances").is_some() => {
+                let conf_file = &conf;
                 let conf = DbProxyConf::from_conf(&conf).map_err(|e| conf_error(path, e))?;
                 let business = conf.business().map_err(|e| conf_error(path, e))?;
-                let listener = bind_all(&conf.listen, role).await?;
+                let listener = internal(
+                    bind_all(&conf.listen, role).await?,
+                    conf_file,
+                    path,
+                    "db_proxy_server",
+                )?;
                 let store = MysqlRedisStore::connect(&conf.store)
                     .await
                     .map_err(run_error)?;
@@ -944,7 +1028,12 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     }
                     None => DbProxyConfig::default(),
                 };
-                let listener = bind_all(&listen, role).await?;
+                let listener = internal(
+                    bind_all(&listen, role).await?,
+                    &conf,
+                    path,
+                    "db_proxy_server",
+                )?;
                 let settings = Settings {
                     data_dir: PathBuf::from(conf.get("data_dir").unwrap_or("./teamtalk-data")),
                     conf: ConfFile::default(),
@@ -960,7 +1049,8 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
             }
             "route-server" => {
                 let listen = roles::route_listen(&conf).map_err(|e| conf_error(path, e))?;
-                let listener = bind_all(&listen, role).await?;
+                let listener =
+                    internal(bind_all(&listen, role).await?, &conf, path, "route_server")?;
                 route_server::run(Default::default(), listener, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -1004,6 +1094,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 if let Some(aes) = conf.get("aesKey") {
                     config.message_key = aes.to_owned();
                 }
+                tls_dial(&conf, path, &mut config.upstream_link)?;
                 let listener = bind_all(&listen, role).await?;
                 teamtalk_servers::http_msg::run(config, listener, shutdown.clone())
                     .await
@@ -1057,7 +1148,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     limits,
                 };
                 let clients = bind_all(&clients, role).await?;
-                let links = bind_all(&links, role).await?;
+                let links = internal(bind_all(&links, role).await?, &conf, path, "file_server")?;
                 teamtalk_servers::file_server::run(config, clients, links, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -1066,7 +1157,8 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 let (listen, settings) =
                     roles::push_server(&conf).map_err(|e| conf_error(path, e))?;
                 let backend = settings.backend().map_err(|e| conf_error(path, e))?;
-                let listener = bind_all(&listen, role).await?;
+                let listener =
+                    internal(bind_all(&listen, role).await?, &conf, path, "push_server")?;
                 teamtalk_servers::push::run(Arc::new(backend), listener, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -1075,14 +1167,15 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 let (http, links, config) =
                     roles::login_server(&conf).map_err(|e| conf_error(path, e))?;
                 let http = bind_all(&http, role).await?;
-                let links = bind_all(&links, role).await?;
+                let links = internal(bind_all(&links, role).await?, &conf, path, "login_server")?;
                 login_server::run(config, http, links, shutdown.clone())
                     .await
                     .map_err(run_error)
             }
             _ => {
-                let (listen, settings) =
+                let (listen, mut settings) =
                     roles::msg_server(&conf).map_err(|e| conf_error(path, e))?;
+                tls_dial(&conf, path, &mut settings.upstream_link)?;
                 let listener = bind_all(&listen, role).await?;
                 msg_server::run(settings, listener, SystemClock, shutdown.clone())
                     .await

@@ -3,7 +3,11 @@
 //!
 //! One hub task owns the core state; every client connection and upstream link is a
 //! [`link`] task reporting to it. The hub runs the core's decisions: frames to clients and
-//! upstreams, closes. A client whose send queue is full (it does not read) is disconnected.
+//! upstreams, closes, pausing and resuming the reading of a client. Budgets per client
+//! connection: the core's requests in flight upstream (beyond, the client is not read), and
+//! the link's queued answer bytes (above half of `outbox_bytes` the client is not read; a
+//! send that finds the queue full — frames or bytes — disconnects it). A heavy client so
+//! slows itself only. The hub never awaits a link: every send is `try`-style.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -208,6 +212,16 @@ fn perform(
             }
             Action::Close(conn) => {
                 clients.remove(&conn);
+            }
+            Action::PauseReading(conn) => {
+                if let Some(outbox) = clients.get(&conn) {
+                    outbox.pause_reading(true);
+                }
+            }
+            Action::ResumeReading(conn) => {
+                if let Some(outbox) = clients.get(&conn) {
+                    outbox.pause_reading(false);
+                }
             }
             Action::ToUpstream(link, pdu) => match upstreams.get(&link) {
                 Some(outbox) => {

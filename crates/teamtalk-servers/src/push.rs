@@ -213,7 +213,7 @@ pub async fn run<B: PushBackend>(
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS));
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = link::accept(&listener) => accepted,
+            accepted = link::accept_link(&listener) => accepted,
             _ = shutdown.wait() => return Ok(()),
         };
         next += 1;

@@ -56,18 +56,118 @@ pub fn peer_addrs(
     Ok(out)
 }
 
-/// route_server: `ListenIP` (0.0.0.0), `ListenMsgPort` (8200).
+/// route_server: `ListenIP` (127.0.0.1: an internal port, docs/deploy.md "Trust model"),
+/// `ListenMsgPort` (8200).
 pub fn route_listen(conf: &ConfFile) -> Result<Vec<SocketAddr>, ConfError> {
-    listen_addrs(conf, "ListenIP", "ListenMsgPort", "0.0.0.0", 8200)
+    listen_addrs(conf, "ListenIP", "ListenMsgPort", "127.0.0.1", 8200)
 }
 
-/// login_server listeners and settings: `HttpListenIP`/`HttpPort` (8080),
-/// `MsgServerListenIP`/`MsgServerPort` (8100), `msfs`, `discovery`.
+/// The `;`-separated peers allowed on a role's internal port: key `AllowedPeers`
+/// (`10.0.0.5;10.0.1.0/24;fd00::/8`, `*` for any). Default: loopback only.
+pub fn allowed_peers(conf: &ConfFile) -> Result<crate::trust::AllowedPeers, ConfError> {
+    match conf.get("AllowedPeers") {
+        None => Ok(crate::trust::AllowedPeers::default()),
+        Some(list) => list.parse().map_err(|_| {
+            invalid(
+                "AllowedPeers",
+                "IP addresses or address/prefix blocks separated by ; (or *)",
+            )
+        }),
+    }
+}
+
+/// The names of the TLS keys: a role's ([`TlsKeys::ROLE`]) and `teamtalk serve`'s
+/// ([`TlsKeys::SERVE`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TlsKeys {
+    /// The deployment's CA (PEM).
+    pub ca_file: &'static str,
+    /// This role's certificate chain (PEM).
+    pub cert_file: &'static str,
+    /// This role's private key (PEM).
+    pub key_file: &'static str,
+    /// The name expected in servers' certificates (default: the dialed IP address).
+    pub server_name: &'static str,
+}
+
+impl TlsKeys {
+    /// `TlsCaFile`, `TlsCertFile`, `TlsKeyFile`, `TlsServerName`.
+    pub const ROLE: TlsKeys = TlsKeys {
+        ca_file: "TlsCaFile",
+        cert_file: "TlsCertFile",
+        key_file: "TlsKeyFile",
+        server_name: "TlsServerName",
+    };
+    /// `tls_ca_file`, `tls_cert_file`, `tls_key_file`, `tls_server_name`.
+    pub const SERVE: TlsKeys = TlsKeys {
+        ca_file: "tls_ca_file",
+        cert_file: "tls_cert_file",
+        key_file: "tls_key_file",
+        server_name: "tls_server_name",
+    };
+}
+
+/// The role's TLS identity for links between our roles: all of the CA, certificate and key
+/// files, or none (plain TCP). With them, the role's internal port accepts only TLS links with
+/// a client certificate of the CA, and its dialed links use TLS.
+#[cfg(feature = "tls")]
+pub fn tls_files(
+    conf: &ConfFile,
+    keys: &TlsKeys,
+) -> Result<Option<crate::tls::TlsFiles>, ConfError> {
+    let get = |key: &str| conf.get(key).filter(|v| !v.is_empty());
+    let (ca, cert, key) = (get(keys.ca_file), get(keys.cert_file), get(keys.key_file));
+    if ca.is_none() && cert.is_none() && key.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(crate::tls::TlsFiles {
+        ca_file: ca
+            .ok_or(ConfError::Missing {
+                key: keys.ca_file.to_owned(),
+            })?
+            .into(),
+        cert_file: cert
+            .ok_or(ConfError::Missing {
+                key: keys.cert_file.to_owned(),
+            })?
+            .into(),
+        key_file: key
+            .ok_or(ConfError::Missing {
+                key: keys.key_file.to_owned(),
+            })?
+            .into(),
+        server_name: get(keys.server_name).map(str::to_owned),
+    }))
+}
+
+/// TLS keys in a build without the `tls` feature are an error, not silently ignored.
+#[cfg(not(feature = "tls"))]
+pub fn tls_files(conf: &ConfFile, keys: &TlsKeys) -> Result<(), ConfError> {
+    for key in [keys.ca_file, keys.cert_file, keys.key_file] {
+        if conf.get(key).is_some_and(|v| !v.is_empty()) {
+            return Err(invalid(
+                key,
+                "no TLS file: this build has no TLS support (rebuild with --features tls)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// login_server listeners and settings: `HttpListenIP`/`HttpPort` (0.0.0.0:8080, for
+/// clients), `MsgServerListenIP`/`MsgServerPort` (127.0.0.1:8100, internal), `msfs`,
+/// `discovery`.
 pub fn login_server(
     conf: &ConfFile,
 ) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>, LoginServerConfig), ConfError> {
     let http = listen_addrs(conf, "HttpListenIP", "HttpPort", "0.0.0.0", 8080)?;
-    let links = listen_addrs(conf, "MsgServerListenIP", "MsgServerPort", "0.0.0.0", 8100)?;
+    let links = listen_addrs(
+        conf,
+        "MsgServerListenIP",
+        "MsgServerPort",
+        "127.0.0.1",
+        8100,
+    )?;
     let mut config = LoginServerConfig::default();
     if let Some(msfs) = conf.get("msfs") {
         config.msfs = msfs.to_owned();
@@ -146,6 +246,59 @@ mod tests {
             msg_server(&ConfFile::parse("")),
             Err(ConfError::Missing { .. })
         ));
+    }
+
+    #[test]
+    fn internal_ports_listen_on_loopback_by_default() {
+        let empty = ConfFile::parse("");
+        let (http, links, _) = login_server(&empty).unwrap();
+        assert_eq!(http, vec!["0.0.0.0:8080".parse().unwrap()], "clients' port");
+        assert_eq!(links, vec!["127.0.0.1:8100".parse().unwrap()]);
+        assert_eq!(
+            route_listen(&empty).unwrap(),
+            vec!["127.0.0.1:8200".parse().unwrap()]
+        );
+        let with_key = ConfFile::parse("AllowedPeers=10.0.0.5;10.0.1.0/24\n");
+        let peers = allowed_peers(&with_key).unwrap();
+        assert!(peers.allows("10.0.1.7".parse().unwrap()));
+        assert!(!peers.allows("127.0.0.1".parse().unwrap()));
+        let default = allowed_peers(&empty).unwrap();
+        assert!(default.allows("127.0.0.1".parse().unwrap()));
+        assert!(!default.allows("10.0.0.5".parse().unwrap()));
+        assert!(matches!(
+            allowed_peers(&ConfFile::parse("AllowedPeers=10.0.0.0/33\n")),
+            Err(ConfError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn tls_keys_all_or_none() {
+        let none = ConfFile::parse("");
+        #[cfg(feature = "tls")]
+        assert_eq!(tls_files(&none, &TlsKeys::ROLE), Ok(None));
+        #[cfg(not(feature = "tls"))]
+        assert_eq!(tls_files(&none, &TlsKeys::ROLE), Ok(()));
+        let all = ConfFile::parse("TlsCaFile=ca.pem\nTlsCertFile=node.pem\nTlsKeyFile=node.key\n");
+        #[cfg(feature = "tls")]
+        {
+            let files = tls_files(&all, &TlsKeys::ROLE).unwrap().unwrap();
+            assert_eq!(files.key_file, std::path::PathBuf::from("node.key"));
+            let partial = ConfFile::parse("TlsCaFile=ca.pem\n");
+            assert_eq!(
+                tls_files(&partial, &TlsKeys::ROLE).unwrap_err(),
+                ConfError::Missing {
+                    key: "TlsCertFile".into()
+                }
+            );
+        }
+        #[cfg(not(feature = "tls"))]
+        assert!(
+            matches!(
+                tls_files(&all, &TlsKeys::ROLE),
+                Err(ConfError::Invalid { .. })
+            ),
+            "TLS keys in a build without TLS are refused"
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub async fn run(
     let mut out = Vec::new();
     loop {
         tokio::select! {
-            (stream, peer) = link::accept(&listener) => {
+            (stream, peer) = link::accept_link(&listener) => {
                 next_id += 1;
                 link::spawn_serve("route", stream, peer, next_id, config.link.clone(), events_tx.clone(), shutdown.clone());
             }

@@ -25,8 +25,24 @@ use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 /// Where the all-in-one system listens and how it behaves.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    /// Address every listener binds to. Default 127.0.0.1.
+    /// Address the client-facing listeners bind to (msg_server, login_server HTTP, msfs,
+    /// file_server's client port). Default 127.0.0.1.
     pub listen: IpAddr,
+    /// Address the internal ports bind to (login_server's msg_server port, route_server,
+    /// db_proxy_server, push_server, file_server's msg_server port), whatever `listen` is.
+    /// Default 127.0.0.1; only an explicit setting puts them elsewhere (docs/deploy.md
+    /// "Trust model").
+    pub internal_listen: IpAddr,
+    /// Peers allowed on the internal ports besides this process's own roles, which connect
+    /// from 127.0.0.1, ::1 or `internal_listen` (always allowed). Default: none beyond those.
+    pub allowed_peers: crate::trust::AllowedPeers,
+    /// Address of http_msg_server (the key-protected admin API). Default: `internal_listen`.
+    pub http_msg_listen: Option<IpAddr>,
+    /// Mutual TLS on every internal link (cargo feature `tls`): the internal ports accept only
+    /// TLS with a client certificate of the CA, and this process's roles dial with TLS.
+    /// Default: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsFiles>,
     /// login_server HTTP port (clients' discovery). Default 8080; 0 picks a free port.
     pub http_port: u16,
     /// msg_server client ports, one msg_server per entry. Default `[8000]`.
@@ -71,6 +87,11 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            internal_listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            allowed_peers: crate::trust::AllowedPeers::none(),
+            http_msg_listen: None,
+            #[cfg(feature = "tls")]
+            tls: None,
             http_port: 8080,
             msg_ports: vec![8000],
             login_port: 8100,
@@ -172,20 +193,96 @@ async fn bind(ip: IpAddr, port: u16, role: &str) -> std::io::Result<TcpListener>
     })
 }
 
+/// How the internal ports are guarded: the allow-list and, with the `tls` feature, TLS.
+struct Guard {
+    allowed: crate::trust::AllowedPeers,
+    #[cfg(feature = "tls")]
+    tls: Option<(crate::tls::TlsAcceptor, crate::tls::TlsConnector)>,
+}
+
+impl Guard {
+    fn new(config: &ServeConfig, allowed: crate::trust::AllowedPeers) -> std::io::Result<Guard> {
+        #[cfg(feature = "tls")]
+        let tls = match &config.tls {
+            Some(files) => {
+                let bad = |e: crate::tls::TlsError| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+                };
+                Some((
+                    files.acceptor().map_err(bad)?,
+                    files.connector().map_err(bad)?,
+                ))
+            }
+            None => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        let _ = config;
+        Ok(Guard {
+            allowed,
+            #[cfg(feature = "tls")]
+            tls,
+        })
+    }
+
+    /// The settings of this process's dialed internal links.
+    fn link(&self, link: crate::link::LinkConfig) -> crate::link::LinkConfig {
+        #[cfg(feature = "tls")]
+        let link = crate::link::LinkConfig {
+            tls: self.tls.as_ref().map(|(_, connector)| connector.clone()),
+            ..link
+        };
+        link
+    }
+}
+
+/// Binds an internal port on `ip`, open only to the peers `guard` allows.
+async fn bind_internal(
+    ip: IpAddr,
+    port: u16,
+    role: &'static str,
+    guard: &Guard,
+) -> std::io::Result<crate::link::Listeners> {
+    let listener = bind(ip, port, role).await?;
+    let gate = crate::trust::PeerGate::new(role, guard.allowed.clone());
+    let listeners = crate::link::Listeners::from(listener).guarded(gate);
+    #[cfg(feature = "tls")]
+    if let Some((acceptor, _)) = &guard.tls {
+        return Ok(listeners.with_tls(acceptor.clone()));
+    }
+    Ok(listeners)
+}
+
 /// Binds every listener and starts every role on `store`.
 pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io::Result<Running> {
     let ip = config.listen;
+    let internal = config.internal_listen;
+    // This process's own roles dial the internal ports from 127.0.0.1 or ::1 (or the
+    // internal address itself).
+    let mut allowed = config
+        .allowed_peers
+        .clone()
+        .with(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .with(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST));
+    if !internal.is_unspecified() {
+        allowed = allowed.with(internal);
+    }
+    let guard = Guard::new(&config, allowed)?;
     let http = bind(ip, config.http_port, "login_server (HTTP)").await?;
-    let login = bind(ip, config.login_port, "login_server").await?;
-    let route = bind(ip, config.route_port, "route_server").await?;
-    let db = bind(ip, config.db_proxy_port, "db_proxy_server").await?;
+    let login = bind_internal(internal, config.login_port, "login_server", &guard).await?;
+    let route = bind_internal(internal, config.route_port, "route_server", &guard).await?;
+    let db = bind_internal(internal, config.db_proxy_port, "db_proxy_server", &guard).await?;
     let msfs = match &config.msfs_dir {
         Some(dir) => Some((bind(ip, config.msfs_port, "msfs").await?, dir.clone())),
         None => None,
     };
     let http_msg = match &config.http_api_key {
         Some(key) => Some((
-            bind(ip, config.http_msg_port, "http_msg_server").await?,
+            bind(
+                config.http_msg_listen.unwrap_or(internal),
+                config.http_msg_port,
+                "http_msg_server",
+            )
+            .await?,
             key.clone(),
         )),
         None => None,
@@ -193,7 +290,7 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
     let files = match &config.file_dir {
         Some(dir) => Some((
             bind(ip, config.file_client_port, "file_server").await?,
-            bind(ip, config.file_ms_port, "file_server").await?,
+            bind_internal(internal, config.file_ms_port, "file_server", &guard).await?,
             dir.clone(),
         )),
         None => None,
@@ -205,7 +302,10 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
             .push
             .backend()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        Some((bind(ip, config.push_port, "push_server").await?, backend))
+        Some((
+            bind_internal(internal, config.push_port, "push_server", &guard).await?,
+            backend,
+        ))
     };
     let mut msg_listeners = Vec::new();
     for port in &config.msg_ports {
@@ -307,6 +407,7 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         let mut http_config =
             crate::http_msg::HttpMsgConfig::new(&key, vec![running.db_proxy], vec![running.route]);
         http_config.reconnect_delay = config.reconnect_delay;
+        http_config.upstream_link = guard.link(http_config.upstream_link);
         tasks.spawn(crate::http_msg::run(
             http_config,
             listener,
@@ -330,6 +431,10 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
             file_servers: file_servers.clone(),
             reconnect_delay: config.reconnect_delay,
             ..MsgServerSettings::default()
+        };
+        let settings = MsgServerSettings {
+            upstream_link: guard.link(settings.upstream_link.clone()),
+            ..settings
         };
         tasks.spawn(crate::msg_server::run(
             settings,

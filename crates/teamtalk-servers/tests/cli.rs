@@ -755,3 +755,100 @@ fn backup_of_the_embedded_store() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("mysqldump"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A raw validate request from source address `from`; the answer's command, `None` when the
+/// server closed the connection without one.
+fn ask_db_proxy_from(from: &str, port: u16) -> Option<teamtalk_core::CommandId> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let mut stream = socket
+            .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .unwrap();
+        let request = teamtalk_core::proto::server::ImValidateReq {
+            user_name: "alice".into(),
+            password: client_password("pw"),
+            attach_data: None,
+        };
+        let _ = stream
+            .write_all(&AnyMessage::from(request).to_pdu(1).to_bytes())
+            .await;
+        let mut buf = BytesMut::new();
+        let mut decoder = PduDecoder::default();
+        loop {
+            if let Some(pdu) = decoder.decode(&mut buf).unwrap() {
+                return Some(pdu.command());
+            }
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read_buf(&mut buf))
+                .await
+                .expect("an answer or a close within 10 s");
+            if !matches!(read, Ok(n) if n > 0) {
+                return None;
+            }
+        }
+    })
+}
+
+/// A role's internal port serves the peers of its `AllowedPeers` key only; a bad list or TLS
+/// keys the build cannot use are configuration errors.
+#[test]
+fn a_role_serves_only_its_allowed_peers() {
+    let dir = temp_dir("allowed");
+    let (code, _, err) = run(&["user", "add", "alice", "--password", "pw"], &dir);
+    assert_eq!(code, 0, "{err}");
+    let db = free_port();
+    let conf = dir.join("dbproxy.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "ListenPort = {db}\nAllowedPeers = \"127.0.0.1\"\ndata_dir = {:?}\n",
+            dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let db_proxy = Process(Some(
+        teamtalk()
+            .args(["db-proxy-server", "--config"])
+            .arg(&conf)
+            .env("TEAMTALK_LOG", "error")
+            .spawn()
+            .unwrap(),
+    ));
+    wait_listening(db);
+    assert_eq!(ask_db_proxy_from("127.0.0.2", db), None, "not on the list");
+    assert_eq!(
+        ask_db_proxy_from("127.0.0.1", db),
+        Some(teamtalk_core::CommandId::OTHER_VALIDATE_RSP)
+    );
+    stop(db_proxy, "db-proxy-server");
+
+    for (text, needle) in [
+        (
+            "ListenMsgPort=0\nAllowedPeers=10.0.0.0/33\n",
+            "AllowedPeers",
+        ),
+        (
+            "ListenMsgPort=0\nTlsCaFile=ca.pem\n",
+            if cfg!(feature = "tls") {
+                "TlsCertFile"
+            } else {
+                "--features tls"
+            },
+        ),
+    ] {
+        let bad = dir.join("bad.conf");
+        std::fs::write(&bad, text).unwrap();
+        let out = teamtalk()
+            .args(["route-server", "--config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{text}: {stderr}");
+        assert!(stderr.contains(needle), "{text}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

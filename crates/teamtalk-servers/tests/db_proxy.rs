@@ -240,3 +240,72 @@ async fn shutdown_finishes_the_requests_in_flight() {
     assert!(client.recv().await.is_none(), "then the link closes");
     server.await.unwrap().unwrap();
 }
+
+/// The original waits 4 s after the stop notice before it exits; a C++ msg_server that reads
+/// the notice and the close in one read never notices the close, so the link must stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_stays_open_after_the_stop_notice_then_closes() {
+    let (addr, trigger, server) = start().await;
+    let mut client = Client::connect(addr).await;
+    client.send(login(&[]), 1).await;
+    assert_eq!(client.recv().await.unwrap().seq_num(), 1);
+    trigger.trigger();
+    let stop = client.recv().await.unwrap();
+    assert_eq!(stop.command(), CommandId::OTHER_STOP_RECV_PACKET);
+    let noticed = std::time::Instant::now();
+    // Still answering in the pause.
+    client.send(login(&[]), 2).await;
+    assert_eq!(client.recv().await.unwrap().seq_num(), 2);
+    while let Some(pdu) = client.recv().await {
+        assert_eq!(pdu.command(), CommandId::OTHER_HEARTBEAT);
+    }
+    let open_for = noticed.elapsed();
+    assert!(
+        open_for >= Duration::from_millis(3500),
+        "the link closed {open_for:?} after the stop notice"
+    );
+    server.await.unwrap().unwrap();
+}
+
+/// Many requests written before any answer is read, answers read slowly: the link keeps
+/// answering (its reading pauses at the in-flight budget, its writing does not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_read_slowly_is_answered_in_full() {
+    let (addr, trigger, server) = start().await;
+    let client = Client::connect(addr).await;
+    let Client {
+        stream,
+        mut buf,
+        mut decoder,
+    } = client;
+    let (mut read, mut write) = stream.into_split();
+    const REQUESTS: u16 = 20_000;
+    let writer = tokio::spawn(async move {
+        for seq in 1..=REQUESTS {
+            let frame = AnyMessage::from(login(&[])).to_pdu(seq).to_bytes();
+            write.write_all(&frame).await.unwrap();
+        }
+        write
+    });
+    let reading = async {
+        let mut answers = 0u32;
+        while answers < u32::from(REQUESTS) {
+            while let Some(pdu) = decoder.decode(&mut buf).unwrap() {
+                if pdu.command() != CommandId::OTHER_HEARTBEAT {
+                    answers += 1;
+                }
+            }
+            if answers % 1000 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let n = read.read_buf(&mut buf).await.unwrap();
+            assert!(n > 0, "the link closed after {answers} answers");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), reading)
+        .await
+        .expect("every request answered");
+    let _write = writer.await.unwrap();
+    trigger.trigger();
+    server.await.unwrap().unwrap();
+}

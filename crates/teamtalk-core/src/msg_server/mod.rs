@@ -21,6 +21,7 @@
 //!   before the answer; one not stored within 10 s closes its connection (`hold.rs`,
 //!   docs/compatibility.md).
 
+pub mod budget;
 mod hold;
 pub mod identity;
 pub mod push;
@@ -79,6 +80,11 @@ pub enum Action {
     Close(ConnId),
     /// Send a frame on an upstream link.
     ToUpstream(LinkId, Pdu),
+    /// Stop reading the client connection: its requests in flight are at the budget
+    /// ([`budget`]); its further requests wait in its TCP window.
+    PauseReading(ConnId),
+    /// Read the client connection again.
+    ResumeReading(ConnId),
 }
 
 /// Settings of a msg_server.
@@ -104,6 +110,9 @@ pub struct MsgServerConfig {
     pub pc_timeout_ms: u64,
     /// Idle timeout of mobile clients (300 s).
     pub mobile_timeout_ms: u64,
+    /// Requests of one client connection in flight to db_proxy and route_server at once;
+    /// beyond, its requests wait and the connection is not read ([`budget`]). 16.
+    pub max_requests_in_flight: usize,
 }
 
 impl Default for MsgServerConfig {
@@ -119,6 +128,7 @@ impl Default for MsgServerConfig {
             login_timeout_ms: 15_000,
             pc_timeout_ms: 120_000,
             mobile_timeout_ms: 300_000,
+            max_requests_in_flight: 16,
         }
     }
 }
@@ -151,6 +161,8 @@ struct Conn {
     outgoing: hold::Outgoing,
     /// The client's address, sent along with its login check (login lockout per source).
     peer_ip: Option<std::net::IpAddr>,
+    /// Requests answered through db_proxy / route_server, in flight and waiting.
+    budget: budget::RequestBudget,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -264,6 +276,7 @@ impl<C: Clock> MsgServer<C> {
                 rate_count: 0,
                 outgoing: hold::Outgoing::default(),
                 peer_ip,
+                budget: budget::RequestBudget::default(),
             },
         );
         id
@@ -304,7 +317,65 @@ impl<C: Clock> MsgServer<C> {
                 }
                 // A second login request on the connection is ignored.
             }
-            ConnState::Open(user) => self.serve(conn, user, pdu, now_ms, out),
+            ConnState::Open(user) => self.admit(conn, user, pdu, now_ms, out),
+        }
+    }
+
+    /// Serves a request of a logged-in connection now, or keeps it waiting when the
+    /// connection's requests in flight are at the budget ([`budget`]).
+    fn admit(&mut self, conn: ConnId, user: UserId, pdu: Pdu, now_ms: u64, out: &mut Vec<Action>) {
+        if !budget::counts(pdu.command()) {
+            return self.serve(conn, user, pdu, now_ms, out);
+        }
+        let max = self.config.max_requests_in_flight;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match c.budget.admit(pdu, max) {
+            budget::Admit::Go(pdu) => self.serve(conn, user, pdu, now_ms, out),
+            budget::Admit::Wait { pause } => {
+                if pause {
+                    out.push(Action::PauseReading(conn));
+                }
+            }
+            budget::Admit::Overflow => {
+                tracing::debug!(?conn, "too many requests waiting, closing");
+                self.close(conn, out);
+            }
+        }
+    }
+
+    /// A request of `conn` was sent upstream.
+    fn request_sent(&mut self, conn: ConnId) {
+        let now = self.now_ms;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.budget.sent(now);
+        }
+    }
+
+    /// Serves the waiting requests of `conn` that fit the budget now; resumes reading when
+    /// none is left.
+    fn release(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+        let max = self.config.max_requests_in_flight;
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let ConnState::Open(user) = c.state else {
+                return;
+            };
+            match c.budget.next(max) {
+                Some(pdu) => {
+                    let now = self.now_ms;
+                    self.serve(conn, user, pdu, now, out);
+                }
+                None => {
+                    if c.budget.resume() {
+                        out.push(Action::ResumeReading(conn));
+                    }
+                    return;
+                }
+            }
         }
     }
 
@@ -324,6 +395,17 @@ impl<C: Clock> MsgServer<C> {
         stuck.sort_unstable();
         for conn in stuck {
             self.refuse_messages(conn, hold::Refusal::Expired, out);
+        }
+        let mut waiting = Vec::new();
+        for (&id, c) in &mut self.conns {
+            c.budget.expire(now_ms);
+            if c.budget.has_waiting() {
+                waiting.push(id);
+            }
+        }
+        waiting.sort_unstable();
+        for conn in waiting {
+            self.release(conn, out);
         }
         let mut expired = Vec::new();
         for (&id, c) in &self.conns {
@@ -584,6 +666,9 @@ impl<C: Clock> MsgServer<C> {
             M::UsersStatReq(mut request) => {
                 request.attach_data =
                     Some(PduAttach::new(AttachType::HANDLE, conn.0, Bytes::new()).to_bytes());
+                if !self.routes.is_empty() {
+                    self.request_sent(conn);
+                }
                 self.to_master_route(Pdu::encode_message(&request, seq), out);
             }
             M::P2pCmdMsg(command) => {
@@ -705,6 +790,7 @@ impl<C: Clock> MsgServer<C> {
         set_attach(&mut request, attach);
         if self.pick_db(range).is_some() {
             self.send_db(range, request.to_pdu(seq), out);
+            self.request_sent(conn);
             return;
         }
         tracing::debug!(?conn, command = %request.command(), "no db_proxy for request");
@@ -1080,6 +1166,10 @@ impl<C: Clock> MsgServer<C> {
             _ => {
                 tracing::debug!(?conn, command = %answer.command(), "requester gone, answer dropped")
             }
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.budget.answered();
+            self.release(conn, out);
         }
     }
 

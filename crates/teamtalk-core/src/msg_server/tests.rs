@@ -727,3 +727,90 @@ fn too_many_waiting_messages_close_the_connection() {
     let out = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 999);
     assert!(closes(&out, a), "the one over the bound is refused visibly");
 }
+
+/// A client past its budget of requests in flight waits behind its own requests (and is
+/// paused), while another client's request goes straight to db_proxy; answers release the
+/// waiting requests in order, and reading resumes when none is left.
+#[test]
+fn a_heavy_client_waits_behind_its_own_requests_and_nobody_else() {
+    let mut h = Harness::new();
+    let max = h.ms.config().max_requests_in_flight;
+    let heavy = h.login(10, ClientType::Mac);
+    let other = h.login(11, ClientType::Mac);
+    let all = buddy::ImAllUserReq {
+        user_id: 0,
+        latest_update_time: 0,
+        attach_data: None,
+    };
+    let mut sent = Vec::new();
+    let mut paused = 0;
+    for seq in 1..=(max as u16 + 3) {
+        let out = h.client(heavy, &all, seq);
+        sent.extend(upstream(&out, DB, CommandId::BUDDY_LIST_ALL_USER_REQUEST));
+        paused += out
+            .iter()
+            .filter(|a| **a == Action::PauseReading(heavy))
+            .count();
+    }
+    assert_eq!(sent.len(), max, "only the budget goes upstream");
+    assert_eq!(paused, 1, "paused once");
+    let out = h.client(other, &all, 1);
+    assert_eq!(
+        upstream(&out, DB, CommandId::BUDDY_LIST_ALL_USER_REQUEST).len(),
+        1,
+        "another client is not held up"
+    );
+    let answer = |pdu: &Pdu| {
+        let request: buddy::ImAllUserReq = pdu.decode_body().unwrap();
+        buddy::ImAllUserRsp {
+            user_id: 10,
+            latest_update_time: 0,
+            user_list: Vec::new(),
+            attach_data: request.attach_data,
+        }
+    };
+    let mut released = Vec::new();
+    let mut resumed = false;
+    for (i, pdu) in sent.clone().iter().enumerate() {
+        let out = h.db(&answer(pdu), pdu.seq_num());
+        assert_eq!(to_client(&out, heavy).len(), 1);
+        released.extend(
+            upstream(&out, DB, CommandId::BUDDY_LIST_ALL_USER_REQUEST)
+                .iter()
+                .map(Pdu::seq_num),
+        );
+        if out.contains(&Action::ResumeReading(heavy)) {
+            assert_eq!(i, 2, "resumed when the last waiting request went");
+            resumed = true;
+        }
+    }
+    assert_eq!(
+        released,
+        vec![max as u16 + 1, max as u16 + 2, max as u16 + 3]
+    );
+    assert!(resumed);
+}
+
+/// Answers that never come (a lost link) stop counting after a while.
+#[test]
+fn unanswered_requests_stop_counting_after_the_timeout() {
+    let mut h = Harness::new();
+    let max = h.ms.config().max_requests_in_flight;
+    let conn = h.login(10, ClientType::Mac);
+    let all = buddy::ImAllUserReq {
+        user_id: 0,
+        latest_update_time: 0,
+        attach_data: None,
+    };
+    for seq in 0..=max as u16 {
+        h.client(conn, &all, seq);
+    }
+    let mut out = Vec::new();
+    h.ms.tick(budget::REQUEST_TIMEOUT_MS + 1, &mut out);
+    assert_eq!(
+        upstream(&out, DB, CommandId::BUDDY_LIST_ALL_USER_REQUEST).len(),
+        1,
+        "the waiting request goes"
+    );
+    assert!(out.contains(&Action::ResumeReading(conn)));
+}
