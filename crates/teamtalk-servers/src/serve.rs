@@ -342,6 +342,10 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
 }
 
 /// Refreshes the group sessions of members every `interval` (the original's sync thread).
+///
+/// On shutdown one last pass runs before returning: whoever serves the store next (the C++
+/// db_proxy_server's sync starts from the time it starts) would otherwise never refresh the
+/// groups that chatted since the previous pass (docs/compatibility.md).
 pub async fn sync_groups<S: Store, C: teamtalk_core::domain::Clock>(
     proxy: Arc<DbProxy<S, C>>,
     interval: Duration,
@@ -349,13 +353,17 @@ pub async fn sync_groups<S: Store, C: teamtalk_core::domain::Clock>(
 ) -> std::io::Result<()> {
     let mut since = Timestamp(0);
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.wait() => return Ok(()),
-        }
+        let last = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = shutdown.wait() => true,
+        };
         match proxy.sync_group_sessions(since).await {
             Ok(next) => since = next,
+            Err(error) if last => warn!(%error, "last group session sync before shutdown failed"),
             Err(error) => warn!(%error, "group session sync failed; retrying"),
+        }
+        if last {
+            return Ok(());
         }
     }
 }
