@@ -48,6 +48,7 @@
 //!   kicks, and its links to db_proxy, route_server and login_server.
 //! - [`file_transfer`]: the file_server's transfer tasks (online relay, offline store).
 //! - [`link`]: heartbeats and idle timeouts of server links, as data.
+//! - [`multipart`]: the file part of an msfs upload, read incrementally as the body arrives.
 //! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).
 
 pub mod attach;
@@ -64,6 +65,7 @@ pub mod kick;
 pub mod link;
 pub mod message;
 pub mod msg_server;
+pub mod multipart;
 pub mod password;
 pub mod pdu;
 pub mod routing;
