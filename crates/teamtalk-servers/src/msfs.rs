@@ -117,6 +117,11 @@ struct State {
 }
 
 const COUNT_FILE: &str = "FileCnt";
+/// Largest read buffer of a connection (hyper's default is ~400 KiB). Upload bodies pass
+/// through in pieces of at most this size, and every buffer on the way stays below glibc's
+/// mmap threshold (128 KiB): larger ones, once freed, raise that threshold, after which a
+/// burst of uploads leaves tens of MiB of RSS behind (docs/benchmarks.md).
+const READ_BUFFER: usize = 64 * 1024;
 /// Uploads being received live in `BaseDir` under `{TEMP_PREFIX}…{TEMP_SUFFIX}`.
 const TEMP_PREFIX: &str = ".upload-";
 const TEMP_SUFFIX: &str = ".part";
@@ -159,6 +164,7 @@ pub async fn run(
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
+                .max_buf_size(READ_BUFFER)
                 .serve_connection(TokioIo::new(stream), service);
             match tokio::time::timeout(timeout, connection).await {
                 Ok(Ok(())) => {}
