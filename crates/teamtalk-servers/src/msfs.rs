@@ -528,6 +528,8 @@ fn stored_name(state: &State, file_name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -545,6 +547,36 @@ mod tests {
             "/x",
         ] {
             assert_eq!(stored_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn upload_budget_keys() {
+        let mut config = MsfsConfig::new("x");
+        assert_eq!(
+            (config.upload_budget, config.upload_wait),
+            (64 << 20, Duration::from_secs(5))
+        );
+        let conf = ConfFile::parse("UploadBudgetMB=16\nUploadWaitSecs=0\n");
+        config
+            .apply_upload_keys(&conf, "UploadBudgetMB", "UploadWaitSecs")
+            .unwrap();
+        assert_eq!(
+            (config.upload_budget, config.upload_wait),
+            (16 << 20, Duration::ZERO)
+        );
+        for bad in [
+            "UploadBudgetMB=0",
+            "UploadBudgetMB=lots",
+            "UploadWaitSecs=-1",
+        ] {
+            let err = config
+                .apply_upload_keys(&ConfFile::parse(bad), "UploadBudgetMB", "UploadWaitSecs")
+                .unwrap_err();
+            assert!(
+                err.to_string().contains(bad.split('=').next().unwrap()),
+                "{err}"
+            );
         }
     }
 }
