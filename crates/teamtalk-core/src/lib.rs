@@ -50,6 +50,7 @@
 //!   no db_proxy is connected (`msg_server::hold`).
 //! - [`file_transfer`]: the file_server's transfer tasks (online relay, offline store).
 //! - [`link`]: heartbeats and idle timeouts of server links, as data.
+//! - [`multipart`]: the file part of an msfs upload, read incrementally as the body arrives.
 //! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).
 
 pub mod attach;
@@ -66,6 +67,7 @@ pub mod kick;
 pub mod link;
 pub mod message;
 pub mod msg_server;
+pub mod multipart;
 pub mod password;
 pub mod pdu;
 pub mod routing;

@@ -6,7 +6,7 @@
 //! | `ListenIP` (`;`-separated), `ListenPort` | [`DbProxyConf::listen`] |
 //! | `DBInstances` (must name `teamtalk_master` and `teamtalk_slave`); `{pool}_host`, `_port`, `_dbname`, `_username`, `_password`, `_maxconncnt` | MySQL master/slave URLs, pool size |
 //! | `CacheInstances`; `{instance}_host`, `_port`, `_db` for `unread`, `group_set`, `token`, `group_member` (`sync` is unused) | Redis instance URLs |
-//! | `MsfsSite` | msfs URL; must be a full `http://` URL (the shipped scheme-less default pointed at port 80 by mistake, Q-67) |
+//! | `MsfsSite` | msfs URL: a full `http://` URL, or a host (`127.0.0.1`, the shipped default) or `host:port` taken as `http://` as the original does; a bare host means port 80, which is warned about (docs/compatibility.md) |
 //! | `aesKey` | the audio preview text ([`DbProxyConf::business`]) |
 //! | `ThreadNum` | ignored: requests run concurrently on the async runtime |
 
@@ -17,6 +17,8 @@ use teamtalk_core::crypt::MessageKey;
 use teamtalk_core::service::DbProxyConfig;
 use teamtalk_store::mysql::RedisInstances;
 use teamtalk_store::MysqlRedisConfig;
+
+use tracing::warn;
 
 use crate::conf::{ConfError, ConfFile};
 
@@ -69,16 +71,12 @@ impl DbProxyConf {
         };
         let msfs_url = match conf.get("MsfsSite") {
             None | Some("") => None,
-            Some(site) if site.starts_with("http://") => Some(if site.ends_with('/') {
-                site.to_owned()
-            } else {
-                format!("{site}/")
-            }),
-            Some(_) => {
-                return Err(invalid(
-                    "MsfsSite",
-                    "a full URL such as http://127.0.0.1:8700/",
-                ))
+            Some(site) => {
+                let site = msfs_site(site)?;
+                if let Some(warning) = &site.warning {
+                    warn!("{warning}");
+                }
+                Some(site.url)
             }
         };
         let aes_key = conf.require("aesKey")?.to_owned();
@@ -111,6 +109,51 @@ impl DbProxyConf {
             ..DbProxyConfig::default()
         })
     }
+}
+
+/// The msfs base URL of a `MsfsSite` value, and what an operator should be told about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MsfsSite {
+    /// The base URL, always ending in `/` (the original appends one).
+    url: String,
+    /// Set when the value is read in a way the operator may not expect.
+    warning: Option<String>,
+}
+
+/// Reads a `MsfsSite` value as the original does: a value without a scheme is prefixed with
+/// `http://` (the original hands it to curl, which does the same), so the shipped
+/// `MsfsSite=127.0.0.1` means `http://127.0.0.1/`: port 80, not msfs's 8700. That is accepted
+/// with a warning. Schemes other than `http://` and values that are no URL are refused.
+fn msfs_site(value: &str) -> Result<MsfsSite, ConfError> {
+    const EXPECTED: &str = "a URL such as http://127.0.0.1:8700/ (or a host, read as http://)";
+    let scheme_less = !value.contains("://");
+    let full = if scheme_less {
+        format!("http://{value}")
+    } else {
+        value.to_owned()
+    };
+    let url = url::Url::parse(&full).map_err(|_| invalid("MsfsSite", EXPECTED))?;
+    if url.scheme() != "http"
+        || url.host_str().is_none_or(str::is_empty)
+        || !url.username().is_empty()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(invalid("MsfsSite", EXPECTED));
+    }
+    let warning = (scheme_less && url.port().is_none()).then(|| {
+        format!(
+            "MsfsSite has no scheme and no port: audio messages go to {url} (port 80 of that \
+             host, as with the original), not to msfs's default port 8700; write a full URL \
+             such as http://{}:8700/ if that is where msfs listens",
+            url.host_str().unwrap_or_default()
+        )
+    });
+    let mut url = String::from(url);
+    if !url.ends_with('/') {
+        url.push('/');
+    }
+    Ok(MsfsSite { url, warning })
 }
 
 fn missing(key: &str) -> ConfError {
@@ -215,11 +258,55 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_scheme_less_msfs_site_is_plain_http_on_port_80() {
+        let shipped = AUTO_SETUP.replace("MsfsSite=http://127.0.0.1:8700", "MsfsSite=127.0.0.1");
+        let conf = DbProxyConf::from_conf(&ConfFile::parse(&shipped)).unwrap();
+        assert_eq!(conf.store.msfs_url.as_deref(), Some("http://127.0.0.1/"));
+        let url = url::Url::parse(conf.store.msfs_url.as_deref().unwrap()).unwrap();
+        assert_eq!(url.port_or_known_default(), Some(80));
+
+        let site = msfs_site("127.0.0.1").unwrap();
+        assert_eq!(site.url, "http://127.0.0.1/");
+        let warning = site.warning.expect("port 80 is warned about");
+        assert!(
+            warning.contains("http://127.0.0.1/") && warning.contains("port 80"),
+            "{warning}"
+        );
+        for (value, url) in [
+            ("127.0.0.1:8700", "http://127.0.0.1:8700/"),
+            ("msfs.example:8700/", "http://msfs.example:8700/"),
+            ("http://127.0.0.1:8700", "http://127.0.0.1:8700/"),
+            ("http://msfs.example/", "http://msfs.example/"),
+        ] {
+            assert_eq!(
+                msfs_site(value).unwrap(),
+                MsfsSite {
+                    url: url.to_owned(),
+                    warning: None
+                },
+                "{value}: a port or a scheme was written, nothing to warn about"
+            );
+        }
+    }
+
+    #[test]
     fn bad_values_are_named_without_echoing_them() {
-        let scheme_less =
-            AUTO_SETUP.replace("MsfsSite=http://127.0.0.1:8700", "MsfsSite=127.0.0.1");
-        let err = DbProxyConf::from_conf(&ConfFile::parse(&scheme_less)).unwrap_err();
-        assert!(err.to_string().contains("MsfsSite"), "{err}");
+        for bad in [
+            "https://127.0.0.1:8700",
+            "ftp://127.0.0.1",
+            "http://",
+            "127.0.0.1:http",
+            "two words",
+            "http://user@127.0.0.1:8700/",
+        ] {
+            let conf =
+                AUTO_SETUP.replace("MsfsSite=http://127.0.0.1:8700", &format!("MsfsSite={bad}"));
+            let err = DbProxyConf::from_conf(&ConfFile::parse(&conf)).unwrap_err();
+            assert!(
+                matches!(&err, ConfError::Invalid { key, .. } if key == "MsfsSite"),
+                "{bad}: {err}"
+            );
+        }
         let no_pool = AUTO_SETUP.replace("teamtalk_master_host=127.0.0.1\n", "");
         assert_eq!(
             DbProxyConf::from_conf(&ConfFile::parse(&no_pool)).unwrap_err(),

@@ -870,6 +870,10 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
         config.msg.max_msgs_per_sec = rate;
     }
     config.msfs_port = port("msfs_port", 8700)?;
+    let mut msfs = teamtalk_servers::msfs::MsfsConfig::new("");
+    msfs.apply_upload_keys(conf, "msfs_upload_budget_mb", "msfs_upload_wait_secs")
+        .map_err(bad)?;
+    (config.msfs_upload_budget, config.msfs_upload_wait) = (msfs.upload_budget, msfs.upload_wait);
     config.http_msg_port = port("http_msg_port", 8400)?;
     config.push_port = port("push_port", 8500)?;
     config.file_client_port = port("file_port", 8600)?;
@@ -1070,6 +1074,9 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     .get("UploadToken")
                     .filter(|t| !t.is_empty())
                     .map(str::to_owned);
+                config
+                    .apply_upload_keys(&conf, "UploadBudgetMB", "UploadWaitSecs")
+                    .map_err(|e| conf_error(path, e))?;
                 let listener = bind_all(&listen, role).await?;
                 teamtalk_servers::msfs::run(config, listener, shutdown.clone())
                     .await

@@ -12,6 +12,13 @@
 //!   `Authorization: Bearer TOKEN` (or `?token=TOKEN`); downloads stay public, as clients
 //!   fetch images by URL.
 //! - Other methods: 403.
+//!
+//! Uploads are streamed: the file part is read as it arrives
+//! ([`teamtalk_core::multipart::FilePartReader`]) into a temporary file in `BaseDir`, renamed
+//! into place when complete and removed when the upload fails or the client goes away. The
+//! bodies of all uploads in flight share a byte budget ([`MsfsConfig::upload_budget`]): an
+//! upload that does not fit waits up to [`MsfsConfig::upload_wait`] for room, then gets
+//! `503 Service Unavailable` (docs/deploy.md).
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -20,13 +27,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use teamtalk_core::multipart::{FilePartReader, MultipartError};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use crate::conf::{ConfError, ConfFile};
 use crate::link::{self, Listeners};
 use crate::shutdown::Shutdown;
 
@@ -45,6 +56,13 @@ pub struct MsfsConfig {
     pub upload_token: Option<String>,
     /// Idle HTTP connections are closed after this long (30 s).
     pub timeout: Duration,
+    /// Bytes that all uploads in flight may announce together (64 MiB; `UploadBudgetMB`).
+    /// Each upload reserves its `Content-Length` (or [`MsfsConfig::max_body`] without one)
+    /// while it is received; file data is streamed to disk, so memory stays far below this.
+    pub upload_budget: usize,
+    /// How long an upload waits for room in the budget before it is refused with 503
+    /// (5 s; `UploadWaitSecs`).
+    pub upload_wait: Duration,
 }
 
 impl MsfsConfig {
@@ -57,7 +75,34 @@ impl MsfsConfig {
             max_body: 10 << 20,
             upload_token: None,
             timeout: Duration::from_secs(30),
+            upload_budget: 64 << 20,
+            upload_wait: Duration::from_secs(5),
         }
+    }
+
+    /// Applies the upload budget keys: in an `msfs.conf` `UploadBudgetMB` (MiB, at least 1)
+    /// and `UploadWaitSecs`; `teamtalk serve` names them `msfs_upload_budget_mb` and
+    /// `msfs_upload_wait_secs`.
+    pub fn apply_upload_keys(
+        &mut self,
+        conf: &ConfFile,
+        budget_key: &str,
+        wait_key: &str,
+    ) -> Result<(), ConfError> {
+        const MIB: &str = "a number of MiB (1 or more)";
+        if let Some(mib) = conf.parsed::<usize>(budget_key, MIB)? {
+            if mib == 0 {
+                return Err(ConfError::Invalid {
+                    key: budget_key.to_owned(),
+                    expected: MIB,
+                });
+            }
+            self.upload_budget = mib.saturating_mul(1 << 20);
+        }
+        if let Some(secs) = conf.parsed::<u64>(wait_key, "a number of seconds")? {
+            self.upload_wait = Duration::from_secs(secs);
+        }
+        Ok(())
     }
 }
 
@@ -67,9 +112,19 @@ struct State {
     count: AtomicU64,
     /// Makes names unique within a microsecond.
     serial: AtomicU64,
+    /// The upload budget, one permit per byte.
+    budget: Arc<Semaphore>,
 }
 
 const COUNT_FILE: &str = "FileCnt";
+/// Largest read buffer of a connection (hyper's default is ~400 KiB). Upload bodies pass
+/// through in pieces of at most this size, and every buffer on the way stays below glibc's
+/// mmap threshold (128 KiB): larger ones, once freed, raise that threshold, after which a
+/// burst of uploads leaves tens of MiB of RSS behind (docs/benchmarks.md).
+const READ_BUFFER: usize = 64 * 1024;
+/// Uploads being received live in `BaseDir` under `{TEMP_PREFIX}…{TEMP_SUFFIX}`.
+const TEMP_PREFIX: &str = ".upload-";
+const TEMP_SUFFIX: &str = ".part";
 
 /// Serves msfs on `listener` until `shutdown`; the file counter is saved on the way out.
 pub async fn run(
@@ -84,11 +139,16 @@ pub async fn run(
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
+    remove_stale_uploads(&config.base_dir).await;
     info!(addr = ?listener.local_addrs(), base = %config.base_dir.display(), "msfs listening");
+    let budget = Arc::new(Semaphore::new(
+        config.upload_budget.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     let state = Arc::new(State {
         config,
         count: AtomicU64::new(count),
         serial: AtomicU64::new(0),
+        budget,
     });
     loop {
         let (stream, peer) = tokio::select! {
@@ -104,6 +164,7 @@ pub async fn run(
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
+                .max_buf_size(READ_BUFFER)
                 .serve_connection(TokioIo::new(stream), service);
             match tokio::time::timeout(timeout, connection).await {
                 Ok(Ok(())) => {}
@@ -114,6 +175,21 @@ pub async fn run(
     }
     save_count(&state).await;
     Ok(())
+}
+
+/// Removes the temporary files of uploads a previous run did not finish.
+async fn remove_stale_uploads(base: &Path) {
+    let Ok(mut entries) = tokio::fs::read_dir(base).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+            debug!(file = %name, "removing an unfinished upload");
+            let _ = tokio::fs::remove_file(entry.path()).await;
+        }
+    }
 }
 
 async fn save_count(state: &State) {
@@ -218,77 +294,217 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+const TOO_LARGE: &str = "上传文件过大";
+const MALFORMED: &str = "格式错误";
+
+/// Why an upload is not stored.
+enum Refusal {
+    /// error_code 1: the body or the file is too large.
+    TooLarge,
+    /// error_code 2: not a multipart body with a usable file part.
+    Malformed,
+    /// The client went away or broke the body off: nobody to answer.
+    Aborted,
+    /// Our disk failed: 500.
+    Storage(std::io::Error),
+}
+
+impl From<MultipartError> for Refusal {
+    fn from(error: MultipartError) -> Refusal {
+        match error {
+            MultipartError::FileTooLarge { .. } => Refusal::TooLarge,
+            _ => Refusal::Malformed,
+        }
+    }
+}
+
+/// An upload being written; the file is removed unless it was moved into place.
+struct TempFile {
+    path: PathBuf,
+    file: tokio::fs::File,
+    /// The name it gets in the store.
+    name: String,
+    kept: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 async fn upload(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    const TOO_LARGE: &str = "上传文件过大";
-    const MALFORMED: &str = "格式错误";
     if !token_ok(state, &request) {
         return status(StatusCode::UNAUTHORIZED);
     }
-    let host = request
-        .headers()
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let boundary = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let host = header(HOST).unwrap_or("").to_owned();
+    let declared: Option<u64> = header(CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());
+    let reader = header(CONTENT_TYPE)
         .and_then(|v| {
             v.split(';')
                 .find_map(|p| p.trim().strip_prefix("boundary="))
         })
-        .map(|b| b.trim_matches('"').to_owned());
-    let Some(boundary) = boundary.filter(|b| !b.is_empty()) else {
+        .map(|b| b.trim_matches('"'))
+        .and_then(|b| FilePartReader::new(b, state.config.max_file).ok());
+    let Some(reader) = reader else {
         return json(2, MALFORMED, "", "");
     };
-    let body = match Limited::new(request.into_body(), state.config.max_body)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            let too_large = error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            return if too_large {
-                json(1, TOO_LARGE, "", "")
-            } else {
-                json(2, MALFORMED, "", "")
-            };
-        }
-    };
-    let Some((file_name, data)) = first_file_part(&body, &boundary) else {
-        return json(2, MALFORMED, "", "");
-    };
-    if data.len() > state.config.max_file {
+    let max_body = state.config.max_body;
+    let mut body = request.into_body();
+    if declared.is_some_and(|n| n > max_body as u64) {
+        // Answered as before: after reading up to the limit, with nothing kept.
+        drain(&mut body, max_body).await;
         return json(1, TOO_LARGE, "", "");
     }
-    let Some(name) = stored_name(state, &file_name) else {
-        return json(2, MALFORMED, "", "");
+    let need = declared
+        .map_or(max_body, |n| usize::try_from(n).unwrap_or(max_body))
+        .min(state.config.upload_budget);
+    let need = u32::try_from(need).unwrap_or(u32::MAX);
+    let permit = tokio::time::timeout(
+        state.config.upload_wait,
+        state.budget.clone().acquire_many_owned(need),
+    )
+    .await;
+    let Ok(Ok(_permit)) = permit else {
+        debug!(bytes = need, "msfs upload budget exhausted, upload refused");
+        return busy();
     };
+    match receive(state, &mut body, reader).await {
+        Ok(temp) => match store(state, temp).await {
+            Ok(path) => json(0, "成功", &path, &format!("http://{host}/{path}")),
+            Err(error) => {
+                warn!(%error, "msfs cannot store a file");
+                status(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        },
+        Err(Refusal::TooLarge) => json(1, TOO_LARGE, "", ""),
+        Err(Refusal::Malformed) => json(2, MALFORMED, "", ""),
+        Err(Refusal::Aborted) => {
+            debug!("msfs upload broken off by the client");
+            status(StatusCode::BAD_REQUEST)
+        }
+        Err(Refusal::Storage(error)) => {
+            warn!(%error, "msfs cannot write an upload");
+            status(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+/// 503 for an upload that found no room in the budget.
+fn busy() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(
+        b"msfs: too many uploads in flight, retry later\n",
+    )));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Reads and drops the rest of a body, up to `limit` bytes in all.
+async fn drain(body: &mut Incoming, limit: usize) {
+    let mut read = 0usize;
+    while read <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            _ => return,
+        }
+    }
+}
+
+/// Receives an upload body into a temporary file: the file part when it is complete and the
+/// body ended within `max_body`.
+async fn receive(
+    state: &State,
+    body: &mut Incoming,
+    mut reader: FilePartReader,
+) -> Result<TempFile, Refusal> {
+    let max_body = state.config.max_body;
+    let mut temp: Option<TempFile> = None;
+    let mut received = 0usize;
+    let mut file_bytes = Vec::new();
+    let mut refusal = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Refusal::Aborted)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        received = received.saturating_add(data.len());
+        if received > max_body {
+            return Err(Refusal::TooLarge);
+        }
+        if refusal.is_some() || reader.is_complete() {
+            continue; // read to the end (the answer comes after the body), kept nowhere
+        }
+        file_bytes.clear();
+        if let Err(error) = reader.feed(&data, &mut file_bytes) {
+            refusal = Some(Refusal::from(error));
+            temp = None;
+            continue;
+        }
+        if temp.is_none() {
+            if let Some(file_name) = reader.file_name() {
+                let Some(name) = stored_name(state, file_name) else {
+                    refusal = Some(Refusal::Malformed);
+                    continue;
+                };
+                temp = Some(create_temp(state, name).await.map_err(Refusal::Storage)?);
+            }
+        }
+        if let Some(temp) = &mut temp {
+            temp.file
+                .write_all(&file_bytes)
+                .await
+                .map_err(Refusal::Storage)?;
+        }
+    }
+    if let Some(refusal) = refusal {
+        return Err(refusal);
+    }
+    reader.finish()?;
+    temp.ok_or(Refusal::Malformed)
+}
+
+async fn create_temp(state: &State, name: String) -> std::io::Result<TempFile> {
+    let serial = state.serial.fetch_add(1, Ordering::Relaxed);
+    let path = state.config.base_dir.join(format!(
+        "{TEMP_PREFIX}{}-{serial}{TEMP_SUFFIX}",
+        std::process::id()
+    ));
+    let file = tokio::fs::File::create(&path).await?;
+    Ok(TempFile {
+        path,
+        file,
+        name,
+        kept: false,
+    })
+}
+
+/// Moves a received upload into its directory; returns its `g0/NNN/MMM/NAME` path.
+async fn store(state: &State, mut temp: TempFile) -> std::io::Result<String> {
+    temp.file.flush().await?;
     let count = state.count.fetch_add(1, Ordering::Relaxed);
     let per_dir = state.config.files_per_dir.max(1);
     let dir1 = format!("{:03}", (count / per_dir) / 255 % 1000);
     let dir2 = format!("{:03}", (count % (per_dir * 255)) / per_dir);
     let dir = state.config.base_dir.join(&dir1).join(&dir2);
-    if let Err(error) = write_file(&dir, &name, data).await {
-        warn!(%error, "msfs cannot store a file");
-        return status(StatusCode::INTERNAL_SERVER_ERROR);
-    }
+    tokio::fs::create_dir_all(&dir).await?;
+    // Renamed when complete: a download never sees half a file.
+    tokio::fs::rename(&temp.path, dir.join(&temp.name)).await?;
+    temp.kept = true;
     if count % 100 == 99 {
         save_count(state).await;
     }
-    let path = format!("g0/{dir1}/{dir2}/{name}");
-    json(0, "成功", &path, &format!("http://{host}/{path}"))
-}
-
-async fn write_file(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(dir).await?;
-    // Written under a temporary name and renamed: a download never sees half a file.
-    let tmp = dir.join(format!(".{name}.part"));
-    tokio::fs::write(&tmp, data).await?;
-    tokio::fs::rename(&tmp, dir.join(name)).await
+    Ok(format!("g0/{dir1}/{dir2}/{}", temp.name))
 }
 
 /// `{usec}_{n}[_{W}x{H}].{ext}` for an uploaded file name.
@@ -310,48 +526,10 @@ fn stored_name(state: &State, file_name: &str) -> Option<String> {
     Some(format!("{usec}_{serial}{}.{ext}", size.unwrap_or_default()))
 }
 
-/// The file name and content of the first part of a multipart body that has a file name.
-fn first_file_part<'a>(body: &'a [u8], boundary: &str) -> Option<(String, &'a [u8])> {
-    let delimiter = format!("--{boundary}");
-    let mut rest = body;
-    loop {
-        let start = find(rest, delimiter.as_bytes())? + delimiter.len();
-        rest = rest.get(start..)?;
-        if rest.starts_with(b"--") {
-            return None; // the closing delimiter: no file part
-        }
-        let head_end = find(rest, b"\r\n\r\n")?;
-        let head = String::from_utf8_lossy(rest.get(..head_end)?).into_owned();
-        let content = rest.get(head_end + 4..)?;
-        let end = find(content, format!("\r\n{delimiter}").as_bytes())?;
-        let file_name = head.lines().find_map(|line| {
-            let lower = line.to_ascii_lowercase();
-            if !lower.starts_with("content-disposition:") {
-                return None;
-            }
-            let at = lower.find("filename=\"")? + "filename=\"".len();
-            let value = line.get(at..)?;
-            Some(value.get(..value.find('"')?)?.to_owned())
-        });
-        if let Some(file_name) = file_name {
-            // Only the last path component of what the client called the file.
-            let file_name = file_name
-                .rsplit(['/', '\\'])
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            return Some((file_name, content.get(..end)?));
-        }
-        rest = content.get(end..)?;
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -373,12 +551,32 @@ mod tests {
     }
 
     #[test]
-    fn multipart_first_file_part() {
-        let body = b"--XY\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nvalue\r\n--XY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"dir/pic_640x480.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n\x00\x01\r\nbytes\r\n--XY--\r\n";
-        let (name, data) = first_file_part(body, "XY").unwrap();
-        assert_eq!(name, "pic_640x480.jpg");
-        assert_eq!(data, b"\x00\x01\r\nbytes");
-        assert!(first_file_part(b"--XY--\r\n", "XY").is_none());
-        assert!(first_file_part(b"garbage", "XY").is_none());
+    fn upload_budget_keys() {
+        let mut config = MsfsConfig::new("x");
+        assert_eq!(
+            (config.upload_budget, config.upload_wait),
+            (64 << 20, Duration::from_secs(5))
+        );
+        let conf = ConfFile::parse("UploadBudgetMB=16\nUploadWaitSecs=0\n");
+        config
+            .apply_upload_keys(&conf, "UploadBudgetMB", "UploadWaitSecs")
+            .unwrap();
+        assert_eq!(
+            (config.upload_budget, config.upload_wait),
+            (16 << 20, Duration::ZERO)
+        );
+        for bad in [
+            "UploadBudgetMB=0",
+            "UploadBudgetMB=lots",
+            "UploadWaitSecs=-1",
+        ] {
+            let err = config
+                .apply_upload_keys(&ConfFile::parse(bad), "UploadBudgetMB", "UploadWaitSecs")
+                .unwrap_err();
+            assert!(
+                err.to_string().contains(bad.split('=').next().unwrap()),
+                "{err}"
+            );
+        }
     }
 }

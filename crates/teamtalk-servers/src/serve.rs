@@ -67,6 +67,12 @@ pub struct ServeConfig {
     pub msfs_port: u16,
     /// Where msfs keeps files; `None`: no msfs in this process.
     pub msfs_dir: Option<std::path::PathBuf>,
+    /// Bytes all msfs uploads in flight may announce together. Default 64 MiB
+    /// (`msfs_upload_budget_mb`).
+    pub msfs_upload_budget: usize,
+    /// How long an msfs upload waits for room in that budget before a 503. Default 5 s
+    /// (`msfs_upload_wait_secs`).
+    pub msfs_upload_wait: Duration,
     /// http_msg_server port. Default 8400.
     pub http_msg_port: u16,
     /// The API key of http_msg_server; `None`: no http_msg_server in this process.
@@ -104,6 +110,8 @@ impl Default for ServeConfig {
             group_sync_interval: Duration::from_secs(5),
             msfs_port: 8700,
             msfs_dir: None,
+            msfs_upload_budget: 64 << 20,
+            msfs_upload_wait: Duration::from_secs(5),
             http_msg_port: 8400,
             http_api_key: None,
             push: crate::push::PushSettings::default(),
@@ -363,7 +371,9 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
                 login_config.msfs = format!("http://{advertise}:{}/", addr.port());
             }
         }
-        let msfs_config = crate::msfs::MsfsConfig::new(dir);
+        let mut msfs_config = crate::msfs::MsfsConfig::new(dir);
+        msfs_config.upload_budget = config.msfs_upload_budget;
+        msfs_config.upload_wait = config.msfs_upload_wait;
         tasks.spawn(crate::msfs::run(msfs_config, listener, shutdown.clone()));
     }
     tasks.spawn(crate::login_server::run(
@@ -447,6 +457,10 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
 }
 
 /// Refreshes the group sessions of members every `interval` (the original's sync thread).
+///
+/// On shutdown one last pass runs before returning: whoever serves the store next (the C++
+/// db_proxy_server's sync starts from the time it starts) would otherwise never refresh the
+/// groups that chatted since the previous pass (docs/compatibility.md).
 pub async fn sync_groups<S: Store, C: teamtalk_core::domain::Clock>(
     proxy: Arc<DbProxy<S, C>>,
     interval: Duration,
@@ -454,13 +468,17 @@ pub async fn sync_groups<S: Store, C: teamtalk_core::domain::Clock>(
 ) -> std::io::Result<()> {
     let mut since = Timestamp(0);
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.wait() => return Ok(()),
-        }
+        let last = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = shutdown.wait() => true,
+        };
         match proxy.sync_group_sessions(since).await {
             Ok(next) => since = next,
+            Err(error) if last => warn!(%error, "last group session sync before shutdown failed"),
             Err(error) => warn!(%error, "group session sync failed; retrying"),
+        }
+        if last {
+            return Ok(());
         }
     }
 }

@@ -852,3 +852,51 @@ fn a_role_serves_only_its_allowed_peers() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The shipped `dbproxyserver.conf` says `MsfsSite=127.0.0.1`: accepted with a warning about
+/// port 80 (the file here then fails on its too short `aesKey`, read after `MsfsSite`, so the
+/// role stops before reaching for MySQL); a value that is no http URL is itself the
+/// configuration error (exit 64).
+#[test]
+fn db_proxy_takes_the_shipped_scheme_less_msfs_site() {
+    let dir = temp_dir("msfs-site");
+    let conf = |site: &str| {
+        format!(
+            "ListenIP=127.0.0.1\nListenPort=0\nMsfsSite={site}\naesKey=short\n\
+             DBInstances=teamtalk_master,teamtalk_slave\n\
+             teamtalk_master_host=127.0.0.1\nteamtalk_master_port=1\nteamtalk_master_dbname=x\n\
+             teamtalk_slave_host=127.0.0.1\nteamtalk_slave_port=1\nteamtalk_slave_dbname=x\n\
+             CacheInstances=unread,group_set,token,group_member\n\
+             unread_host=127.0.0.1\nunread_port=1\ngroup_set_host=127.0.0.1\n\
+             group_set_port=1\ntoken_host=127.0.0.1\ntoken_port=1\n\
+             group_member_host=127.0.0.1\ngroup_member_port=1\n"
+        )
+    };
+    let run_with = |site: &str| {
+        let path = dir.join("dbproxyserver.conf");
+        std::fs::write(&path, conf(site)).unwrap();
+        let out = teamtalk()
+            .args(["db-proxy-server", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run_with("127.0.0.1");
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("aesKey") && !err.contains("key MsfsSite"),
+        "MsfsSite is accepted: {err}"
+    );
+    assert!(
+        err.contains("MsfsSite") && err.contains("http://127.0.0.1/") && err.contains("port 80"),
+        "the operator is told where audio goes: {err}"
+    );
+    let (code, err) = run_with("ftp://127.0.0.1");
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("MsfsSite"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
