@@ -47,6 +47,7 @@
 //! - [`msg_server`]: the msg_server as a state machine: client sessions, login, delivery,
 //!   kicks, and its links to db_proxy, route_server and login_server.
 //! - [`file_transfer`]: the file_server's transfer tasks (online relay, offline store).
+//! - [`limits`]: connection caps (total and per source address) and the descriptor budget.
 //! - [`link`]: heartbeats and idle timeouts of server links, as data.
 //! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).
 
@@ -61,6 +62,7 @@ pub mod file_transfer;
 pub mod guard;
 pub mod ids;
 pub mod kick;
+pub mod limits;
 pub mod link;
 pub mod message;
 pub mod msg_server;

@@ -16,7 +16,6 @@ use teamtalk_core::pdu::DEFAULT_MAX_FRAME_LEN;
 use teamtalk_core::proto::server::ImStopReceivePacket;
 use teamtalk_core::service::Handler;
 use teamtalk_core::Pdu;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, Instrument};
@@ -77,13 +76,15 @@ pub async fn run<H: Handler + 'static>(
 /// stops reading). On shutdown the peer gets `CID_OTHER_STOP_RECV_PACKET`, the link stops
 /// reading, the requests in flight are answered, then the link closes.
 async fn serve_link<H: Handler + 'static>(
-    stream: TcpStream,
+    conn: link::Conn,
     id: u64,
     handler: Arc<H>,
     config: DbProxyServerConfig,
     mut shutdown: Shutdown,
 ) {
     info!("link opened");
+    // The slot of the listener's caps is held until this link is done.
+    let (stream, _permit) = conn.into_parts();
     let link_config = LinkConfig {
         max_frame_len: config.max_frame_len,
         outbox: config.write_queue.max(1),

@@ -79,7 +79,9 @@ pub async fn run<C: Clock + 'static>(
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let listener: Listeners = listener.into();
-    info!(addr = ?listener.local_addrs(), "msg_server listening");
+    // The advertised capacity is also the most clients this msg_server holds.
+    listener.cap_total(usize::try_from(settings.core.max_conn_cnt).unwrap_or(usize::MAX));
+    info!(addr = ?listener.local_addrs(), max_conn_cnt = listener.limits().max_total, "msg_server listening");
     let (events_tx, mut events) = mpsc::channel::<LinkEvent<Peer>>(8192);
     let mut core = MsgServer::new(settings.core.clone(), clock);
     let mut kinds = HashMap::new();
