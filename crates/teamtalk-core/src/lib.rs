@@ -49,6 +49,7 @@
 //!   kicks, and its links to db_proxy, route_server and login_server; messages held while
 //!   no db_proxy is connected (`msg_server::hold`).
 //! - [`file_transfer`]: the file_server's transfer tasks (online relay, offline store).
+//! - [`limits`]: connection caps (total and per source address) and the descriptor budget.
 //! - [`link`]: heartbeats and idle timeouts of server links, as data.
 //! - [`multipart`]: the file part of an msfs upload, read incrementally as the body arrives.
 //! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).
@@ -64,6 +65,7 @@ pub mod file_transfer;
 pub mod guard;
 pub mod ids;
 pub mod kick;
+pub mod limits;
 pub mod link;
 pub mod message;
 pub mod msg_server;

@@ -95,7 +95,7 @@ pub async fn run<H: Handler + 'static>(
 /// On shutdown the peer gets `CID_OTHER_STOP_RECV_PACKET`; the link goes on for
 /// `stop_linger`, then the requests still unanswered are given up and the link closes.
 async fn serve_link<H: Handler + 'static>(
-    stream: link::LinkStream,
+    conn: link::Accepted,
     id: u64,
     peer: IpAddr,
     handler: Arc<H>,
@@ -103,6 +103,8 @@ async fn serve_link<H: Handler + 'static>(
     mut shutdown: Shutdown,
 ) {
     info!("link opened");
+    // The slot of the listener's caps is held until this link is done.
+    let (stream, _permit) = conn.into_parts();
     let link_config = LinkConfig {
         max_frame_len: config.max_frame_len,
         outbox: config.write_queue.max(1),

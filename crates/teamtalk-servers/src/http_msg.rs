@@ -21,12 +21,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::limits::IdleWatch;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use teamtalk_core::crypt::MessageKey;
 use teamtalk_core::kick::KICK_REASON_DUPLICATE_USER;
@@ -162,18 +162,29 @@ pub async fn run(
             _ = shutdown.wait() => return Ok(()),
         };
         let state = state.clone();
+        let timeouts = listener.http_timeouts();
         tokio::spawn(async move {
+            let (io, idle) = IdleWatch::new(stream, &timeouts);
+            let watch = idle.clone();
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                let busy = watch.busy();
+                async move {
+                    let answer = handle(&state, request).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(answer)
+                }
             });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), service);
+            let connection = idle.run(
+                timeouts
+                    .builder()
+                    .keep_alive(false)
+                    .serve_connection(io, service),
+            );
             match tokio::time::timeout(Duration::from_secs(60), connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => debug!(%peer, %error, "http_msg connection failed"),
-                Err(_) => debug!(%peer, "http_msg connection idle, closed"),
+                Ok(Some(Ok(()))) => {}
+                Ok(Some(Err(error))) => debug!(%peer, %error, "http_msg connection failed"),
+                Ok(None) | Err(_) => debug!(%peer, "http_msg connection idle, closed"),
             }
         });
     }

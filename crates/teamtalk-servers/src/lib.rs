@@ -11,6 +11,7 @@
 //! - [`db_proxy`]: db_proxy_server: msg_server links dispatched to a core [`Handler`].
 //! - [`file_server`]: file_server: online relay and offline files.
 //! - [`http_msg`]: http_msg_server: the administration HTTP API.
+//! - [`limits`]: connection caps, listen backlog, HTTP timeouts, the descriptor limit.
 //! - [`link`]: framed links (heartbeats, timeouts, bounded queues) and reconnecting dials.
 //! - [`login_server`]: login_server: HTTP discovery and the msg_server registry.
 //! - [`msfs`]: msfs: the HTTP blob store (images, avatars, audio).
@@ -33,6 +34,7 @@ pub mod db_proxy;
 pub mod db_proxy_conf;
 pub mod file_server;
 pub mod http_msg;
+pub mod limits;
 pub mod link;
 pub mod link_stream;
 pub mod login_server;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use teamtalk_core::limits::ConnGate;
 use teamtalk_core::link::{LinkAction, LinkTimer, SERVER_HEARTBEAT_INTERVAL_MS, SERVER_TIMEOUT_MS};
 use teamtalk_core::pdu::DEFAULT_MAX_FRAME_LEN;
 use teamtalk_core::proto::other::ImHeartBeat;
@@ -21,8 +22,10 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
+use crate::limits::{out_of_descriptors, Reserve, WarnEvery};
+pub use crate::limits::{Conn, HttpTimeouts, ListenConfig};
 pub use crate::link_stream::LinkStream;
 use crate::shutdown::Shutdown;
 
@@ -576,22 +579,39 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// The listening sockets of one server: a role's `ListenIP` may name several addresses
-/// (`;`-separated, spec/servers.md §1), and every one is served.
+/// (`;`-separated, docs/deploy.md), and every one is served. They share one table of
+/// connection caps ([`ListenConfig::limits`]) and the role's HTTP timeouts; an internal port
+/// also has an allow-list of peers ([`Listeners::guarded`]) and, with the cargo feature
+/// `tls`, mutual TLS ([`Listeners::with_tls`]).
 #[derive(Debug)]
 pub struct Listeners {
     listeners: Vec<TcpListener>,
     /// Where the next accept starts looking, so no address starves the others.
     next: std::sync::atomic::AtomicUsize,
+    /// Caps of connections held at once, in total and per source address.
+    gate: ConnGate,
     /// Who may connect; `None`: anyone (client-facing ports).
-    gate: Option<Arc<crate::trust::PeerGate>>,
+    peers: Option<Arc<crate::trust::PeerGate>>,
     /// Links accepted by [`accept_link`] speak TLS with client certificates.
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsAcceptor>,
+    http: HttpTimeouts,
+    reserve: Reserve,
+    refused: WarnEvery,
+    exhausted: WarnEvery,
 }
 
 impl Listeners {
-    /// Binds every address of `addrs` (at least one).
+    /// Binds every address of `addrs` (at least one) with the default [`ListenConfig`].
     pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Listeners> {
+        Listeners::bind_with(addrs, &ListenConfig::default()).await
+    }
+
+    /// Binds every address of `addrs` (at least one) with `config`'s backlog and caps.
+    pub async fn bind_with(
+        addrs: &[SocketAddr],
+        config: &ListenConfig,
+    ) -> std::io::Result<Listeners> {
         if addrs.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -600,18 +620,42 @@ impl Listeners {
         }
         let mut listeners = Vec::with_capacity(addrs.len());
         for addr in addrs {
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
+            let listener = listen(*addr, config.backlog).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
             })?;
             listeners.push(listener);
         }
-        Ok(Listeners {
+        Ok(Listeners::with_config(listeners, config))
+    }
+
+    fn with_config(listeners: Vec<TcpListener>, config: &ListenConfig) -> Listeners {
+        Listeners {
             listeners,
             next: std::sync::atomic::AtomicUsize::new(0),
-            gate: None,
+            gate: ConnGate::new(config.limits),
+            peers: None,
             #[cfg(feature = "tls")]
             tls: None,
-        })
+            http: config.http,
+            reserve: Reserve::open(),
+            refused: WarnEvery::default(),
+            exhausted: WarnEvery::default(),
+        }
+    }
+
+    /// Lowers the cap of connections held at once to `max` (0: leaves it).
+    pub fn cap_total(&self, max: usize) {
+        self.gate.cap_total(max);
+    }
+
+    /// The caps in force.
+    pub fn limits(&self) -> teamtalk_core::limits::ConnLimits {
+        self.gate.limits()
+    }
+
+    /// The HTTP timeouts of this role.
+    pub fn http_timeouts(&self) -> HttpTimeouts {
+        self.http
     }
 
     /// Links accepted by [`accept_link`] must speak TLS and present a client certificate of
@@ -626,7 +670,7 @@ impl Listeners {
     /// closed at once (an internal port, docs/deploy.md "Trust model").
     pub fn guarded(mut self, gate: crate::trust::PeerGate) -> Listeners {
         gate.warn_if_unreachable(&self.local_addrs());
-        self.gate = Some(Arc::new(gate));
+        self.peers = Some(Arc::new(gate));
         self
     }
 
@@ -646,12 +690,13 @@ impl Listeners {
             .local_addr()
     }
 
-    /// The next connection on any of the sockets from a peer the gate (if any) admits;
-    /// refused peers are closed without a byte read.
+    /// The next connection on any of the sockets from a peer the allow-list (if any) admits;
+    /// refused peers are closed without a byte read. Connection caps are not applied here
+    /// (see [`accept`]).
     pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
         loop {
             let (stream, peer) = self.accept_any().await?;
-            match &self.gate {
+            match &self.peers {
                 Some(gate) if !gate.admit(peer) => drop(stream),
                 _ => return Ok((stream, peer)),
             }
@@ -676,49 +721,135 @@ impl Listeners {
         })
         .await
     }
-}
 
-impl From<TcpListener> for Listeners {
-    fn from(listener: TcpListener) -> Listeners {
-        Listeners {
-            listeners: vec![listener],
-            next: std::sync::atomic::AtomicUsize::new(0),
-            gate: None,
-            #[cfg(feature = "tls")]
-            tls: None,
+    /// Out of descriptors: frees the reserve one, accepts the waiting connection and closes
+    /// it, and takes the reserve back. Without a reserve, waits a little.
+    async fn shed(&self, error: &std::io::Error) {
+        let mut closed = false;
+        if self.reserve.release() {
+            let accepted =
+                tokio::time::timeout(Duration::from_millis(100), self.accept_any()).await;
+            closed = matches!(accepted, Ok(Ok(_)));
+            self.reserve.refill();
+        }
+        if let Some(count) = self.exhausted.due() {
+            warn!(%error, count, "out of file descriptors: connections closed at once");
+        }
+        if !closed {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
 
-/// The next connection on `listener`. Accept errors (out of file descriptors and the like)
-/// are logged and retried after a short pause instead of spinning.
-pub async fn accept(listener: &Listeners) -> (TcpStream, SocketAddr) {
+impl From<TcpListener> for Listeners {
+    fn from(listener: TcpListener) -> Listeners {
+        Listeners::with_config(vec![listener], &ListenConfig::default())
+    }
+}
+
+/// A listening socket on `addr` with `backlog`.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog.max(1))
+}
+
+/// The next connection on `listener` that its allow-list and caps admit. A connection over
+/// a cap is accepted and closed at once (logged at debug, and in a warning every 10 s). Out
+/// of file descriptors, the waiting connection is closed through the reserve descriptor;
+/// other accept errors are logged and retried after a short pause instead of spinning.
+pub async fn accept(listener: &Listeners) -> (Conn, SocketAddr) {
     loop {
         match listener.accept().await {
-            Ok(accepted) => return accepted,
+            Ok((stream, peer)) => match listener.gate.admit(peer.ip()) {
+                Ok(permit) => return (Conn::new(stream, permit), peer),
+                Err(refusal) => {
+                    drop(stream);
+                    debug!(%peer, %refusal, "connection refused");
+                    if let Some(count) = listener.refused.due() {
+                        let addr = listener.local_addr().ok();
+                        let limits = listener.gate.limits();
+                        warn!(?addr, %refusal, count, max_total = limits.max_total,
+                            max_per_ip = limits.max_per_source, "connections refused");
+                    }
+                }
+            },
+            Err(error) if out_of_descriptors(&error) => listener.shed(&error).await,
             Err(error) => {
-                tracing::warn!(%error, "accept failed");
+                warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-/// The next link on `listener` (an internal port): as [`accept`], with the TLS handshake
-/// still to be made when the listeners have TLS (`Listeners::with_tls`, cargo feature `tls`).
-pub async fn accept_link(listener: &Listeners) -> (LinkStream, SocketAddr) {
-    let (stream, peer) = accept(listener).await;
-    #[cfg(feature = "tls")]
-    if let Some(tls) = &listener.tls {
-        return (LinkStream::TlsPending(stream, tls.clone()), peer);
-    }
-    (LinkStream::Plain(stream), peer)
+/// An accepted connection ready to be served as a link: its stream and, when it came from
+/// [`accept`] or [`accept_link`], its slot in the listener's caps (given back when the link
+/// ends).
+#[derive(Debug)]
+pub struct Accepted {
+    stream: LinkStream,
+    permit: Option<teamtalk_core::limits::ConnPermit>,
 }
 
-/// Serves an accepted connection as link `id` on its own task, in a span named `name`.
+impl Accepted {
+    /// The stream and the slot (keep the slot as long as the stream is served).
+    pub fn into_parts(self) -> (LinkStream, Option<teamtalk_core::limits::ConnPermit>) {
+        (self.stream, self.permit)
+    }
+}
+
+impl From<Conn> for Accepted {
+    fn from(conn: Conn) -> Accepted {
+        let (stream, permit) = conn.into_parts();
+        Accepted {
+            stream: LinkStream::Plain(stream),
+            permit: Some(permit),
+        }
+    }
+}
+
+impl From<LinkStream> for Accepted {
+    fn from(stream: LinkStream) -> Accepted {
+        Accepted {
+            stream,
+            permit: None,
+        }
+    }
+}
+
+impl From<TcpStream> for Accepted {
+    fn from(stream: TcpStream) -> Accepted {
+        Accepted::from(LinkStream::Plain(stream))
+    }
+}
+
+/// The next link on `listener` (an internal port): as [`accept`], with the TLS handshake
+/// still to be made when the listeners have TLS (`Listeners::with_tls`, cargo feature `tls`).
+pub async fn accept_link(listener: &Listeners) -> (Accepted, SocketAddr) {
+    let (conn, peer) = accept(listener).await;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &listener.tls {
+        let (stream, permit) = conn.into_parts();
+        let accepted = Accepted {
+            stream: LinkStream::TlsPending(stream, tls.clone()),
+            permit: Some(permit),
+        };
+        return (accepted, peer);
+    }
+    (Accepted::from(conn), peer)
+}
+
+/// Serves an accepted connection as link `id` on its own task, in a span named `name`; its
+/// slot in the listener's caps is given back when the link ends.
 pub fn spawn_serve<Id: Copy + Send + fmt::Debug + 'static>(
     name: &'static str,
-    stream: impl Into<LinkStream>,
+    conn: impl Into<Accepted>,
     peer: SocketAddr,
     id: Id,
     config: LinkConfig,
@@ -726,8 +857,14 @@ pub fn spawn_serve<Id: Copy + Send + fmt::Debug + 'static>(
     shutdown: Shutdown,
 ) {
     let span = tracing::info_span!("link", kind = name, ?id, %peer);
-    let stream: LinkStream = stream.into();
-    tokio::spawn(serve(stream, id, config, events, shutdown).instrument(span));
+    let (stream, permit) = conn.into().into_parts();
+    tokio::spawn(
+        async move {
+            serve(stream, id, config, events, shutdown).await;
+            drop(permit);
+        }
+        .instrument(span),
+    );
 }
 
 /// Reconnect delays: the original's (base/ServInfo.h) 4, 8, 16, 32, 64 s, then 4 again, or

@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::limits::IdleWatch;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use teamtalk_core::balance::{discovery_json, MsgServerInfo, Registry};
 use teamtalk_core::AnyMessage;
 use tokio::sync::mpsc;
@@ -126,6 +126,9 @@ async fn serve_http(
     mut shutdown: Shutdown,
 ) {
     let config = Arc::new(config);
+    let timeouts = listener.http_timeouts();
+    let mut builder = timeouts.builder();
+    builder.keep_alive(false).max_buf_size(8192);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = link::accept(&listener) => accepted,
@@ -133,19 +136,18 @@ async fn serve_http(
         };
         let (registry, config) = (registry.clone(), config.clone());
         let timeout = config.http_timeout;
+        let builder = builder.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let answer = answer(&request, peer, &registry, &config, millis_since(started));
                 async move { Ok::<_, Infallible>(answer) }
             });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .keep_alive(false)
-                .max_buf_size(8192)
-                .serve_connection(TokioIo::new(stream), service);
+            let (io, idle) = IdleWatch::new(stream, &timeouts);
+            let connection = idle.run(builder.serve_connection(io, service));
             match tokio::time::timeout(timeout, connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => debug!(%peer, %error, "HTTP connection failed"),
-                Err(_) => debug!(%peer, "HTTP connection idle, closed"),
+                Ok(Some(Ok(()))) => {}
+                Ok(Some(Err(error))) => debug!(%peer, %error, "HTTP connection failed"),
+                Ok(None) | Err(_) => debug!(%peer, "HTTP connection idle, closed"),
             }
         });
     }

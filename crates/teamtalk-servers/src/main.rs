@@ -15,7 +15,7 @@ use teamtalk_core::store::{
 use teamtalk_servers::clock::SystemClock;
 use teamtalk_servers::conf::ConfFile;
 use teamtalk_servers::db_proxy_conf::DbProxyConf;
-use teamtalk_servers::link::Listeners;
+use teamtalk_servers::link::{ListenConfig, Listeners};
 use teamtalk_servers::serve::{self, ServeConfig};
 use teamtalk_servers::trust::PeerGate;
 use teamtalk_servers::{db_proxy, login_server, msg_server, roles, route_server, shutdown};
@@ -79,6 +79,9 @@ SERVE CONFIG (TOML, every key optional):
   file_port = 8600   file_ms_port = 8601 (offline files in DATA_DIR/offline_file)
   msfs = \"http://127.0.0.1:8700/\"   discovery = \"http://127.0.0.1/api/discovery\"
   mysql_url = \"mysql://user:pw@host:3306/teamtalk\"   redis_url = \"redis://127.0.0.1:6379\"
+  listen_backlog = 1024   max_conn_per_ip = 256 (HTTP ports)   client_max_conn_per_ip = 0 (none)
+  max_conn_cnt, http_max_conn, msfs_max_conn, file_max_conn, http_msg_max_conn = 0 (a share
+  of the descriptor limit)   http_header_timeout = 10   http_idle_timeout = 30 (seconds)
 
 ENVIRONMENT:
   TEAMTALK_LOG = error | warn | info (default) | debug | trace
@@ -311,6 +314,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging();
+    if matches!(command, Command::Serve(_) | Command::Role { .. }) {
+        // Connection caps are derived from the limit in force after this.
+        teamtalk_servers::limits::raise_descriptor_limit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -879,7 +886,51 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
     config.file_client_port = port("file_port", 8600)?;
     config.file_ms_port = port("file_ms_port", 8601)?;
     config.push = roles::push_settings(conf, &roles::PushKeys::SERVE).map_err(bad)?;
+    config.limits = serve_limits(conf)?;
     Ok(config)
+}
+
+/// `teamtalk serve`'s connection keys: `listen_backlog`, `max_conn_per_ip`,
+/// `client_max_conn_per_ip`, `max_conn_cnt`, `http_max_conn`, `msfs_max_conn`,
+/// `file_max_conn`, `http_msg_max_conn`, `http_header_timeout`, `http_idle_timeout`.
+fn serve_limits(conf: &ConfFile) -> Result<teamtalk_servers::limits::ServeLimits, Failure> {
+    let bad = |e: teamtalk_servers::conf::ConfError| Failure::Usage(usage(e.to_string()));
+    let mut limits = teamtalk_servers::limits::ServeLimits::default();
+    let count = |key: &str, value: &mut usize| -> Result<(), Failure> {
+        if let Some(n) = conf.parsed(key, "a number (0: default)").map_err(bad)? {
+            *value = n;
+        }
+        Ok(())
+    };
+    count("max_conn_per_ip", &mut limits.http_per_ip)?;
+    count("client_max_conn_per_ip", &mut limits.client_per_ip)?;
+    count("max_conn_cnt", &mut limits.msg_max)?;
+    count("http_max_conn", &mut limits.http_max)?;
+    count("msfs_max_conn", &mut limits.msfs_max)?;
+    count("file_max_conn", &mut limits.file_max)?;
+    count("http_msg_max_conn", &mut limits.http_msg_max)?;
+    if let Some(backlog) = conf
+        .parsed::<u32>("listen_backlog", "a number")
+        .map_err(bad)?
+    {
+        limits.backlog = backlog.max(1);
+    }
+    let seconds = |key: &str| -> Result<Option<std::time::Duration>, Failure> {
+        match conf
+            .parsed::<u64>(key, "seconds (at least 1)")
+            .map_err(bad)?
+        {
+            Some(0) => Err(usage(format!("{key}: must be at least 1 second")).into()),
+            other => Ok(other.map(std::time::Duration::from_secs)),
+        }
+    };
+    if let Some(header) = seconds("http_header_timeout")? {
+        limits.http.header = header;
+    }
+    if let Some(idle) = seconds("http_idle_timeout")? {
+        limits.http.idle = idle;
+    }
+    Ok(limits)
 }
 
 async fn run_all<S: Store + 'static>(config: ServeConfig, store: S) -> Result<(), Failure> {
@@ -913,12 +964,16 @@ async fn run_all<S: Store + 'static>(config: ServeConfig, store: S) -> Result<()
     }
 }
 
-/// Binds every address of a role's `ListenIP` list.
-async fn bind_all(addrs: &[std::net::SocketAddr], role: &str) -> Result<Listeners, Failure> {
+/// Binds every address of a role's `ListenIP` list with `config`'s backlog and caps.
+async fn bind_all(
+    addrs: &[std::net::SocketAddr],
+    role: &str,
+    config: &ListenConfig,
+) -> Result<Listeners, Failure> {
     if addrs.is_empty() {
         return Err(usage(format!("{role}: no listen address")).into());
     }
-    Listeners::bind(addrs)
+    Listeners::bind_with(addrs, config)
         .await
         .map_err(|e| run_error(format!("{role}: {e}")))
 }
@@ -972,6 +1027,27 @@ fn gate(conf: &ConfFile, path: &Path, role: &'static str) -> Result<PeerGate, Fa
     Ok(PeerGate::new(role, peers))
 }
 
+/// How a role alone in its process listens: the `.conf` keys (`MaxConnCnt`, `MaxConnPerIp`,
+/// `ListenBacklog`, `HttpHeaderTimeout`, `HttpIdleTimeout`) over defaults that give each of
+/// the role's `ports` listening ports an equal share of the descriptor budget, and HTTP ports
+/// a per-address cap.
+fn role_listen(
+    conf: &ConfFile,
+    path: &Path,
+    ports: usize,
+    http: bool,
+) -> Result<ListenConfig, Failure> {
+    let limit = teamtalk_servers::limits::descriptor_limit().unwrap_or(1 << 20);
+    let budget = teamtalk_core::limits::connection_budget(limit);
+    let per_ip = if http {
+        teamtalk_servers::limits::DEFAULT_HTTP_PER_SOURCE
+    } else {
+        0
+    };
+    let defaults = ListenConfig::capped((budget / ports.max(1)).max(1), per_ip);
+    roles::listen_config(conf, defaults).map_err(|e| conf_error(path, e))
+}
+
 async fn serve_db_proxy<S: Store + 'static>(
     listener: Listeners,
     store: S,
@@ -1003,10 +1079,11 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
         match role {
             "db-proxy-server" if conf.get("DBInstances").is_some() => {
                 let conf_file = &conf;
+                let listening = role_listen(&conf, path, 1, false)?;
                 let conf = DbProxyConf::from_conf(&conf).map_err(|e| conf_error(path, e))?;
                 let business = conf.business().map_err(|e| conf_error(path, e))?;
                 let listener = internal(
-                    bind_all(&conf.listen, role).await?,
+                    bind_all(&conf.listen, role, &listening).await?,
                     conf_file,
                     path,
                     "db_proxy_server",
@@ -1032,8 +1109,9 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     }
                     None => DbProxyConfig::default(),
                 };
+                let listening = role_listen(&conf, path, 1, false)?;
                 let listener = internal(
-                    bind_all(&listen, role).await?,
+                    bind_all(&listen, role, &listening).await?,
                     &conf,
                     path,
                     "db_proxy_server",
@@ -1053,8 +1131,13 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
             }
             "route-server" => {
                 let listen = roles::route_listen(&conf).map_err(|e| conf_error(path, e))?;
-                let listener =
-                    internal(bind_all(&listen, role).await?, &conf, path, "route_server")?;
+                let listening = role_listen(&conf, path, 1, false)?;
+                let listener = internal(
+                    bind_all(&listen, role, &listening).await?,
+                    &conf,
+                    path,
+                    "route_server",
+                )?;
                 route_server::run(Default::default(), listener, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -1077,7 +1160,8 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 config
                     .apply_upload_keys(&conf, "UploadBudgetMB", "UploadWaitSecs")
                     .map_err(|e| conf_error(path, e))?;
-                let listener = bind_all(&listen, role).await?;
+                let listening = role_listen(&conf, path, 1, true)?;
+                let listener = bind_all(&listen, role, &listening).await?;
                 teamtalk_servers::msfs::run(config, listener, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -1102,7 +1186,8 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     config.message_key = aes.to_owned();
                 }
                 tls_dial(&conf, path, &mut config.upstream_link)?;
-                let listener = bind_all(&listen, role).await?;
+                let listening = role_listen(&conf, path, 1, true)?;
+                let listener = bind_all(&listen, role, &listening).await?;
                 teamtalk_servers::http_msg::run(config, listener, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -1154,8 +1239,15 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                     advertise,
                     limits,
                 };
-                let clients = bind_all(&clients, role).await?;
-                let links = internal(bind_all(&links, role).await?, &conf, path, "file_server")?;
+                let listening = role_listen(&conf, path, 2, false)?;
+                let clients = bind_all(&clients, role, &listening).await?;
+                let link_listening = role_listen(&conf, path, 2, false)?;
+                let links = internal(
+                    bind_all(&links, role, &link_listening).await?,
+                    &conf,
+                    path,
+                    "file_server",
+                )?;
                 teamtalk_servers::file_server::run(config, clients, links, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -1164,8 +1256,13 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 let (listen, settings) =
                     roles::push_server(&conf).map_err(|e| conf_error(path, e))?;
                 let backend = settings.backend().map_err(|e| conf_error(path, e))?;
-                let listener =
-                    internal(bind_all(&listen, role).await?, &conf, path, "push_server")?;
+                let listening = role_listen(&conf, path, 1, false)?;
+                let listener = internal(
+                    bind_all(&listen, role, &listening).await?,
+                    &conf,
+                    path,
+                    "push_server",
+                )?;
                 teamtalk_servers::push::run(Arc::new(backend), listener, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -1173,8 +1270,15 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
             "login-server" => {
                 let (http, links, config) =
                     roles::login_server(&conf).map_err(|e| conf_error(path, e))?;
-                let http = bind_all(&http, role).await?;
-                let links = internal(bind_all(&links, role).await?, &conf, path, "login_server")?;
+                let listening = role_listen(&conf, path, 2, true)?;
+                let http = bind_all(&http, role, &listening).await?;
+                let link_listening = role_listen(&conf, path, 2, false)?;
+                let links = internal(
+                    bind_all(&links, role, &link_listening).await?,
+                    &conf,
+                    path,
+                    "login_server",
+                )?;
                 login_server::run(config, http, links, shutdown.clone())
                     .await
                     .map_err(run_error)
@@ -1183,7 +1287,8 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 let (listen, mut settings) =
                     roles::msg_server(&conf).map_err(|e| conf_error(path, e))?;
                 tls_dial(&conf, path, &mut settings.upstream_link)?;
-                let listener = bind_all(&listen, role).await?;
+                let listening = role_listen(&conf, path, 1, false)?;
+                let listener = bind_all(&listen, role, &listening).await?;
                 msg_server::run(settings, listener, SystemClock, shutdown.clone())
                     .await
                     .map_err(run_error)

@@ -26,12 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::limits::IdleWatch;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use teamtalk_core::multipart::{FilePartReader, MultipartError};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
@@ -156,20 +156,31 @@ pub async fn run(
             _ = shutdown.wait() => break,
         };
         let state = state.clone();
+        let timeouts = listener.http_timeouts();
         tokio::spawn(async move {
             let timeout = state.config.timeout;
+            let (io, idle) = IdleWatch::new(stream, &timeouts);
+            let watch = idle.clone();
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                let busy = watch.busy();
+                async move {
+                    let answer = handle(&state, request).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(answer)
+                }
             });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .max_buf_size(READ_BUFFER)
-                .serve_connection(TokioIo::new(stream), service);
+            let connection = idle.run(
+                timeouts
+                    .builder()
+                    .keep_alive(true)
+                    .max_buf_size(READ_BUFFER)
+                    .serve_connection(io, service),
+            );
             match tokio::time::timeout(timeout, connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => debug!(%peer, %error, "msfs connection failed"),
-                Err(_) => debug!(%peer, "msfs connection idle, closed"),
+                Ok(Some(Ok(()))) => {}
+                Ok(Some(Err(error))) => debug!(%peer, %error, "msfs connection failed"),
+                Ok(None) | Err(_) => debug!(%peer, "msfs connection idle, closed"),
             }
         });
     }

@@ -91,7 +91,16 @@ pub async fn run<C: Clock + 'static>(
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let listener: Listeners = listener.into();
-    info!(addr = ?listener.local_addrs(), "msg_server listening");
+    // The advertised capacity is also the most clients this msg_server holds, and it
+    // advertises no more than its listener's cap.
+    listener.cap_total(usize::try_from(settings.core.max_conn_cnt).unwrap_or(usize::MAX));
+    let mut settings = settings;
+    if let Ok(cap) = u32::try_from(listener.limits().max_total) {
+        if cap != 0 {
+            settings.core.max_conn_cnt = settings.core.max_conn_cnt.min(cap);
+        }
+    }
+    info!(addr = ?listener.local_addrs(), max_conn_cnt = listener.limits().max_total, "msg_server listening");
     let (events_tx, mut events) = mpsc::channel::<LinkEvent<Peer>>(8192);
     let mut core = MsgServer::new(settings.core.clone(), clock);
     let mut kinds = HashMap::new();

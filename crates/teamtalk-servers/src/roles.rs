@@ -219,9 +219,65 @@ pub fn msg_server(conf: &ConfFile) -> Result<(Vec<SocketAddr>, MsgServerSettings
     Ok((listen, settings))
 }
 
+/// The connection limits of one role's listeners: `MaxConnCnt` (connections held at once per
+/// listening port), `MaxConnPerIp` (from one address), `ListenBacklog`, and for HTTP roles
+/// `HttpHeaderTimeout` / `HttpIdleTimeout` (seconds), each over `defaults`.
+pub fn listen_config(
+    conf: &ConfFile,
+    defaults: crate::limits::ListenConfig,
+) -> Result<crate::limits::ListenConfig, ConfError> {
+    let mut config = defaults;
+    if let Some(max) = conf.parsed("MaxConnCnt", "a number")? {
+        config.limits.max_total = max;
+    }
+    if let Some(max) = conf.parsed("MaxConnPerIp", "a number (0: no cap)")? {
+        config.limits.max_per_source = max;
+    }
+    if let Some(backlog) = conf.parsed::<u32>("ListenBacklog", "a number")? {
+        config.backlog = backlog.max(1);
+    }
+    let seconds = |key: &str| -> Result<Option<std::time::Duration>, ConfError> {
+        match conf.parsed::<u64>(key, "seconds (at least 1)")? {
+            Some(0) => Err(invalid(key, "seconds (at least 1)")),
+            other => Ok(other.map(std::time::Duration::from_secs)),
+        }
+    };
+    if let Some(header) = seconds("HttpHeaderTimeout")? {
+        config.http.header = header;
+    }
+    if let Some(idle) = seconds("HttpIdleTimeout")? {
+        config.http.idle = idle;
+    }
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_limit_keys_override_the_defaults() {
+        let conf = ConfFile::parse(
+            "MaxConnCnt=50\nMaxConnPerIp=3\nListenBacklog=4096\nHttpHeaderTimeout=2\nHttpIdleTimeout=7\n",
+        );
+        let c = listen_config(&conf, crate::limits::ListenConfig::capped(1000, 0)).unwrap();
+        assert_eq!((c.limits.max_total, c.limits.max_per_source), (50, 3));
+        assert_eq!(c.backlog, 4096);
+        assert_eq!(c.http.header, std::time::Duration::from_secs(2));
+        assert_eq!(c.http.idle, std::time::Duration::from_secs(7));
+        let defaults = listen_config(
+            &ConfFile::parse(""),
+            crate::limits::ListenConfig::capped(9, 1),
+        )
+        .unwrap();
+        assert_eq!(defaults, crate::limits::ListenConfig::capped(9, 1));
+        assert!(
+            listen_config(&ConfFile::parse("HttpIdleTimeout=0\n"), Default::default()).is_err()
+        );
+        assert!(
+            listen_config(&ConfFile::parse("MaxConnPerIp=many\n"), Default::default()).is_err()
+        );
+    }
 
     #[test]
     fn an_original_msgserver_conf() {

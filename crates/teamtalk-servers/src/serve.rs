@@ -7,11 +7,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::limits::{ListenConfig, ServeLimits, ServePort};
+use crate::link::Listeners;
 use teamtalk_core::domain::Timestamp;
 use teamtalk_core::msg_server::MsgServerConfig;
 use teamtalk_core::service::DbProxy;
 use teamtalk_core::store::Store;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::warn;
 
@@ -87,6 +88,8 @@ pub struct ServeConfig {
     pub file_client_port: u16,
     /// file_server port for msg_servers. Default 8601.
     pub file_ms_port: u16,
+    /// Connection caps, backlogs and HTTP timeouts of every port.
+    pub limits: crate::limits::ServeLimits,
 }
 
 impl Default for ServeConfig {
@@ -119,6 +122,7 @@ impl Default for ServeConfig {
             file_dir: None,
             file_client_port: 8600,
             file_ms_port: 8601,
+            limits: crate::limits::ServeLimits::default(),
         }
     }
 }
@@ -192,13 +196,15 @@ impl Running {
     }
 }
 
-async fn bind(ip: IpAddr, port: u16, role: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind((ip, port)).await.map_err(|error| {
-        std::io::Error::new(
-            error.kind(),
-            format!("{role} cannot listen on {ip}:{port}: {error}"),
-        )
-    })
+async fn bind(
+    ip: IpAddr,
+    port: u16,
+    role: &str,
+    config: ListenConfig,
+) -> std::io::Result<Listeners> {
+    Listeners::bind_with(&[SocketAddr::new(ip, port)], &config)
+        .await
+        .map_err(|error| std::io::Error::new(error.kind(), format!("{role}: {error}")))
 }
 
 /// How the internal ports are guarded: the allow-list and, with the `tls` feature, TLS.
@@ -249,10 +255,11 @@ async fn bind_internal(
     port: u16,
     role: &'static str,
     guard: &Guard,
+    config: ListenConfig,
 ) -> std::io::Result<crate::link::Listeners> {
-    let listener = bind(ip, port, role).await?;
+    let listener = bind(ip, port, role, config).await?;
     let gate = crate::trust::PeerGate::new(role, guard.allowed.clone());
-    let listeners = crate::link::Listeners::from(listener).guarded(gate);
+    let listeners = listener.guarded(gate);
     #[cfg(feature = "tls")]
     if let Some((acceptor, _)) = &guard.tls {
         return Ok(listeners.with_tls(acceptor.clone()));
@@ -263,6 +270,11 @@ async fn bind_internal(
 /// Binds every listener and starts every role on `store`.
 pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io::Result<Running> {
     let ip = config.listen;
+    let limits = ServeLimits {
+        budget: config.limits.budget(),
+        ..config.limits
+    };
+    let internal_cfg = limits.listen(ServePort::Internal);
     let internal = config.internal_listen;
     // This process's own roles dial the internal ports from 127.0.0.1 or ::1 (or the
     // internal address itself).
@@ -275,12 +287,37 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         allowed = allowed.with(internal);
     }
     let guard = Guard::new(&config, allowed)?;
-    let http = bind(ip, config.http_port, "login_server (HTTP)").await?;
-    let login = bind_internal(internal, config.login_port, "login_server", &guard).await?;
-    let route = bind_internal(internal, config.route_port, "route_server", &guard).await?;
-    let db = bind_internal(internal, config.db_proxy_port, "db_proxy_server", &guard).await?;
+    let http_config = limits.listen(ServePort::LoginHttp);
+    let http = bind(ip, config.http_port, "login_server (HTTP)", http_config).await?;
+    let login = bind_internal(
+        internal,
+        config.login_port,
+        "login_server",
+        &guard,
+        internal_cfg,
+    )
+    .await?;
+    let route = bind_internal(
+        internal,
+        config.route_port,
+        "route_server",
+        &guard,
+        internal_cfg,
+    )
+    .await?;
+    let db = bind_internal(
+        internal,
+        config.db_proxy_port,
+        "db_proxy_server",
+        &guard,
+        internal_cfg,
+    )
+    .await?;
     let msfs = match &config.msfs_dir {
-        Some(dir) => Some((bind(ip, config.msfs_port, "msfs").await?, dir.clone())),
+        Some(dir) => Some((
+            bind(ip, config.msfs_port, "msfs", limits.listen(ServePort::Msfs)).await?,
+            dir.clone(),
+        )),
         None => None,
     };
     let http_msg = match &config.http_api_key {
@@ -289,6 +326,7 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
                 config.http_msg_listen.unwrap_or(internal),
                 config.http_msg_port,
                 "http_msg_server",
+                limits.listen(ServePort::HttpMsg),
             )
             .await?,
             key.clone(),
@@ -297,8 +335,21 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
     };
     let files = match &config.file_dir {
         Some(dir) => Some((
-            bind(ip, config.file_client_port, "file_server").await?,
-            bind_internal(internal, config.file_ms_port, "file_server", &guard).await?,
+            bind(
+                ip,
+                config.file_client_port,
+                "file_server",
+                limits.listen(ServePort::FileClients),
+            )
+            .await?,
+            bind_internal(
+                internal,
+                config.file_ms_port,
+                "file_server",
+                &guard,
+                internal_cfg,
+            )
+            .await?,
             dir.clone(),
         )),
         None => None,
@@ -311,20 +362,38 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
             .backend()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         Some((
-            bind_internal(internal, config.push_port, "push_server", &guard).await?,
+            bind_internal(
+                internal,
+                config.push_port,
+                "push_server",
+                &guard,
+                internal_cfg,
+            )
+            .await?,
             backend,
         ))
     };
+    let msg_config = limits.listen(ServePort::MsgClients {
+        msg_servers: config.msg_ports.len(),
+    });
     let mut msg_listeners = Vec::new();
     for port in &config.msg_ports {
-        msg_listeners.push(bind(ip, *port, "msg_server").await?);
+        msg_listeners.push(bind(ip, *port, "msg_server", msg_config).await?);
     }
+    tracing::info!(
+        budget = limits.budget,
+        msg_clients = msg_config.limits.max_total,
+        http = http_config.limits.max_total,
+        http_per_ip = http_config.limits.max_per_source,
+        internal = internal_cfg.limits.max_total,
+        "connection caps"
+    );
     let (trigger, shutdown) = shutdown::channel();
     let mut running = Running {
         http: http.local_addr()?,
         msg_servers: msg_listeners
             .iter()
-            .map(TcpListener::local_addr)
+            .map(Listeners::local_addr)
             .collect::<Result<_, _>>()?,
         login: login.local_addr()?,
         route: route.local_addr()?,
@@ -426,12 +495,17 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
     }
     for listener in msg_listeners {
         let port = listener.local_addr()?.port();
+        // Advertise no more than this msg_server holds, so login_server balances right.
+        let max_conn_cnt = u32::try_from(listener.limits().max_total)
+            .unwrap_or(u32::MAX)
+            .min(config.msg.max_conn_cnt);
         let settings = MsgServerSettings {
             core: MsgServerConfig {
                 ip1: advertise.clone(),
                 ip2: advertise.clone(),
                 port: u32::from(port),
                 host_name: host_name(),
+                max_conn_cnt,
                 ..config.msg.clone()
             },
             db_servers: vec![running.db_proxy],

@@ -900,3 +900,168 @@ fn db_proxy_takes_the_shipped_scheme_less_msfs_site() {
     assert!(err.contains("MsfsSite"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `teamtalk serve` on free ports under `ulimit` arguments `limit` (e.g. `-n 256`) with the
+/// extra TOML `config`: the process, login_server's HTTP address and the msg_server's.
+fn serve_limited(dir: &Path, limit: &str, config: &str) -> (Process, SocketAddr, SocketAddr) {
+    let file = dir.join("serve.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "http_port = 0\nmsg_port = 0\nlogin_port = 0\nroute_port = 0\ndb_proxy_port = 0\n\
+             msfs_port = 0\nhttp_msg_port = 0\nfile_port = 0\nfile_ms_port = 0\n{config}"
+        ),
+    )
+    .unwrap();
+    let mut server = Process(Some(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_teamtalk"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir)
+            .env("TEAMTALK_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let stdout = server.0.as_mut().and_then(|c| c.stdout.take()).unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut http, mut ms) = (None, None);
+    while http.is_none() || ms.is_none() {
+        let line = lines.next().expect("serve prints its addresses").unwrap();
+        if let Some(rest) = line.trim().strip_prefix("clients:") {
+            let url = rest.split_whitespace().next().unwrap();
+            let addr = url
+                .trim_start_matches("http://")
+                .trim_end_matches("/msg_server");
+            http = Some(addr.parse().unwrap());
+        }
+        if let Some(rest) = line.trim().strip_prefix("msg_server:") {
+            ms = Some(rest.trim().parse().unwrap());
+        }
+    }
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (server, http.unwrap(), ms.unwrap())
+}
+
+/// Logs `name` in on `ms`, retrying while the msg_server is not ready yet (or closes the
+/// connection because it is out of descriptors).
+fn login_eventually(ms: SocketAddr, name: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Client::login(ms, name, "pw-123")
+        }));
+        match attempt {
+            Ok((c, res)) if res.result_code == 0 => return c,
+            Ok((_, res)) => assert!(Instant::now() < deadline, "login of {name}: {res:?}"),
+            Err(_) => assert!(
+                Instant::now() < deadline,
+                "login of {name} never got through"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Opens up to `count` idle connections to `addr`, stopping at the first connect not
+/// answered within a second (the backlog is full: the server stopped accepting); returns
+/// those opened and how many of them the server closed within a few seconds.
+fn flood(addr: SocketAddr, count: usize) -> (Vec<TcpStream>, usize) {
+    let mut streams = Vec::new();
+    for _ in 0..count {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Ok(stream) => streams.push(stream),
+            Err(_) => break,
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut closed = 0;
+    for stream in &mut streams {
+        let left = deadline.saturating_duration_since(Instant::now());
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(10))))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            _ => {}
+        }
+    }
+    (streams, closed)
+}
+
+/// One login attempt of `name` on `ms`: whether it succeeded (a connection that is never
+/// served or is closed counts as a failure).
+fn logs_in(ms: SocketAddr, name: &str) -> bool {
+    std::panic::catch_unwind(|| Client::login(ms, name, "pw-123").1.result_code == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_full_http_port_leaves_the_other_roles_their_descriptors() {
+    let dir = temp_dir("fd-caps");
+    let (code, _, err) = run(&["user", "add", "alice", "--password", "pw-123"], &dir);
+    assert_eq!(code, 0, "{err}");
+    let (server, http, ms) = serve_limited(&dir, "-n 256", "");
+    drop(login_eventually(ms, "alice"));
+    // More idle HTTP connections than the whole process has descriptors.
+    let (held, closed) = flood(http, 400);
+    assert!(closed > 0, "login_server's HTTP cap closes the excess");
+    assert!(
+        logs_in(ms, "alice"),
+        "msg_server serves clients while login_server's HTTP port is full"
+    );
+    drop(held);
+    stop(server, "serve");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn out_of_descriptors_the_waiting_connections_are_closed_and_service_recovers() {
+    let dir = temp_dir("fd-reserve");
+    let (code, _, err) = run(&["user", "add", "alice", "--password", "pw-123"], &dir);
+    assert_eq!(code, 0, "{err}");
+    // Caps too high for the limit: the process runs out of descriptors.
+    let (server, http, ms) = serve_limited(
+        &dir,
+        "-n 256",
+        "http_max_conn = 100000\nmax_conn_per_ip = 0\nhttp_header_timeout = 300\n\
+         http_idle_timeout = 300\n",
+    );
+    drop(login_eventually(ms, "alice"));
+    let (held, closed) = flood(http, 400);
+    assert!(
+        closed > 0,
+        "connections without a descriptor are accepted and closed, not left waiting"
+    );
+    drop(held);
+    let mut alice = login_eventually(ms, "alice");
+    alice.send(login::ImLogoutReq {}, 2);
+    assert_eq!(alice.expect::<login::ImLogoutRsp>().result_code, 0);
+    stop(server, "serve");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_raises_its_soft_descriptor_limit_to_the_hard_one() {
+    let dir = temp_dir("fd-raise");
+    let (server, _, _) = serve_limited(&dir, "-S -n 300", "");
+    let pid = server.0.as_ref().unwrap().id();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let values: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(values.len(), 2, "{line}");
+    assert_ne!(values[0], "300", "{line}");
+    assert_eq!(values[0], values[1], "soft = hard: {line}");
+    stop(server, "serve");
+    let _ = std::fs::remove_dir_all(&dir);
+}
