@@ -66,6 +66,7 @@ SERVE CONFIG (TOML, every key optional):
   data_dir = \"./teamtalk-data\"   listen = \"127.0.0.1\"   advertise = \"127.0.0.1\"
   http_port = 8080   msg_port = 8000   login_port = 8100   route_port = 8200
   db_proxy_port = 10600   msfs_port = 8700 (files in DATA_DIR/msfs)   max_msgs_per_sec = 20
+  max_requests_in_flight = 8 (per client)   max_requests_in_flight_total = 32 (all clients)
   http_msg_port = 8400   http_api_key = \"…\" (default: generated into DATA_DIR/http_api_key)
   push_webhook = \"http://…\" (push notifications POSTed there; no pushes without)   push_port = 8500
   apns_key_file = \"AuthKey_KEYID.p8\"   apns_key_id = \"…\"   apns_team_id = \"…\"   apns_topic = \"…\"
@@ -769,6 +770,18 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
     if let Some(rate) = conf.parsed("max_msgs_per_sec", "a number").map_err(bad)? {
         config.msg.max_msgs_per_sec = rate;
     }
+    if let Some(max) = conf
+        .parsed("max_requests_in_flight", "a number")
+        .map_err(bad)?
+    {
+        config.msg.max_requests_in_flight = max;
+    }
+    if let Some(max) = conf
+        .parsed("max_requests_in_flight_total", "a number")
+        .map_err(bad)?
+    {
+        config.msg.max_requests_in_flight_total = max;
+    }
     config.msfs_port = port("msfs_port", 8700)?;
     config.http_msg_port = port("http_msg_port", 8400)?;
     config.push_port = port("push_port", 8500)?;
@@ -823,6 +836,7 @@ async fn serve_db_proxy<S: Store + 'static>(
     listener: Listeners,
     store: S,
     business: DbProxyConfig,
+    server: db_proxy::DbProxyServerConfig,
     shutdown: shutdown::Shutdown,
 ) -> Result<(), Failure> {
     let proxy = Arc::new(DbProxy::new(store, SystemClock, business));
@@ -831,10 +845,7 @@ async fn serve_db_proxy<S: Store + 'static>(
         std::time::Duration::from_secs(5),
         shutdown.clone(),
     );
-    let (served, _) = tokio::join!(
-        db_proxy::run(Default::default(), listener, proxy, shutdown),
-        sync
-    );
+    let (served, _) = tokio::join!(db_proxy::run(server, listener, proxy, shutdown), sync);
     served.map_err(run_error)
 }
 
@@ -847,6 +858,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
         trigger.trigger();
     };
     let task = async {
+        let db_server = || roles::db_proxy_server(&conf).map_err(|e| conf_error(path, e));
         match role {
             "db-proxy-server" if conf.get("DBInstances").is_some() => {
                 let conf = DbProxyConf::from_conf(&conf).map_err(|e| conf_error(path, e))?;
@@ -855,7 +867,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 let store = MysqlRedisStore::connect(&conf.store)
                     .await
                     .map_err(run_error)?;
-                serve_db_proxy(listener, store, business, shutdown.clone()).await
+                serve_db_proxy(listener, store, business, db_server()?, shutdown.clone()).await
             }
             "db-proxy-server" => {
                 // No MySQL pools configured: the embedded store in `data_dir`.
@@ -880,10 +892,12 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 };
                 match open_store(&settings).await? {
                     AnyStore::Sqlite(store) => {
-                        serve_db_proxy(listener, store, business, shutdown.clone()).await
+                        serve_db_proxy(listener, store, business, db_server()?, shutdown.clone())
+                            .await
                     }
                     AnyStore::Mysql(store) => {
-                        serve_db_proxy(listener, store, business, shutdown.clone()).await
+                        serve_db_proxy(listener, store, business, db_server()?, shutdown.clone())
+                            .await
                     }
                 }
             }
