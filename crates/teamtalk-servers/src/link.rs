@@ -36,7 +36,7 @@ pub struct LinkConfig {
     /// Bytes queued for sending: above half of it the link stops reading the peer (its
     /// requests wait in its TCP window), above all of it a send fails like a full queue
     /// (owners then close the link). Default 64 MiB; client links 16 MiB: twice what a
-    /// client's budget of requests in flight (8, each answer at most a 1 MiB frame) can bring
+    /// client's budget of requests in flight (at most 8, each answer at most a 1 MiB frame) can bring
     /// in after reading stopped, so only a peer that keeps not reading is closed.
     pub outbox_bytes: usize,
     /// Send `CID_OTHER_HEARTBEAT` after this long without sending; `None`: never (client

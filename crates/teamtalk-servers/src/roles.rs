@@ -83,8 +83,8 @@ pub fn login_server(
 /// `IpAddr2`, `MaxConnCnt`, `DBServerIP{n}`/`DBServerPort{n}`, `ConcurrentDBConnCnt`,
 /// `LoginServerIP{n}`/`LoginServerPort{n}`, `RouteServerIP{n}`/`RouteServerPort{n}`,
 /// `PushServerIP{n}`/`PushServerPort{n}`, `aesKey` (32 characters), and
-/// `MaxMsgsPerSecond` (ours, 20), `MaxRequestsInFlight` (ours, 8 per client) and
-/// `MaxRequestsInFlightTotal` (ours, 32 for all clients).
+/// `MaxMsgsPerSecond` (ours, 20), `MaxRequestsInFlight` (ours, 2 per client) and
+/// `MaxRequestsInFlightTotal` (ours, 8 for all clients).
 pub fn msg_server(conf: &ConfFile) -> Result<(Vec<SocketAddr>, MsgServerSettings), ConfError> {
     let listen = listen_addrs(conf, "ListenIP", "ListenPort", "0.0.0.0", 8000)?;
     let mut settings = MsgServerSettings::default();

@@ -107,10 +107,11 @@ pub struct MsgServerConfig {
     /// Idle timeout of mobile clients (300 s).
     pub mobile_timeout_ms: u64,
     /// Requests of one client connection in flight to db_proxy and route_server at once;
-    /// beyond, its requests wait and the connection is not read ([`budget`]). 8.
+    /// beyond, its requests wait and the connection is not read ([`budget`]). 2.
     pub max_requests_in_flight: usize,
     /// Requests of all client connections in flight at once; beyond, requests wait and
-    /// connections with waiting requests take turns ([`budget`]). 32.
+    /// connections with waiting requests take turns ([`budget`]). 8 (measured:
+    /// docs/benchmarks.md, "Heavy clients").
     pub max_requests_in_flight_total: usize,
 }
 
@@ -127,8 +128,8 @@ impl Default for MsgServerConfig {
             login_timeout_ms: 15_000,
             pc_timeout_ms: 120_000,
             mobile_timeout_ms: 300_000,
-            max_requests_in_flight: 8,
-            max_requests_in_flight_total: 32,
+            max_requests_in_flight: 2,
+            max_requests_in_flight_total: 8,
         }
     }
 }
