@@ -158,13 +158,15 @@ async fn serve_link<H: Handler + 'static>(
         let finish = async { while requests.join_next().await.is_some() {} };
         tokio::pin!(finish);
         let until = match linger_until {
-            Some(until) => until,
+            Some(until) => Some(until),
             None => tokio::select! {
-                () = &mut finish => tokio::time::Instant::now(),
-                _ = shutdown.wait() => tokio::time::Instant::now() + config.stop_linger,
+                () = &mut finish => None, // all done
+                _ = shutdown.wait() => Some(tokio::time::Instant::now() + config.stop_linger),
             },
         };
-        let _ = tokio::time::timeout_at(until, &mut finish).await;
+        if let Some(until) = until {
+            let _ = tokio::time::timeout_at(until, &mut finish).await;
+        }
     }
     requests.shutdown().await;
     drop(outbox);
