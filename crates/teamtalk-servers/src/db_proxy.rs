@@ -164,7 +164,7 @@ async fn serve_link<H: Handler + 'static>(
         let until = match linger_until {
             Some(until) => Some(until),
             None => tokio::select! {
-                () = &mut finish => None,
+                () = &mut finish => None, // all done
                 _ = shutdown.wait() => Some(tokio::time::Instant::now() + config.stop_linger),
             },
         };

@@ -39,7 +39,9 @@ pub struct LinkConfig {
     pub outbox: usize,
     /// Bytes queued for sending: above half of it the link stops reading the peer (its
     /// requests wait in its TCP window), above all of it a send fails like a full queue
-    /// (owners then close the link). Default 64 MiB; client links 4 MiB.
+    /// (owners then close the link). Default 64 MiB; client links 16 MiB: twice what a
+    /// client's budget of requests in flight (at most 8, each answer at most a 1 MiB frame) can bring
+    /// in after reading stopped, so only a peer that keeps not reading is closed.
     pub outbox_bytes: usize,
     /// Send `CID_OTHER_HEARTBEAT` after this long without sending; `None`: never (client
     /// links). Default 5 s.
@@ -81,7 +83,7 @@ impl LinkConfig {
     pub fn client() -> LinkConfig {
         LinkConfig {
             outbox: 256,
-            outbox_bytes: 4 << 20,
+            outbox_bytes: 16 << 20,
             heartbeat: None,
             timeout: None,
             report_heartbeats: true,
@@ -1014,6 +1016,68 @@ mod tests {
         assert_eq!(b.next_delay(), Duration::from_secs(4), "no overflow");
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    fn queue(capacity: usize, max_bytes: usize) -> Outbox {
+        Outbox(Arc::new(Queue {
+            state: std::sync::Mutex::new(QueueState {
+                owners: 1,
+                ..QueueState::default()
+            }),
+            ready: tokio::sync::Notify::new(),
+            room: tokio::sync::Notify::new(),
+            capacity,
+            max_bytes,
+        }))
+    }
+
+    #[test]
+    fn the_outbox_refuses_beyond_its_byte_budget() {
+        let outbox = queue(100, 1000);
+        let frame = Bytes::from(vec![0u8; 400]);
+        assert_eq!(outbox.send(frame.clone()), Ok(()));
+        assert_eq!(outbox.send(frame.clone()), Ok(()));
+        assert_eq!(outbox.send(frame.clone()), Err(SendError::Full));
+        assert!(
+            !outbox.0.may_read(),
+            "above half the budget the link stops reading"
+        );
+        let big = queue(100, 10);
+        assert_eq!(
+            big.send(frame),
+            Ok(()),
+            "one frame always fits an empty queue"
+        );
+    }
+
+    /// The owner pauses the link: frames wait in the peer's TCP window until it resumes.
+    #[tokio::test]
+    async fn a_paused_link_hands_out_nothing_until_resumed() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let (events_tx, mut events) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            serve(stream, 1u32, LinkConfig::client(), events_tx, shutdown).await;
+        });
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        let Some(LinkEvent::Opened(_, outbox)) = events.recv().await else {
+            panic!("no Opened");
+        };
+        outbox.pause_reading(true);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let frame = Pdu::new(CommandId::BUDDY_LIST_ALL_USER_REQUEST, 1, Bytes::new()).to_bytes();
+        peer.write_all(&frame).await.unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(500), events.recv()).await;
+        assert!(early.is_err(), "a paused link handed out {early:?}");
+        outbox.pause_reading(false);
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+        assert!(
+            matches!(event, Ok(Some(LinkEvent::Frame(1, _)))),
+            "{event:?}"
+        );
     }
 
     /// A db_proxy-like owner: takes one request at a time and waits for room in the link's

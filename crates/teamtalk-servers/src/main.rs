@@ -72,6 +72,7 @@ SERVE CONFIG (TOML, every key optional):
       on the internal links (build with --features tls); roles: TlsCaFile, TlsCertFile, TlsKeyFile
   http_port = 8080   msg_port = 8000   login_port = 8100   route_port = 8200
   db_proxy_port = 10600   msfs_port = 8700 (files in DATA_DIR/msfs)   max_msgs_per_sec = 20
+  max_requests_in_flight = 2 (per client)   max_requests_in_flight_total = 8 (all clients)
   http_msg_port = 8400   http_api_key = \"…\" (default: generated into DATA_DIR/http_api_key)
   push_webhook = \"http://…\" (push notifications POSTed there; no pushes without)   push_port = 8500
   apns_key_file = \"AuthKey_KEYID.p8\"   apns_key_id = \"…\"   apns_team_id = \"…\"   apns_topic = \"…\"
@@ -876,6 +877,18 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
     if let Some(rate) = conf.parsed("max_msgs_per_sec", "a number").map_err(bad)? {
         config.msg.max_msgs_per_sec = rate;
     }
+    if let Some(max) = conf
+        .parsed("max_requests_in_flight", "a number")
+        .map_err(bad)?
+    {
+        config.msg.max_requests_in_flight = max;
+    }
+    if let Some(max) = conf
+        .parsed("max_requests_in_flight_total", "a number")
+        .map_err(bad)?
+    {
+        config.msg.max_requests_in_flight_total = max;
+    }
     config.msfs_port = port("msfs_port", 8700)?;
     let mut msfs = teamtalk_servers::msfs::MsfsConfig::new("");
     msfs.apply_upload_keys(conf, "msfs_upload_budget_mb", "msfs_upload_wait_secs")
@@ -1052,6 +1065,7 @@ async fn serve_db_proxy<S: Store + 'static>(
     listener: Listeners,
     store: S,
     business: DbProxyConfig,
+    server: db_proxy::DbProxyServerConfig,
     shutdown: shutdown::Shutdown,
 ) -> Result<(), Failure> {
     let proxy = Arc::new(DbProxy::new(store, SystemClock, business));
@@ -1060,10 +1074,7 @@ async fn serve_db_proxy<S: Store + 'static>(
         std::time::Duration::from_secs(5),
         shutdown.clone(),
     );
-    let (served, _) = tokio::join!(
-        db_proxy::run(Default::default(), listener, proxy, shutdown),
-        sync
-    );
+    let (served, _) = tokio::join!(db_proxy::run(server, listener, proxy, shutdown), sync);
     served.map_err(run_error)
 }
 
@@ -1076,6 +1087,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
         trigger.trigger();
     };
     let task = async {
+        let db_server = || roles::db_proxy_server(&conf).map_err(|e| conf_error(path, e));
         match role {
             "db-proxy-server" if conf.get("DBInstances").is_some() => {
                 let conf_file = &conf;
@@ -1091,7 +1103,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 let store = MysqlRedisStore::connect(&conf.store)
                     .await
                     .map_err(run_error)?;
-                serve_db_proxy(listener, store, business, shutdown.clone()).await
+                serve_db_proxy(listener, store, business, db_server()?, shutdown.clone()).await
             }
             "db-proxy-server" => {
                 // No MySQL pools configured: the embedded store in `data_dir`.
@@ -1122,10 +1134,12 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 };
                 match open_store(&settings).await? {
                     AnyStore::Sqlite(store) => {
-                        serve_db_proxy(listener, store, business, shutdown.clone()).await
+                        serve_db_proxy(listener, store, business, db_server()?, shutdown.clone())
+                            .await
                     }
                     AnyStore::Mysql(store) => {
-                        serve_db_proxy(listener, store, business, shutdown.clone()).await
+                        serve_db_proxy(listener, store, business, db_server()?, shutdown.clone())
+                            .await
                     }
                 }
             }

@@ -2,6 +2,7 @@
 //! each role's settings, from a `.conf` file or a TOML file with the same keys.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
 use crate::conf::{ConfError, ConfFile};
 use crate::login_server::LoginServerConfig;
@@ -182,7 +183,8 @@ pub fn login_server(
 /// `IpAddr2`, `MaxConnCnt`, `DBServerIP{n}`/`DBServerPort{n}`, `ConcurrentDBConnCnt`,
 /// `LoginServerIP{n}`/`LoginServerPort{n}`, `RouteServerIP{n}`/`RouteServerPort{n}`,
 /// `PushServerIP{n}`/`PushServerPort{n}`, `aesKey` (32 characters), and
-/// `MaxMsgsPerSecond` (ours, 20).
+/// `MaxMsgsPerSecond` (ours, 20), `MaxRequestsInFlight` (ours, 2 per client) and
+/// `MaxRequestsInFlightTotal` (ours, 8 for all clients).
 pub fn msg_server(conf: &ConfFile) -> Result<(Vec<SocketAddr>, MsgServerSettings), ConfError> {
     let listen = listen_addrs(conf, "ListenIP", "ListenPort", "0.0.0.0", 8000)?;
     let mut settings = MsgServerSettings::default();
@@ -195,6 +197,12 @@ pub fn msg_server(conf: &ConfFile) -> Result<(Vec<SocketAddr>, MsgServerSettings
     }
     if let Some(rate) = conf.parsed("MaxMsgsPerSecond", "a number")? {
         settings.core.max_msgs_per_sec = rate;
+    }
+    if let Some(max) = conf.parsed("MaxRequestsInFlight", "a number")? {
+        settings.core.max_requests_in_flight = max;
+    }
+    if let Some(max) = conf.parsed("MaxRequestsInFlightTotal", "a number")? {
+        settings.core.max_requests_in_flight_total = max;
     }
     settings.core.host_name = crate::serve::host_name();
     settings.db_servers = peer_addrs(conf, "DBServerIP", "DBServerPort")?;
@@ -251,6 +259,16 @@ pub fn listen_config(
     Ok(config)
 }
 
+/// db_proxy_server shell settings: `StopLingerMs` (ours, 4000: how long links stay open
+/// after the stop notice on shutdown).
+pub fn db_proxy_server(conf: &ConfFile) -> Result<crate::db_proxy::DbProxyServerConfig, ConfError> {
+    let mut config = crate::db_proxy::DbProxyServerConfig::default();
+    if let Some(ms) = conf.parsed::<u64>("StopLingerMs", "a number of milliseconds")? {
+        config.stop_linger = Duration::from_millis(ms);
+    }
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +295,27 @@ mod tests {
         assert!(
             listen_config(&ConfFile::parse("MaxConnPerIp=many\n"), Default::default()).is_err()
         );
+    }
+
+    #[test]
+    fn budget_and_linger_keys() {
+        let conf = ConfFile::parse(
+            "IpAddr1=10.0.0.5\nDBServerIP1=127.0.0.1\nDBServerPort1=10600\n\
+             MaxRequestsInFlight=4\nMaxRequestsInFlightTotal=64\nStopLingerMs=1500\n",
+        );
+        let (_, s) = msg_server(&conf).unwrap();
+        assert_eq!(
+            (
+                s.core.max_requests_in_flight,
+                s.core.max_requests_in_flight_total
+            ),
+            (4, 64)
+        );
+        let db = db_proxy_server(&conf).unwrap();
+        assert_eq!(db.stop_linger, Duration::from_millis(1500));
+        let defaults = db_proxy_server(&ConfFile::parse("")).unwrap();
+        assert_eq!(defaults.stop_linger, Duration::from_secs(4));
+        assert!(db_proxy_server(&ConfFile::parse("StopLingerMs=soon\n")).is_err());
     }
 
     #[test]

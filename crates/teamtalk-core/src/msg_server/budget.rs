@@ -2,16 +2,21 @@
 //! route_server (docs/compatibility.md, "msg_server: per-connection budgets").
 //!
 //! A client may have [`super::MsgServerConfig::max_requests_in_flight`] answered requests
-//! upstream at once. Its further requests wait here, in order, and the shell is told to stop
-//! reading the connection ([`super::Action::PauseReading`]) until they have gone; so a heavy
-//! client's requests queue behind its own while everybody else's go straight through, and
-//! the upstream links carry at most that many requests per client. A request whose answer
+//! upstream at once, and all clients together
+//! [`super::MsgServerConfig::max_requests_in_flight_total`]. Further requests wait here, in
+//! order per connection, and the shell is told to stop reading the connection
+//! ([`super::Action::PauseReading`]) until they have gone. Connections with waiting requests
+//! take turns ([`Turns`], one request each per round), so a heavy client's requests queue
+//! behind its own, a newcomer waits for one round at most, and the upstream links (and the
+//! msg_server, which decodes every answer) never have more than the total budget of large
+//! answers ahead of a login or a message. A request whose answer
 //! does not come within [`REQUEST_TIMEOUT_MS`] stops counting (answers can be lost with a
 //! link). More waiting than [`MAX_WAITING`] frames or [`MAX_WAITING_BYTES`] bytes — only a
 //! shell that ignores the pause lets that happen — closes the connection.
 
 use std::collections::VecDeque;
 
+use super::ConnId;
 use crate::ids::CommandId;
 use crate::pdu::Pdu;
 
@@ -78,9 +83,10 @@ pub(super) struct RequestBudget {
 }
 
 impl RequestBudget {
-    /// A request that counts arrived; `max` requests may be in flight.
-    pub(super) fn admit(&mut self, pdu: Pdu, max: usize) -> Admit {
-        if self.waiting.is_empty() && self.in_flight.len() < max.max(1) {
+    /// A request that counts arrived; `max` requests may be in flight, and `room`: the
+    /// total budget has room.
+    pub(super) fn admit(&mut self, pdu: Pdu, max: usize, room: bool) -> Admit {
+        if room && self.waiting.is_empty() && self.in_flight.len() < max.max(1) {
             return Admit::Go(pdu);
         }
         let size = pdu.frame_len();
@@ -99,20 +105,29 @@ impl RequestBudget {
         self.in_flight.push_back(now_ms);
     }
 
-    /// An answer came back (which one does not matter: only the count does).
-    pub(super) fn answered(&mut self) {
-        self.in_flight.pop_front();
+    /// An answer came back (which one does not matter: only the count does); whether a
+    /// request was counted.
+    pub(super) fn answered(&mut self) -> bool {
+        self.in_flight.pop_front().is_some()
     }
 
-    /// Forgets requests in flight longer than [`REQUEST_TIMEOUT_MS`].
-    pub(super) fn expire(&mut self, now_ms: u64) {
+    /// Forgets requests in flight longer than [`REQUEST_TIMEOUT_MS`]; how many.
+    pub(super) fn expire(&mut self, now_ms: u64) -> usize {
+        let mut expired = 0;
         while self
             .in_flight
             .front()
             .is_some_and(|&sent| now_ms.saturating_sub(sent) >= REQUEST_TIMEOUT_MS)
         {
             self.in_flight.pop_front();
+            expired += 1;
         }
+        expired
+    }
+
+    /// Requests in flight (they count against the total until answered or expired).
+    pub(super) fn in_flight_count(&self) -> usize {
+        self.in_flight.len()
     }
 
     /// The next waiting request, if there is room for it now.
@@ -147,6 +162,43 @@ impl RequestBudget {
     }
 }
 
+/// The total budget: requests in flight of all connections, and the connections whose
+/// requests wait, in turn order.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Turns {
+    /// Requests in flight, all connections.
+    pub(super) in_flight: usize,
+    /// Connections with waiting requests, next first (each at most once).
+    queue: VecDeque<ConnId>,
+}
+
+impl Turns {
+    /// `conn` has waiting requests: it gets a turn (once).
+    pub(super) fn enqueue(&mut self, conn: ConnId) {
+        if !self.queue.contains(&conn) {
+            self.queue.push_back(conn);
+        }
+    }
+
+    /// The connection whose turn it is, if the total `max` has room.
+    pub(super) fn next(&mut self, max: usize) -> Option<ConnId> {
+        if self.in_flight >= max.max(1) {
+            return None;
+        }
+        self.queue.pop_front()
+    }
+
+    /// Connections waiting for a turn.
+    pub(super) fn waiting(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Forgets `conn` (closed).
+    pub(super) fn remove(&mut self, conn: ConnId) {
+        self.queue.retain(|&c| c != conn);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,11 +212,11 @@ mod tests {
     fn within_the_budget_requests_go_beyond_they_wait_in_order_and_pause() {
         let mut b = RequestBudget::default();
         for seq in 0..2 {
-            assert_eq!(b.admit(request(seq), 2), Admit::Go(request(seq)));
+            assert_eq!(b.admit(request(seq), 2, true), Admit::Go(request(seq)));
             b.sent(0);
         }
-        assert_eq!(b.admit(request(2), 2), Admit::Wait { pause: true });
-        assert_eq!(b.admit(request(3), 2), Admit::Wait { pause: false });
+        assert_eq!(b.admit(request(2), 2, true), Admit::Wait { pause: true });
+        assert_eq!(b.admit(request(3), 2, true), Admit::Wait { pause: false });
         assert_eq!(b.next(2), None, "no room yet");
         b.answered();
         assert_eq!(b.next(2).map(|p| p.seq_num()), Some(2));
@@ -179,15 +231,43 @@ mod tests {
     #[test]
     fn a_newcomer_waits_behind_waiting_requests_even_with_room() {
         let mut b = RequestBudget::default();
-        assert!(matches!(b.admit(request(0), 1), Admit::Go(_)));
+        assert!(matches!(b.admit(request(0), 1, true), Admit::Go(_)));
         b.sent(0);
-        assert!(matches!(b.admit(request(1), 1), Admit::Wait { .. }));
+        assert!(matches!(b.admit(request(1), 1, true), Admit::Wait { .. }));
         b.answered();
         assert!(
-            matches!(b.admit(request(2), 1), Admit::Wait { .. }),
+            matches!(b.admit(request(2), 1, true), Admit::Wait { .. }),
             "order kept"
         );
         assert_eq!(b.next(1).map(|p| p.seq_num()), Some(1));
+    }
+
+    #[test]
+    fn without_room_in_the_total_a_request_waits() {
+        let mut b = RequestBudget::default();
+        assert_eq!(b.admit(request(0), 8, false), Admit::Wait { pause: true });
+        assert_eq!(b.next(8).map(|p| p.seq_num()), Some(0));
+    }
+
+    #[test]
+    fn turns_go_round_and_respect_the_total() {
+        let mut t = Turns::default();
+        t.enqueue(ConnId(1));
+        t.enqueue(ConnId(2));
+        t.enqueue(ConnId(1));
+        assert_eq!(t.waiting(), 2, "one turn per connection");
+        t.in_flight = 2;
+        assert_eq!(t.next(2), None, "the total is full");
+        t.in_flight = 1;
+        assert_eq!(t.next(2), Some(ConnId(1)));
+        t.enqueue(ConnId(1));
+        assert_eq!(
+            t.next(2),
+            Some(ConnId(2)),
+            "the other connection's turn first"
+        );
+        assert_eq!(t.next(2), Some(ConnId(1)));
+        assert_eq!(t.next(2), None);
     }
 
     #[test]
@@ -207,10 +287,10 @@ mod tests {
         b.sent(0);
         for seq in 0..MAX_WAITING {
             assert!(matches!(
-                b.admit(request(seq as u16), 1),
+                b.admit(request(seq as u16), 1, true),
                 Admit::Wait { .. }
             ));
         }
-        assert_eq!(b.admit(request(0), 1), Admit::Overflow);
+        assert_eq!(b.admit(request(0), 1, true), Admit::Overflow);
     }
 }

@@ -111,8 +111,12 @@ pub struct MsgServerConfig {
     /// Idle timeout of mobile clients (300 s).
     pub mobile_timeout_ms: u64,
     /// Requests of one client connection in flight to db_proxy and route_server at once;
-    /// beyond, its requests wait and the connection is not read ([`budget`]). 16.
+    /// beyond, its requests wait and the connection is not read ([`budget`]). 2.
     pub max_requests_in_flight: usize,
+    /// Requests of all client connections in flight at once; beyond, requests wait and
+    /// connections with waiting requests take turns ([`budget`]). 8 (measured:
+    /// docs/benchmarks.md, "Heavy clients").
+    pub max_requests_in_flight_total: usize,
 }
 
 impl Default for MsgServerConfig {
@@ -128,7 +132,8 @@ impl Default for MsgServerConfig {
             login_timeout_ms: 15_000,
             pc_timeout_ms: 120_000,
             mobile_timeout_ms: 300_000,
-            max_requests_in_flight: 16,
+            max_requests_in_flight: 2,
+            max_requests_in_flight_total: 8,
         }
     }
 }
@@ -204,6 +209,8 @@ pub struct MsgServer<C> {
     /// file_server links with the addresses they hand to clients.
     files: Vec<(LinkId, Vec<bd::IpAddr>)>,
     key: crate::crypt::MessageKey,
+    /// Client requests in flight upstream, all connections, and whose turn is next.
+    turns: budget::Turns,
 }
 
 impl<C: Clock> MsgServer<C> {
@@ -227,6 +234,7 @@ impl<C: Clock> MsgServer<C> {
             pushes: Vec::new(),
             files: Vec::new(),
             key,
+            turns: budget::Turns::default(),
         }
     }
 
@@ -287,6 +295,7 @@ impl<C: Clock> MsgServer<C> {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.forget_budget(conn, &c.budget);
         // A connection closed by us forgot its login in `close` already.
         if let ConnState::Open(user) = c.state {
             self.forget_login(conn, user, c.client, out);
@@ -322,21 +331,27 @@ impl<C: Clock> MsgServer<C> {
     }
 
     /// Serves a request of a logged-in connection now, or keeps it waiting when the
-    /// connection's requests in flight are at the budget ([`budget`]).
+    /// connection's or the total budget of requests in flight is used up ([`budget`]).
     fn admit(&mut self, conn: ConnId, user: UserId, pdu: Pdu, now_ms: u64, out: &mut Vec<Action>) {
         if !budget::counts(pdu.command()) {
             return self.serve(conn, user, pdu, now_ms, out);
         }
         let max = self.config.max_requests_in_flight;
+        let room = self.turns.in_flight < self.config.max_requests_in_flight_total.max(1)
+            && self.turns.waiting() == 0;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        match c.budget.admit(pdu, max) {
+        match c.budget.admit(pdu, max, room) {
             budget::Admit::Go(pdu) => self.serve(conn, user, pdu, now_ms, out),
             budget::Admit::Wait { pause } => {
                 if pause {
                     out.push(Action::PauseReading(conn));
                 }
+                // Its turn may be now: connections ahead may be waiting on their own budget
+                // only (they leave the turns until their next answer).
+                self.turns.enqueue(conn);
+                self.release(out);
             }
             budget::Admit::Overflow => {
                 tracing::debug!(?conn, "too many requests waiting, closing");
@@ -350,33 +365,58 @@ impl<C: Clock> MsgServer<C> {
         let now = self.now_ms;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.budget.sent(now);
+            self.turns.in_flight += 1;
         }
     }
 
-    /// Serves the waiting requests of `conn` that fit the budget now; resumes reading when
-    /// none is left.
-    fn release(&mut self, conn: ConnId, out: &mut Vec<Action>) {
-        let max = self.config.max_requests_in_flight;
-        loop {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                return;
-            };
-            let ConnState::Open(user) = c.state else {
-                return;
-            };
-            match c.budget.next(max) {
-                Some(pdu) => {
-                    let now = self.now_ms;
-                    self.serve(conn, user, pdu, now, out);
-                }
-                None => {
-                    if c.budget.resume() {
-                        out.push(Action::ResumeReading(conn));
-                    }
-                    return;
-                }
+    /// An answer for `conn` came back: its request stops counting, and waiting requests
+    /// may go.
+    fn request_answered(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.budget.answered() {
+                self.turns.in_flight = self.turns.in_flight.saturating_sub(1);
+            }
+            if c.budget.has_waiting() {
+                self.turns.enqueue(conn);
             }
         }
+        self.release(out);
+    }
+
+    /// Serves waiting requests while the total budget has room, one per connection in turn;
+    /// a connection left with nothing waiting is read again.
+    fn release(&mut self, out: &mut Vec<Action>) {
+        let max = self.config.max_requests_in_flight;
+        let total = self.config.max_requests_in_flight_total;
+        // A connection at its own budget is skipped (its next answer gives it a turn again),
+        // so every pass ends.
+        while let Some(conn) = self.turns.next(total) {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            let ConnState::Open(user) = c.state else {
+                continue;
+            };
+            let Some(pdu) = c.budget.next(max) else {
+                continue;
+            };
+            if c.budget.has_waiting() {
+                self.turns.enqueue(conn);
+            } else if c.budget.resume() {
+                out.push(Action::ResumeReading(conn));
+            }
+            let now = self.now_ms;
+            self.serve(conn, user, pdu, now, out);
+        }
+    }
+
+    /// A closed connection's requests in flight stop counting.
+    fn forget_budget(&mut self, conn: ConnId, budget: &budget::RequestBudget) {
+        self.turns.in_flight = self
+            .turns
+            .in_flight
+            .saturating_sub(budget.in_flight_count());
+        self.turns.remove(conn);
     }
 
     /// Once a second: closes connections that did not log in in time and idle ones, and
@@ -398,15 +438,17 @@ impl<C: Clock> MsgServer<C> {
         }
         let mut waiting = Vec::new();
         for (&id, c) in &mut self.conns {
-            c.budget.expire(now_ms);
+            let expired = c.budget.expire(now_ms);
+            self.turns.in_flight = self.turns.in_flight.saturating_sub(expired);
             if c.budget.has_waiting() {
                 waiting.push(id);
             }
         }
         waiting.sort_unstable();
         for conn in waiting {
-            self.release(conn, out);
+            self.turns.enqueue(conn);
         }
+        self.release(out);
         let mut expired = Vec::new();
         for (&id, c) in &self.conns {
             let late = match c.state {
@@ -1167,10 +1209,7 @@ impl<C: Clock> MsgServer<C> {
                 tracing::debug!(?conn, command = %answer.command(), "requester gone, answer dropped")
             }
         }
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.budget.answered();
-            self.release(conn, out);
-        }
+        self.request_answered(conn, out);
     }
 
     fn validated(&mut self, answer: server::ImValidateRsp, seq: u16, out: &mut Vec<Action>) {

@@ -1,6 +1,7 @@
 use super::*;
 use crate::domain::{ManualClock, Timestamp};
 use crate::PduMessage;
+use std::collections::VecDeque;
 
 const DB: LinkId = LinkId(1);
 const RS: LinkId = LinkId(2);
@@ -771,16 +772,17 @@ fn a_heavy_client_waits_behind_its_own_requests_and_nobody_else() {
     };
     let mut released = Vec::new();
     let mut resumed = false;
-    for (i, pdu) in sent.clone().iter().enumerate() {
-        let out = h.db(&answer(pdu), pdu.seq_num());
+    let mut pending: VecDeque<Pdu> = sent.into_iter().collect();
+    let mut answered = 0;
+    while let Some(pdu) = pending.pop_front() {
+        let out = h.db(&answer(&pdu), pdu.seq_num());
+        answered += 1;
         assert_eq!(to_client(&out, heavy).len(), 1);
-        released.extend(
-            upstream(&out, DB, CommandId::BUDDY_LIST_ALL_USER_REQUEST)
-                .iter()
-                .map(Pdu::seq_num),
-        );
+        let next = upstream(&out, DB, CommandId::BUDDY_LIST_ALL_USER_REQUEST);
+        released.extend(next.iter().map(Pdu::seq_num));
+        pending.extend(next);
         if out.contains(&Action::ResumeReading(heavy)) {
-            assert_eq!(i, 2, "resumed when the last waiting request went");
+            assert_eq!(answered, 3, "resumed when the last waiting request went");
             resumed = true;
         }
     }
@@ -813,4 +815,47 @@ fn unanswered_requests_stop_counting_after_the_timeout() {
         "the waiting request goes"
     );
     assert!(out.contains(&Action::ResumeReading(conn)));
+}
+
+/// With the total budget used up by heavy clients, a newcomer's request gets the next free
+/// slot: connections take turns, and one at its own budget gives its turn away.
+#[test]
+fn a_newcomer_gets_the_next_slot_when_heavy_clients_fill_the_total() {
+    let mut h = Harness::new();
+    let per = h.ms.config().max_requests_in_flight;
+    let total = h.ms.config().max_requests_in_flight_total;
+    let all = buddy::ImAllUserReq {
+        user_id: 0,
+        latest_update_time: 0,
+        attach_data: None,
+    };
+    let mut sent = Vec::new();
+    let heavies: Vec<ConnId> = (0..total / per)
+        .map(|i| h.login(10 + i as u32, ClientType::Mac))
+        .collect();
+    let light = h.login(99, ClientType::Mac);
+    for &conn in &heavies {
+        for seq in 1..=(per as u16 + 2) {
+            let out = h.client(conn, &all, seq);
+            sent.extend(upstream(&out, DB, CommandId::BUDDY_LIST_ALL_USER_REQUEST));
+        }
+    }
+    assert_eq!(sent.len(), total, "the total budget is used up");
+    let out = h.client(light, &all, 7);
+    assert!(upstream(&out, DB, CommandId::BUDDY_LIST_ALL_USER_REQUEST).is_empty());
+    assert!(out.contains(&Action::PauseReading(light)));
+    // One answer frees one slot: the newcomer's turn comes before the heavy clients' next.
+    let request: buddy::ImAllUserReq = sent[0].decode_body().unwrap();
+    let answer = buddy::ImAllUserRsp {
+        user_id: 10,
+        latest_update_time: 0,
+        user_list: Vec::new(),
+        attach_data: request.attach_data,
+    };
+    let out = h.db(&answer, sent[0].seq_num());
+    let next = upstream(&out, DB, CommandId::BUDDY_LIST_ALL_USER_REQUEST);
+    assert_eq!(next.len(), 1, "{out:?}");
+    let next: buddy::ImAllUserReq = next[0].decode_body().unwrap();
+    assert_eq!(next.user_id, 99, "the newcomer goes first");
+    assert!(out.contains(&Action::ResumeReading(light)));
 }
