@@ -584,7 +584,7 @@ fn millis(d: Duration) -> u64 {
 /// (`;`-separated, docs/deploy.md), and every one is served. They share one table of
 /// connection caps ([`ListenConfig::limits`]) and the role's HTTP timeouts; an internal port
 /// also has an allow-list of peers ([`Listeners::guarded`]) and, with the cargo feature
-/// `tls`, mutual TLS ([`Listeners::with_tls`]).
+/// `tls`, mutual TLS (`Listeners::with_tls`).
 #[derive(Debug)]
 pub struct Listeners {
     listeners: Vec<TcpListener>,

@@ -6,7 +6,7 @@
 //! [`super::MsgServerConfig::max_requests_in_flight_total`]. Further requests wait here, in
 //! order per connection, and the shell is told to stop reading the connection
 //! ([`super::Action::PauseReading`]) until they have gone. Connections with waiting requests
-//! take turns ([`Turns`], one request each per round), so a heavy client's requests queue
+//! take turns (one request each per round), so a heavy client's requests queue
 //! behind its own, a newcomer waits for one round at most, and the upstream links (and the
 //! msg_server, which decodes every answer) never have more than the total budget of large
 //! answers ahead of a login or a message. A request whose answer
