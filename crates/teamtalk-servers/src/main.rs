@@ -72,7 +72,7 @@ SERVE CONFIG (TOML, every key optional):
       on the internal links (build with --features tls); roles: TlsCaFile, TlsCertFile, TlsKeyFile
   http_port = 8080   msg_port = 8000   login_port = 8100   route_port = 8200
   db_proxy_port = 10600   msfs_port = 8700 (files in DATA_DIR/msfs)   max_msgs_per_sec = 20
-  max_requests_in_flight = 2 (per client)   max_requests_in_flight_total = 8 (all clients)
+  max_requests_in_flight = 2 (per client)   max_requests_in_flight_total = 4 (all clients)
   http_msg_port = 8400   http_api_key = \"…\" (default: generated into DATA_DIR/http_api_key)
   push_webhook = \"http://…\" (push notifications POSTed there; no pushes without)   push_port = 8500
   apns_key_file = \"AuthKey_KEYID.p8\"   apns_key_id = \"…\"   apns_team_id = \"…\"   apns_topic = \"…\"

@@ -184,7 +184,7 @@ pub fn login_server(
 /// `LoginServerIP{n}`/`LoginServerPort{n}`, `RouteServerIP{n}`/`RouteServerPort{n}`,
 /// `PushServerIP{n}`/`PushServerPort{n}`, `aesKey` (32 characters), and
 /// `MaxMsgsPerSecond` (ours, 20), `MaxRequestsInFlight` (ours, 2 per client) and
-/// `MaxRequestsInFlightTotal` (ours, 8 for all clients).
+/// `MaxRequestsInFlightTotal` (ours, 4 for all clients).
 pub fn msg_server(conf: &ConfFile) -> Result<(Vec<SocketAddr>, MsgServerSettings), ConfError> {
     let listen = listen_addrs(conf, "ListenIP", "ListenPort", "0.0.0.0", 8000)?;
     let mut settings = MsgServerSettings::default();

@@ -114,7 +114,7 @@ pub struct MsgServerConfig {
     /// beyond, its requests wait and the connection is not read ([`budget`]). 2.
     pub max_requests_in_flight: usize,
     /// Requests of all client connections in flight at once; beyond, requests wait and
-    /// connections with waiting requests take turns ([`budget`]). 8 (measured:
+    /// connections with waiting requests take turns ([`budget`]). 4 (measured:
     /// docs/benchmarks.md, "Heavy clients").
     pub max_requests_in_flight_total: usize,
 }
@@ -133,7 +133,7 @@ impl Default for MsgServerConfig {
             pc_timeout_ms: 120_000,
             mobile_timeout_ms: 300_000,
             max_requests_in_flight: 2,
-            max_requests_in_flight_total: 8,
+            max_requests_in_flight_total: 4,
         }
     }
 }
