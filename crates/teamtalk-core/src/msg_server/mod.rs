@@ -1152,8 +1152,14 @@ impl<C: Clock> MsgServer<C> {
                 self.route_back(user, attach, M::GroupChangeMemberRsp(answer), seq, out);
             }
             M::ChangeAvatarRsp(answer) => {
+                // Sent to every connection of the user, but it answers one request: that
+                // request no longer counts against its connection's budget.
+                let requester = answer.attach_data.as_deref().and_then(handle_of);
                 let pdu = Pdu::encode_message(&answer, 0);
                 self.to_user(UserId(answer.user_id), None, &pdu, out);
+                if let Some(conn) = requester {
+                    self.request_answered(conn, out);
+                }
             }
             M::DeviceTokenRsp(_) => {} // token writes need no answer
             M::GroupGetShieldRsp(answer) => {

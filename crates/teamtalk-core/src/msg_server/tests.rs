@@ -859,3 +859,43 @@ fn a_newcomer_gets_the_next_slot_when_heavy_clients_fill_the_total() {
     assert_eq!(next.user_id, 99, "the newcomer goes first");
     assert!(out.contains(&Action::ResumeReading(light)));
 }
+
+/// An avatar change is answered to every connection of the user; its answer still gives the
+/// request's slot back, so avatar changes cannot hold the total budget.
+#[test]
+fn an_avatar_answer_gives_its_request_slot_back() {
+    let mut h = Harness::new();
+    let total = h.ms.config().max_requests_in_flight_total;
+    let users: Vec<ConnId> = (0..total as u32)
+        .map(|i| h.login(20 + i, ClientType::Mac))
+        .collect();
+    for (i, &conn) in users.iter().enumerate() {
+        let change = buddy::ImChangeAvatarReq {
+            user_id: 0,
+            avatar_url: format!("http://example.com/{i}.png"),
+            attach_data: None,
+        };
+        let out = h.client(conn, &change, 1);
+        let sent = upstream(&out, DB, CommandId::BUDDY_LIST_CHANGE_AVATAR_REQUEST);
+        assert_eq!(sent.len(), 1);
+        let request: buddy::ImChangeAvatarReq = sent[0].decode_body().unwrap();
+        let answer = buddy::ImChangeAvatarRsp {
+            user_id: 20 + i as u32,
+            result_code: 0,
+            attach_data: request.attach_data,
+        };
+        h.db(&answer, 1);
+    }
+    let other = h.login(99, ClientType::Mac);
+    let all = buddy::ImAllUserReq {
+        user_id: 0,
+        latest_update_time: 0,
+        attach_data: None,
+    };
+    let out = h.client(other, &all, 1);
+    assert_eq!(
+        upstream(&out, DB, CommandId::BUDDY_LIST_ALL_USER_REQUEST).len(),
+        1,
+        "answered avatar changes hold no slot"
+    );
+}
