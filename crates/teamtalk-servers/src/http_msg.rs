@@ -15,13 +15,12 @@
 //! 12 更改群成员失败, 13 发送消息失败 (ours).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::limits::IdleWatch;
+use crate::limits::serve_http;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -34,7 +33,7 @@ use teamtalk_core::proto::base_define::ClientType;
 use teamtalk_core::proto::{group, message, server};
 use teamtalk_core::{AnyMessage, AttachType, DbAttach, Pdu};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::link::{self, Backoff, LinkConfig, LinkEvent, Listeners, Outbox};
 use crate::shutdown::Shutdown;
@@ -163,30 +162,21 @@ pub async fn run(
         };
         let state = state.clone();
         let timeouts = listener.http_timeouts();
-        tokio::spawn(async move {
-            let (io, idle) = IdleWatch::new(stream, &timeouts);
-            let watch = idle.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let state = state.clone();
-                let busy = watch.busy();
-                async move {
-                    let answer = handle(&state, request).await;
-                    drop(busy);
-                    Ok::<_, Infallible>(answer)
-                }
-            });
-            let connection = idle.run(
-                timeouts
-                    .builder()
-                    .keep_alive(false)
-                    .serve_connection(io, service),
-            );
-            match tokio::time::timeout(Duration::from_secs(60), connection).await {
-                Ok(Some(Ok(()))) => {}
-                Ok(Some(Err(error))) => debug!(%peer, %error, "http_msg connection failed"),
-                Ok(None) | Err(_) => debug!(%peer, "http_msg connection idle, closed"),
-            }
-        });
+        let mut builder = timeouts.builder();
+        builder.keep_alive(false);
+        let answer = move |request| {
+            let state = state.clone();
+            async move { handle(&state, request).await }
+        };
+        tokio::spawn(serve_http(
+            stream,
+            peer,
+            timeouts,
+            builder,
+            Duration::from_secs(60),
+            "http_msg_server",
+            answer,
+        ));
     }
 }
 

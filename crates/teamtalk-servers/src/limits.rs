@@ -232,6 +232,45 @@ impl IdleWatch {
     }
 }
 
+/// Serves one accepted HTTP/1 connection with `builder` (made from [`HttpTimeouts::builder`]
+/// and the role's own settings): every request is answered by `handle` and counts as
+/// activity while it runs; the connection is closed after `timeouts.idle` without activity
+/// or after `max_time` in all. `role` names the connection in logs.
+pub(crate) async fn serve_http<S, F, Fut, B>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    timeouts: HttpTimeouts,
+    builder: hyper::server::conn::http1::Builder,
+    max_time: Duration,
+    role: &'static str,
+    handle: F,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = hyper::Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (io, idle) = IdleWatch::new(stream, &timeouts);
+    let watch = idle.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let busy = watch.busy();
+        let answer = handle(request);
+        async move {
+            let answer = answer.await;
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(answer)
+        }
+    });
+    let connection = idle.run(builder.serve_connection(io, service));
+    match tokio::time::timeout(max_time, connection).await {
+        Ok(Some(Ok(()))) => {}
+        Ok(Some(Err(error))) => tracing::debug!(%peer, %error, role, "HTTP connection failed"),
+        Ok(None) | Err(_) => tracing::debug!(%peer, role, "HTTP connection idle, closed"),
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -3,12 +3,11 @@
 //! [`teamtalk_core::balance`].
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::limits::IdleWatch;
+use crate::limits;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -136,20 +135,19 @@ async fn serve_http(
         };
         let (registry, config) = (registry.clone(), config.clone());
         let timeout = config.http_timeout;
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let answer = answer(&request, peer, &registry, &config, millis_since(started));
-                async move { Ok::<_, Infallible>(answer) }
-            });
-            let (io, idle) = IdleWatch::new(stream, &timeouts);
-            let connection = idle.run(builder.serve_connection(io, service));
-            match tokio::time::timeout(timeout, connection).await {
-                Ok(Some(Ok(()))) => {}
-                Ok(Some(Err(error))) => debug!(%peer, %error, "HTTP connection failed"),
-                Ok(None) | Err(_) => debug!(%peer, "HTTP connection idle, closed"),
-            }
-        });
+        let respond = move |request: Request<Incoming>| {
+            let answer = answer(&request, peer, &registry, &config, millis_since(started));
+            async move { answer }
+        };
+        tokio::spawn(limits::serve_http(
+            stream,
+            peer,
+            timeouts,
+            builder.clone(),
+            timeout,
+            "login_server",
+            respond,
+        ));
     }
 }
 

@@ -20,13 +20,12 @@
 //! upload that does not fit waits up to [`MsfsConfig::upload_wait`] for room, then gets
 //! `503 Service Unavailable` (docs/deploy.md).
 
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::limits::IdleWatch;
+use crate::limits::serve_http;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -155,34 +154,18 @@ pub async fn run(
             accepted = link::accept(&listener) => accepted,
             _ = shutdown.wait() => break,
         };
-        let state = state.clone();
         let timeouts = listener.http_timeouts();
-        tokio::spawn(async move {
-            let timeout = state.config.timeout;
-            let (io, idle) = IdleWatch::new(stream, &timeouts);
-            let watch = idle.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let state = state.clone();
-                let busy = watch.busy();
-                async move {
-                    let answer = handle(&state, request).await;
-                    drop(busy);
-                    Ok::<_, Infallible>(answer)
-                }
-            });
-            let connection = idle.run(
-                timeouts
-                    .builder()
-                    .keep_alive(true)
-                    .max_buf_size(READ_BUFFER)
-                    .serve_connection(io, service),
-            );
-            match tokio::time::timeout(timeout, connection).await {
-                Ok(Some(Ok(()))) => {}
-                Ok(Some(Err(error))) => debug!(%peer, %error, "msfs connection failed"),
-                Ok(None) | Err(_) => debug!(%peer, "msfs connection idle, closed"),
-            }
-        });
+        let mut builder = timeouts.builder();
+        builder.keep_alive(true).max_buf_size(READ_BUFFER);
+        let timeout = state.config.timeout;
+        let state = state.clone();
+        let answer = move |request| {
+            let state = state.clone();
+            async move { handle(&state, request).await }
+        };
+        tokio::spawn(serve_http(
+            stream, peer, timeouts, builder, timeout, "msfs", answer,
+        ));
     }
     save_count(&state).await;
     Ok(())
