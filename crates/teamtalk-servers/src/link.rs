@@ -400,6 +400,9 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
     let mut draining = false;
     // No more taking from the queue: write what is buffered, then end.
     let mut closing = false;
+    // A closing link ends by then whatever the peer reads (set once, never pushed back: a
+    // peer that takes a few bytes now and then cannot keep a closing link alive).
+    let mut close_by: Option<Instant> = None;
     'link: loop {
         if held.is_none() && !buf.is_empty() && !queue.paused() {
             match hand_out(&mut decoder, &mut buf, id, &config, &events, &queue) {
@@ -417,7 +420,10 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
         }
         let reading = !draining && held.is_none() && queue.may_read();
         let timers = started + Duration::from_millis(timer.next_deadline());
-        let deadline = write_deadline.map_or(timers, |w| w.min(timers));
+        let deadline = [write_deadline, close_by]
+            .into_iter()
+            .flatten()
+            .fold(timers, Instant::min);
         tokio::select! {
             read = std::future::poll_fn(|cx| reader.poll_read_into(cx, &mut buf)), if reading => match read {
                 Ok(0) => break 'link,
@@ -460,9 +466,17 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                 }
                 Io::Flushed(Ok(())) => timer.sent(now_ms()),
                 Io::Next(Next::Frames | Next::Control) => {}
-                Io::Next(Next::Closed) => closing = true, // the owner dropped the outbox
+                Io::Next(Next::Closed) => {
+                    // The owner dropped the outbox: write what is buffered, within bounds.
+                    closing = true;
+                    close_by.get_or_insert(Instant::now() + WRITE_TIMEOUT);
+                }
             },
             _ = tokio::time::sleep_until(deadline) => {
+                if close_by.is_some_and(|c| c <= Instant::now()) {
+                    debug!("closing link not flushed in time, closed");
+                    break 'link;
+                }
                 if write_deadline.is_some_and(|w| w <= Instant::now()) {
                     info!("peer does not read, closing the link");
                     break 'link;
@@ -488,8 +502,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                     // Flush what is queued (within a short time), then close.
                     queue.take_all(&mut out);
                     closing = true;
-                    let flush = Instant::now() + SHUTDOWN_FLUSH;
-                    write_deadline = Some(write_deadline.map_or(flush, |w| w.min(flush)));
+                    close_by = Some(Instant::now() + SHUTDOWN_FLUSH);
                 }
                 // Draining: no more reading; the owner closes the outbox when done.
             }
@@ -1048,6 +1061,63 @@ mod tests {
             Ok(()),
             "one frame always fits an empty queue"
         );
+    }
+
+    /// A peer that takes a few bytes now and then cannot keep a link alive past its shutdown
+    /// flush (each write used to push the deadline back by another 30 s).
+    #[tokio::test]
+    async fn shutdown_ends_a_link_whose_peer_trickles() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let (events_tx, mut events) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            serve(stream, 1u32, LinkConfig::default(), events_tx, shutdown).await;
+        });
+        let peer = TcpStream::connect(addr).await.unwrap();
+        let Some(LinkEvent::Opened(_, outbox)) = events.recv().await else {
+            panic!("no Opened");
+        };
+        // Far more than the socket buffers hold.
+        for _ in 0..48 {
+            let frame = Pdu::new(
+                CommandId::OTHER_HEARTBEAT,
+                0,
+                Bytes::from(vec![0u8; 1 << 20]),
+            );
+            outbox.send(frame.to_bytes()).unwrap();
+        }
+        let trickle = tokio::spawn(async move {
+            let mut peer = peer;
+            // Enough now and then for the sender to make progress, 1 MiB/s: 48 s for it all.
+            let mut chunk = vec![0u8; 256 * 1024];
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let mut got = 0;
+                while got < chunk.len() {
+                    match peer.read(&mut chunk[got..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        trigger.trigger();
+        // The flush takes 2 s; the whole queue would take 48 s.
+        let closed = tokio::time::timeout(Duration::from_secs(15), async {
+            while let Some(event) = events.recv().await {
+                if matches!(event, LinkEvent::Closed(_)) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(closed, Ok(true), "the link outlived its shutdown flush");
+        trickle.abort();
     }
 
     /// The owner pauses the link: frames wait in the peer's TCP window until it resumes.
