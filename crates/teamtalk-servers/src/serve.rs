@@ -530,11 +530,15 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
     Ok(running)
 }
 
+/// How long the last group-session sync on shutdown may take.
+const LAST_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Refreshes the group sessions of members every `interval` (the original's sync thread).
 ///
 /// On shutdown one last pass runs before returning: whoever serves the store next (the C++
 /// db_proxy_server's sync starts from the time it starts) would otherwise never refresh the
-/// groups that chatted since the previous pass (docs/compatibility.md).
+/// groups that chatted since the previous pass (docs/compatibility.md). That pass is given
+/// up after 10 s, so a stalled store cannot hold the shutdown.
 pub async fn sync_groups<S: Store, C: teamtalk_core::domain::Clock>(
     proxy: Arc<DbProxy<S, C>>,
     interval: Duration,
@@ -546,13 +550,18 @@ pub async fn sync_groups<S: Store, C: teamtalk_core::domain::Clock>(
             _ = tokio::time::sleep(interval) => false,
             _ = shutdown.wait() => true,
         };
+        if last {
+            // A store that stalls must not hold the shutdown up.
+            match tokio::time::timeout(LAST_SYNC_TIMEOUT, proxy.sync_group_sessions(since)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => warn!(%error, "last group session sync before shutdown failed"),
+                Err(_) => warn!("last group session sync before shutdown timed out"),
+            }
+            return Ok(());
+        }
         match proxy.sync_group_sessions(since).await {
             Ok(next) => since = next,
-            Err(error) if last => warn!(%error, "last group session sync before shutdown failed"),
             Err(error) => warn!(%error, "group session sync failed; retrying"),
-        }
-        if last {
-            return Ok(());
         }
     }
 }
