@@ -308,7 +308,9 @@ pub async fn receive(
 }
 
 /// The numbers of run `run`'s messages from sender index `index` (user `from`) in the
-/// history of `session`'s conversation with `from`, each with how often it is stored.
+/// history of `session`'s conversation with `from`, each with how often it is stored: the
+/// newest `at_most` messages, read page by page (a server answers at most one page, 100
+/// messages in ours, per request).
 pub async fn history(
     session: &mut Session,
     run: u64,
@@ -316,12 +318,45 @@ pub async fn history(
     from: u32,
     at_most: u32,
 ) -> Result<HashMap<u32, u32>, BenchError> {
+    const PAGE: u32 = 100;
+    let mut found = HashMap::new();
+    let mut begin = 0; // 0: from the newest
+    let mut read = 0u32;
+    while read < at_most {
+        let page = history_page(session, from, begin, PAGE.min(at_most - read)).await?;
+        let Some(oldest) = page.iter().map(|m| m.msg_id).min() else {
+            break;
+        };
+        read = read.saturating_add(u32::try_from(page.len()).unwrap_or(u32::MAX));
+        for message in page {
+            if let Some((sender, seq, _)) = parse_body(run, &message.msg_data) {
+                if sender == index {
+                    *found.entry(seq).or_insert(0) += 1;
+                }
+            }
+        }
+        if oldest <= 1 {
+            break;
+        }
+        begin = oldest - 1;
+    }
+    Ok(found)
+}
+
+/// One history page of the conversation with `from`: messages with id ≤ `begin` (0: from the
+/// newest), at most `count`.
+async fn history_page(
+    session: &mut Session,
+    from: u32,
+    begin: u32,
+    count: u32,
+) -> Result<Vec<teamtalk_core::proto::base_define::MsgInfo>, BenchError> {
     let request = ImGetMsgListReq {
         user_id: session.user_id,
         session_type: 1,
         session_id: from,
-        msg_id_begin: 0,
-        msg_cnt: at_most,
+        msg_id_begin: begin,
+        msg_cnt: count,
         attach_data: None,
     };
     session
@@ -342,15 +377,7 @@ pub async fn history(
     })
     .await
     .map_err(|_| BenchError::Protocol("no history answer".into()))??;
-    let mut found = HashMap::new();
-    for message in answer.msg_list {
-        if let Some((sender, seq, _)) = parse_body(run, &message.msg_data) {
-            if sender == index {
-                *found.entry(seq).or_insert(0) += 1;
-            }
-        }
-    }
-    Ok(found)
+    Ok(answer.msg_list)
 }
 
 /// Resolves once `stop` is true (the borrow of the value ends inside).
