@@ -344,18 +344,27 @@ pub(crate) fn out_of_descriptors(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(EMFILE | ENFILE))
 }
 
-/// A `warn!` at most every 10 s, saying how many events it stands for.
+/// How often a [`WarnEvery`] warns at most.
+pub(crate) const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A `warn!` at most every [`WARN_INTERVAL`], saying how many events it stands for.
 #[derive(Debug, Default)]
 pub(crate) struct WarnEvery(Mutex<(Option<Instant>, u64)>);
 
 impl WarnEvery {
+    /// Events counted since the last warning.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> u64 {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).1
+    }
+
     /// Counts one event; `Some(count)` when a warning is due now, covering `count` events.
     pub(crate) fn due(&self) -> Option<u64> {
         let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         state.1 += 1;
         let now = Instant::now();
         match state.0 {
-            Some(last) if now.duration_since(last) < Duration::from_secs(10) => None,
+            Some(last) if now.duration_since(last) < WARN_INTERVAL => None,
             _ => {
                 state.0 = Some(now);
                 Some(std::mem::take(&mut state.1))

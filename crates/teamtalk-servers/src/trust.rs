@@ -10,8 +10,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::warn;
 
@@ -229,7 +228,7 @@ impl fmt::Display for AllowedPeers {
 
 /// Refusals are logged at most once per this interval (with a count of the others), so a
 /// scanner cannot flood the log.
-pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub const REFUSAL_LOG_INTERVAL: Duration = crate::limits::WARN_INTERVAL;
 
 /// The gate of one set of listening sockets: its allow-list and the rate limit of its
 /// refusal log lines.
@@ -238,13 +237,7 @@ pub struct PeerGate {
     allowed: AllowedPeers,
     /// The role and key named in log lines (`route_server`, `AllowedPeers`).
     role: &'static str,
-    log: Mutex<RefusalLog>,
-}
-
-#[derive(Debug, Default)]
-struct RefusalLog {
-    last: Option<Instant>,
-    suppressed: u64,
+    log: crate::limits::WarnEvery,
 }
 
 impl PeerGate {
@@ -253,7 +246,7 @@ impl PeerGate {
         PeerGate {
             allowed,
             role,
-            log: Mutex::default(),
+            log: crate::limits::WarnEvery::default(),
         }
     }
 
@@ -267,26 +260,14 @@ impl PeerGate {
         if self.allowed.allows(peer.ip()) {
             return true;
         }
-        let mut log = self
-            .log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
-        match log.last {
-            Some(last) if now.saturating_duration_since(last) < REFUSAL_LOG_INTERVAL => {
-                log.suppressed += 1;
-            }
-            _ => {
-                warn!(
-                    role = self.role,
-                    %peer,
-                    allowed = %self.allowed,
-                    refused_since_last_line = log.suppressed,
-                    "connection refused: the peer is not on the allow-list (AllowedPeers / allowed_peers)"
-                );
-                log.last = Some(now);
-                log.suppressed = 0;
-            }
+        if let Some(refused) = self.log.due() {
+            warn!(
+                role = self.role,
+                %peer,
+                allowed = %self.allowed,
+                refused,
+                "connection refused: the peer is not on the allow-list (AllowedPeers / allowed_peers)"
+            );
         }
         false
     }
@@ -385,7 +366,6 @@ mod tests {
         for _ in 0..1000 {
             assert!(!gate.admit("127.0.0.2:5000".parse().unwrap()));
         }
-        let log = gate.log.lock().unwrap();
-        assert_eq!(log.suppressed, 999, "one line, the rest counted");
+        assert_eq!(gate.log.pending(), 999, "one line, the rest counted");
     }
 }
