@@ -248,23 +248,45 @@ impl MysqlRedisStore {
         name: String,
         f: impl AsyncFnOnce(&mut sqlx::MySqlConnection) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let mut conn = self.master.acquire().await.map_err(db)?;
+        let mut held = LockHolder {
+            conn: self.master.acquire().await.map_err(db)?,
+            released: false,
+        };
         let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 30)")
             .bind(name.clone())
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut *held.conn)
             .await
             .map_err(db)?;
         if got != Some(1) {
+            held.released = true; // not taken
             return Err(StoreError::Inconsistent(format!(
                 "could not take lock {name}"
             )));
         }
-        let result = f(&mut conn).await;
-        let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
+        let result = f(&mut held.conn).await;
+        let released: Result<Option<i64>, _> = sqlx::query_scalar("SELECT RELEASE_LOCK(?)")
             .bind(name)
-            .execute(&mut *conn)
+            .fetch_one(&mut *held.conn)
             .await;
+        held.released = matches!(released, Ok(Some(1)));
         result
+    }
+}
+
+/// A master connection that may hold a named lock. Dropped before the lock is known to be
+/// released (the request was aborted, say at shutdown, or `RELEASE_LOCK` failed), it is
+/// closed instead of going back to the pool: closing the session releases the lock, where a
+/// pooled connection would keep it and make every later taker wait 30 s and fail.
+struct LockHolder {
+    conn: sqlx::pool::PoolConnection<sqlx::MySql>,
+    released: bool,
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        if !self.released {
+            self.conn.close_on_drop();
+        }
     }
 }
 
