@@ -495,17 +495,13 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
     }
     for listener in msg_listeners {
         let port = listener.local_addr()?.port();
-        // Advertise no more than this msg_server holds, so login_server balances right.
-        let max_conn_cnt = u32::try_from(listener.limits().max_total)
-            .unwrap_or(u32::MAX)
-            .min(config.msg.max_conn_cnt);
         let settings = MsgServerSettings {
             core: MsgServerConfig {
                 ip1: advertise.clone(),
                 ip2: advertise.clone(),
                 port: u32::from(port),
                 host_name: host_name(),
-                max_conn_cnt,
+                // msg_server::run advertises no more than its listener's cap.
                 ..config.msg.clone()
             },
             db_servers: vec![running.db_proxy],
