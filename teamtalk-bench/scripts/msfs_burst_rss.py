@@ -7,7 +7,7 @@ SIZE MiB as fast as msfs takes it (the connections are held open until msfs answ
 them), samples VmRSS every 20 ms until every upload is answered, and reads it again 2 s and
 --settle-secs after the connections are closed. Prints one line per phase.
 
-    python3 crates/teamtalk-bench/scripts/msfs_burst_rss.py target/release/teamtalk \
+    python3 teamtalk-bench/scripts/msfs_burst_rss.py target/release/teamtalk \
         --uploads 50 --size-mib 9.5
 """
 

@@ -86,5 +86,5 @@ pub use pdu::{FrameError, Pdu, PduDecoder, PduHeader};
 
 /// The code in docs/protocol.md is compiled and run as doc tests.
 #[cfg(doctest)]
-#[doc = include_str!("../../../docs/protocol.md")]
+#[doc = include_str!("../../docs/protocol.md")]
 struct ProtocolDoc;

@@ -28,7 +28,7 @@ pub mod discovery;
 
 /// The code in docs/client.md is compiled as doc tests.
 #[cfg(doctest)]
-#[doc = include_str!("../../../docs/client.md")]
+#[doc = include_str!("../../docs/client.md")]
 struct ClientDoc;
 
 use std::sync::{Arc, Mutex, PoisonError};
