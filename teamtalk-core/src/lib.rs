@@ -52,6 +52,9 @@
 //! - [`limits`]: connection caps (total and per source address) and the descriptor budget.
 //! - [`link`]: heartbeats and idle timeouts of server links, as data.
 //! - [`multipart`]: the file part of an msfs upload, read incrementally as the body arrives.
+//! - [`time`]: [`time::Now`] (the moment every input carries), the [`time::Machine`] run-loop
+//!   trait and the shells' clocks
+//!   ([`time::Epoch`], [`time::SystemClock`]).
 //! - [`proto`]: the generated protobuf messages (re-export of `teamtalk-proto`).
 
 pub mod attach;
@@ -75,6 +78,7 @@ pub mod pdu;
 pub mod routing;
 pub mod service;
 pub mod store;
+pub mod time;
 
 pub use teamtalk_proto as proto;
 
