@@ -1,20 +1,22 @@
-//! The route_server's presence table and relay rules (spec/servers.md §4.2–4.3), as plain
-//! data: the server feeds it status updates and link events and sends the notifications it
-//! returns.
+//! The route_server's presence table and relay rules, as a state machine: the server feeds
+//! [`RouteHub`] link openings, frames and closings and writes the frames it drains.
 //!
 //! Connections are counted per (user, msg_server link, client type), so a msg_server that goes
 //! away takes exactly its connections with it (the original summed counts over links and never
-//! decremented them on a link drop, quirks.md Q-69). A user is ONLINE when a PC client
+//! decremented them on a link drop, Q-69 in docs/compatibility.md). A user is ONLINE when a PC client
 //! (Windows/Mac) is connected anywhere; mobile-only users are OFFLINE, as the original.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
+
+use bytes::Bytes;
 
 use crate::command::AnyMessage;
 use crate::domain::{ClientType, UserId};
 use crate::ids::CommandId;
 use crate::pdu::Pdu;
 use crate::proto::{base_define, buddy, server};
+use crate::time::{Machine, Now};
 
 /// `UserStatType::USER_STATUS_OFFLINE`; every other status of an update counts as connected.
 pub const STATUS_OFFLINE: u32 = 2;
@@ -41,7 +43,7 @@ pub enum RelayScope {
     All,
 }
 
-/// Whether and where the route_server relays a PDU of `command` unchanged (§4.3). `None`: the
+/// Whether and where the route_server relays a PDU of `command` unchanged. `None`: the
 /// command is not relayed (it is handled, or ignored).
 pub fn relay_scope(command: CommandId) -> Option<RelayScope> {
     match command {
@@ -174,64 +176,93 @@ impl<L: Copy + Eq + Hash> Presence<L> {
     }
 }
 
-/// Where the route_server sends a PDU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target<L> {
-    /// One msg_server link.
-    Link(L),
-    /// Every msg_server link.
-    All,
-    /// Every msg_server link except this one.
-    AllBut(L),
-}
+/// A msg_server link of the route_server, named by the [`RouteHub`] when it opens
+/// ([`RouteHub::handle_link_opened`]); ids are never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteLink(u64);
 
-/// A PDU the route_server sends, and to whom.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outgoing<L> {
-    /// Recipients.
-    pub to: Target<L>,
-    /// The frame (relayed PDUs are passed on unchanged).
-    pub pdu: Pdu,
-}
-
-/// The whole route_server as a state machine: feed it the PDUs of each msg_server link and
-/// the link closings, send what it returns. Heartbeats are the shell's business.
-#[derive(Clone, Debug)]
-pub struct RouteHub<L> {
-    presence: Presence<L>,
-}
-
-impl<L> Default for RouteHub<L> {
-    fn default() -> Self {
-        RouteHub {
-            presence: Presence::default(),
-        }
+impl RouteLink {
+    /// The id as a number, for logs.
+    pub const fn get(self) -> u64 {
+        self.0
     }
 }
 
-impl<L: Copy + Eq + Hash> RouteHub<L> {
-    /// A route_server with nobody online.
-    pub fn new() -> RouteHub<L> {
+impl std::fmt::Display for RouteLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "route-link-{}", self.0)
+    }
+}
+
+/// A frame for one msg_server link. A PDU for many links is encoded once: every
+/// [`Transmit`] of it shares the same `frame` buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The link to write to.
+    pub link: RouteLink,
+    /// The whole frame, header included (relayed PDUs are passed on unchanged).
+    pub frame: Bytes,
+}
+
+/// Who a PDU goes to, resolved against the open links when it is queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Link(RouteLink),
+    All,
+    AllBut(RouteLink),
+}
+
+/// The whole route_server as a state machine ([`Machine`], see the crate's "Run loop"): feed
+/// it link openings, the PDUs of each msg_server link and the link closings, and write the
+/// [`Transmit`]s drained from [`Machine::poll_output`]. It has no timers (heartbeats and
+/// idle timeouts are each link's [`crate::link::LinkTimer`]).
+#[derive(Clone, Debug, Default)]
+pub struct RouteHub {
+    presence: Presence<RouteLink>,
+    /// Open links, in opening order (fan-out order).
+    links: BTreeSet<RouteLink>,
+    next_link: u64,
+    out: VecDeque<Transmit>,
+}
+
+impl RouteHub {
+    /// A route_server with no links and nobody online.
+    pub fn new() -> RouteHub {
         RouteHub::default()
     }
 
     /// The presence table.
-    pub fn presence(&self) -> &Presence<L> {
+    pub fn presence(&self) -> &Presence<RouteLink> {
         &self.presence
     }
 
-    /// A PDU arrived on `link`; what to send is appended to `out`. PDUs whose body does not
-    /// decode, and commands the route_server does not handle, are ignored (logged).
-    pub fn on_pdu(&mut self, link: L, pdu: &Pdu, out: &mut Vec<Outgoing<L>>) {
+    /// Open msg_server links.
+    pub fn links(&self) -> usize {
+        self.links.len()
+    }
+
+    /// A msg_server link opened at `now`: it receives what is sent to every link from now on.
+    pub fn handle_link_opened(&mut self, _now: Now) -> RouteLink {
+        self.next_link += 1;
+        let link = RouteLink(self.next_link);
+        self.links.insert(link);
+        link
+    }
+
+    /// A PDU arrived on `link` at `now`. PDUs whose body does not decode, commands the
+    /// route_server does not handle, and frames of links that are not open are ignored
+    /// (logged).
+    pub fn handle_frame(&mut self, _now: Now, link: RouteLink, pdu: &Pdu) {
+        if !self.links.contains(&link) {
+            tracing::debug!(%link, "frame of a link that is not open ignored");
+            return;
+        }
         if let Some(scope) = relay_scope(pdu.command()) {
             let to = match scope {
                 RelayScope::AllButSource => Target::AllBut(link),
                 RelayScope::All => Target::All,
             };
-            out.push(Outgoing {
-                to,
-                pdu: pdu.clone(),
-            });
+            self.send(to, pdu);
             return;
         }
         let message = match pdu.decode_any() {
@@ -257,7 +288,7 @@ impl<L: Copy + Eq + Hash> RouteHub<L> {
                 let notices =
                     self.presence
                         .update(link, UserId(update.user_id), update.user_status, client);
-                push_notices(notices, out);
+                self.send_notices(notices);
             }
             AnyMessage::UsersStatReq(request) => {
                 let answer = buddy::ImUsersStatRsp {
@@ -272,10 +303,10 @@ impl<L: Copy + Eq + Hash> RouteHub<L> {
                         .collect(),
                     attach_data: request.attach_data,
                 };
-                out.push(Outgoing {
-                    to: Target::Link(link),
-                    pdu: Pdu::encode_message(&answer, pdu.seq_num()),
-                });
+                self.send(
+                    Target::Link(link),
+                    &Pdu::encode_message(&answer, pdu.seq_num()),
+                );
             }
             AnyMessage::RoleSet(_) | AnyMessage::HeartBeat(_) => {}
             other => {
@@ -284,39 +315,69 @@ impl<L: Copy + Eq + Hash> RouteHub<L> {
         }
     }
 
-    /// `link` closed or timed out: its connections are forgotten and users who lost their
-    /// last PC are announced offline to the remaining links.
-    pub fn on_link_closed(&mut self, link: L, out: &mut Vec<Outgoing<L>>) {
+    /// `link` closed or timed out at `now`: its connections are forgotten and users who lost
+    /// their last PC are announced offline to the remaining links. Nothing more is sent to
+    /// it, frames already queued for it included.
+    pub fn handle_link_closed(&mut self, _now: Now, link: RouteLink) {
+        if !self.links.remove(&link) {
+            return;
+        }
+        self.out.retain(|t| t.link != link);
         for notices in self.presence.link_closed(link) {
-            push_notices(notices, out);
+            self.send_notices(notices);
+        }
+    }
+
+    /// Queues `pdu` for its recipients, encoded once.
+    fn send(&mut self, to: Target, pdu: &Pdu) {
+        let frame = pdu.to_bytes();
+        let recipients = self.links.iter().copied().filter(|&l| match to {
+            Target::Link(only) => l == only,
+            Target::All => true,
+            Target::AllBut(source) => l != source,
+        });
+        for link in recipients {
+            self.out.push_back(Transmit {
+                link,
+                frame: frame.clone(),
+            });
+        }
+    }
+
+    /// The notifications of a presence change, for every link.
+    fn send_notices(&mut self, notices: Notices) {
+        if let Some((user, login_status)) = notices.login_status {
+            let notify = server::ImServerPcLoginStatusNotify {
+                user_id: user.0,
+                login_status,
+            };
+            self.send(Target::All, &Pdu::encode_message(&notify, 0));
+        }
+        if let Some((user, status)) = notices.status {
+            let notify = buddy::ImUserStatNotify {
+                user_stat: base_define::UserStat {
+                    user_id: user.0,
+                    status: wire_status(status),
+                },
+            };
+            self.send(Target::All, &Pdu::encode_message(&notify, 0));
         }
     }
 }
 
-/// The notifications of a presence change, for every link.
-fn push_notices<L>(notices: Notices, out: &mut Vec<Outgoing<L>>) {
-    if let Some((user, login_status)) = notices.login_status {
-        let notify = server::ImServerPcLoginStatusNotify {
-            user_id: user.0,
-            login_status,
-        };
-        out.push(Outgoing {
-            to: Target::All,
-            pdu: Pdu::encode_message(&notify, 0),
-        });
+impl Machine for RouteHub {
+    type Output = Transmit;
+
+    fn poll_output(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
     }
-    if let Some((user, status)) = notices.status {
-        let notify = buddy::ImUserStatNotify {
-            user_stat: base_define::UserStat {
-                user_id: user.0,
-                status: wire_status(status),
-            },
-        };
-        out.push(Outgoing {
-            to: Target::All,
-            pdu: Pdu::encode_message(&notify, 0),
-        });
+
+    /// Always `None`: the route_server's decisions are all answers to frames.
+    fn poll_timeout(&self) -> Option<u64> {
+        None
     }
+
+    fn handle_timeout(&mut self, _now: Now) {}
 }
 
 fn wire_status(status: u32) -> i32 {
@@ -419,30 +480,42 @@ mod tests {
         assert_eq!(relay_scope(CommandId::OTHER_USER_STATUS_UPDATE), None);
     }
 
+    fn drain(hub: &mut RouteHub) -> Vec<Transmit> {
+        std::iter::from_fn(|| hub.poll_output()).collect()
+    }
+
     #[test]
     fn hub_answers_status_queries_and_relays() {
+        let now = Now::from_ms(0);
         let mut hub = RouteHub::new();
-        let mut out = Vec::new();
+        let (one, two) = (hub.handle_link_opened(now), hub.handle_link_opened(now));
         let login = server::ImUserStatusUpdate {
             user_status: STATUS_ONLINE,
             user_id: 7,
             client_type: ClientType::Windows.to_wire(),
         };
-        hub.on_pdu(1u8, &Pdu::encode_message(&login, 0), &mut out);
-        assert_eq!(out.len(), 2, "login status and status notify");
-        assert!(out.iter().all(|o| o.to == Target::All));
-        out.clear();
+        hub.handle_frame(now, one, &Pdu::encode_message(&login, 0));
+        let out = drain(&mut hub);
+        assert_eq!(out.len(), 2 * 2, "login status and status notify");
+        let links: Vec<_> = out.iter().map(|t| t.link).collect();
+        assert_eq!(links, vec![one, two, one, two], "both to every link");
 
         let query = buddy::ImUsersStatReq {
             user_id: 9,
             user_id_list: vec![7, 8],
             attach_data: Some(bytes::Bytes::from_static(b"handle")),
         };
-        hub.on_pdu(2, &Pdu::encode_message(&query, 33), &mut out);
-        let [Outgoing { to, pdu }] = &out[..] else {
+        hub.handle_frame(now, two, &Pdu::encode_message(&query, 33));
+        let out = drain(&mut hub);
+        let [Transmit { link, frame }] = &out[..] else {
             panic!("{out:?}")
         };
-        assert_eq!(*to, Target::Link(2));
+        assert_eq!(*link, two);
+        let mut frame = bytes::BytesMut::from(&frame[..]);
+        let pdu = crate::PduDecoder::default()
+            .decode(&mut frame)
+            .unwrap()
+            .unwrap();
         assert_eq!(pdu.seq_num(), 33, "the request's seq is echoed");
         let answer: buddy::ImUsersStatRsp = pdu.decode_body().unwrap();
         assert_eq!(answer.attach_data.as_deref(), Some(&b"handle"[..]));
@@ -452,7 +525,6 @@ mod tests {
             .map(|s| (s.user_id, s.status))
             .collect();
         assert_eq!(statuses, vec![(7, 1), (8, 2)]);
-        out.clear();
 
         let data = crate::proto::message::ImMsgData {
             from_user_id: 7,
@@ -460,23 +532,69 @@ mod tests {
             ..Default::default()
         };
         let frame = Pdu::encode_message(&data, 5);
-        hub.on_pdu(1, &frame, &mut out);
+        hub.handle_frame(now, one, &frame);
         assert_eq!(
-            out,
-            vec![Outgoing {
-                to: Target::AllBut(1),
-                pdu: frame
+            drain(&mut hub),
+            vec![Transmit {
+                link: two,
+                frame: frame.to_bytes()
             }],
             "relayed unchanged"
         );
-        out.clear();
 
-        hub.on_link_closed(1, &mut out);
+        hub.handle_link_closed(now, one);
         assert_eq!(
-            out.len(),
+            drain(&mut hub).len(),
             1,
             "user 7 announced offline (no login-status: no client left)"
         );
         assert_eq!(hub.presence().status(UserId(7)), STATUS_OFFLINE);
+        assert_eq!(hub.poll_timeout(), None, "the hub arms no timer");
+    }
+
+    #[test]
+    fn fan_out_encodes_once_and_shares_the_frame() {
+        let now = Now::from_ms(0);
+        let mut hub = RouteHub::new();
+        let links: Vec<_> = (0..4).map(|_| hub.handle_link_opened(now)).collect();
+        let data = crate::proto::message::ImMsgData {
+            from_user_id: 7,
+            to_session_id: 8,
+            ..Default::default()
+        };
+        hub.handle_frame(now, links[0], &Pdu::encode_message(&data, 5));
+        let out = drain(&mut hub);
+        assert_eq!(
+            out.iter().map(|t| t.link).collect::<Vec<_>>(),
+            links[1..].to_vec(),
+            "every link but the source"
+        );
+        assert!(
+            out.iter().all(|t| t.frame.as_ptr() == out[0].frame.as_ptr()),
+            "one buffer for every recipient"
+        );
+
+        let sign = buddy::ImSignInfoChangedNotify {
+            changed_user_id: 7,
+            sign_info: "hi".into(),
+        };
+        hub.handle_frame(now, links[0], &Pdu::encode_message(&sign, 0));
+        let out = drain(&mut hub);
+        assert_eq!(out.len(), 4, "sign info goes to the source too");
+        assert!(out.iter().all(|t| t.frame.as_ptr() == out[0].frame.as_ptr()));
+    }
+
+    #[test]
+    fn a_closed_link_gets_nothing_more() {
+        let now = Now::from_ms(0);
+        let mut hub = RouteHub::new();
+        let (one, two) = (hub.handle_link_opened(now), hub.handle_link_opened(now));
+        let data = crate::proto::message::ImMsgData::default();
+        hub.handle_frame(now, one, &Pdu::encode_message(&data, 1));
+        hub.handle_link_closed(now, two);
+        assert_eq!(drain(&mut hub), vec![], "the frame queued for it is dropped");
+        hub.handle_frame(now, two, &Pdu::encode_message(&data, 1));
+        assert_eq!(drain(&mut hub), vec![], "its late frames are ignored");
+        assert_eq!(hub.links(), 1);
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use teamtalk_core::limits::ConnGate;
 use teamtalk_core::link::{LinkAction, LinkTimer, SERVER_HEARTBEAT_INTERVAL_MS, SERVER_TIMEOUT_MS};
+use teamtalk_core::time::{Epoch, Machine};
 use teamtalk_core::pdu::DEFAULT_MAX_FRAME_LEN;
 use teamtalk_core::proto::other::ImHeartBeat;
 use teamtalk_core::{CommandId, Pdu, PduDecoder};
@@ -381,11 +382,10 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
         return;
     }
     let (mut reader, mut writer) = stream.split();
-    let started = Instant::now();
-    let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let epoch = Epoch::start();
     let never = u64::MAX / 4;
     let mut timer = LinkTimer::with_intervals(
-        0,
+        epoch.now(),
         config.heartbeat.map_or(never, millis),
         config.timeout.map_or(never, millis),
     );
@@ -419,15 +419,17 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
             write_deadline = Some(Instant::now() + WRITE_TIMEOUT);
         }
         let reading = !draining && held.is_none() && queue.may_read();
-        let timers = started + Duration::from_millis(timer.next_deadline());
-        let deadline = [write_deadline, close_by]
+        let timers = timer
+            .poll_timeout()
+            .map(|ms| Instant::from_std(epoch.instant_at(ms)));
+        let deadline = [timers, write_deadline, close_by]
             .into_iter()
             .flatten()
-            .fold(timers, Instant::min);
+            .fold(Instant::now() + Duration::from_secs(3600), Instant::min);
         tokio::select! {
             read = std::future::poll_fn(|cx| reader.poll_read_into(cx, &mut buf)), if reading => match read {
                 Ok(0) => break 'link,
-                Ok(_) => timer.received(now_ms()),
+                Ok(_) => timer.handle_received(epoch.now()),
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(error) => {
                     debug!(%error, "read failed");
@@ -458,13 +460,13 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                         out = BytesMut::new(); // an idle connection keeps no write buffer
                     }
                     write_deadline = None;
-                    timer.sent(now_ms());
+                    timer.handle_sent(epoch.now());
                 }
                 Io::Written(Err(error)) | Io::Flushed(Err(error)) => {
                     debug!(%error, "write failed");
                     break 'link;
                 }
-                Io::Flushed(Ok(())) => timer.sent(now_ms()),
+                Io::Flushed(Ok(())) => timer.handle_sent(epoch.now()),
                 Io::Next(Next::Frames | Next::Control) => {}
                 Io::Next(Next::Closed) => {
                     // The owner dropped the outbox: write what is buffered, within bounds.
@@ -481,19 +483,22 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                     info!("peer does not read, closing the link");
                     break 'link;
                 }
-                match timer.poll(now_ms()) {
-                    Some(LinkAction::SendHeartbeat) => {
-                        if out.is_empty() {
-                            out.extend_from_slice(&Pdu::encode_message(&ImHeartBeat {}, 0).to_bytes());
+                let now = epoch.now();
+                timer.handle_timeout(now);
+                while let Some(action) = timer.poll_output() {
+                    match action {
+                        LinkAction::SendHeartbeat => {
+                            if out.is_empty() {
+                                out.extend_from_slice(&Pdu::encode_message(&ImHeartBeat {}, 0).to_bytes());
+                            }
+                            // Bytes on their way count as sent: the write deadline watches them.
+                            timer.handle_sent(now);
                         }
-                        // Bytes on their way count as sent: the write deadline watches them.
-                        timer.sent(now_ms());
+                        LinkAction::Close => {
+                            info!("link silent for too long, closing");
+                            break 'link;
+                        }
                     }
-                    Some(LinkAction::Close) => {
-                        info!("link silent for too long, closing");
-                        break 'link;
-                    }
-                    None => {}
                 }
             },
             _ = shutdown.wait(), if !draining => {

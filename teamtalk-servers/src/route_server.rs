@@ -1,9 +1,10 @@
 //! route_server: the global presence table and the relay between msg_servers
-//! (spec/servers.md §4), a shell over [`teamtalk_core::routing::RouteHub`].
+//! a shell over [`teamtalk_core::routing::RouteHub`].
 
 use std::collections::HashMap;
 
-use teamtalk_core::routing::{Outgoing, RouteHub, Target};
+use teamtalk_core::routing::{RouteHub, RouteLink, Transmit};
+use teamtalk_core::time::{Epoch, Machine};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -26,10 +27,12 @@ pub async fn run(
     let listener: Listeners = listener.into();
     info!(addr = ?listener.local_addrs(), "route_server listening");
     let (events_tx, mut events) = mpsc::channel::<LinkEvent<u64>>(4096);
+    let epoch = Epoch::start();
     let mut hub = RouteHub::new();
-    let mut links: HashMap<u64, Outbox> = HashMap::new();
+    // The link task's id (given at accept) → the hub's id of the link.
+    let mut ids: HashMap<u64, RouteLink> = HashMap::new();
+    let mut outboxes: HashMap<RouteLink, Outbox> = HashMap::new();
     let mut next_id = 0u64;
-    let mut out = Vec::new();
     loop {
         tokio::select! {
             (stream, peer) = link::accept_link(&listener) => {
@@ -37,45 +40,39 @@ pub async fn run(
                 link::spawn_serve("route", stream, peer, next_id, config.link.clone(), events_tx.clone(), shutdown.clone());
             }
             Some(event) = events.recv() => {
+                let now = epoch.now();
                 match event {
                     LinkEvent::Opened(id, outbox) => {
-                        info!(id, "msg_server link opened");
-                        links.insert(id, outbox);
+                        let link = hub.handle_link_opened(now);
+                        info!(id, %link, "msg_server link opened");
+                        ids.insert(id, link);
+                        outboxes.insert(link, outbox);
                     }
-                    LinkEvent::Frame(id, pdu) => hub.on_pdu(id, &pdu, &mut out),
+                    LinkEvent::Frame(id, pdu) => {
+                        if let Some(&link) = ids.get(&id) {
+                            hub.handle_frame(now, link, &pdu);
+                        }
+                    }
                     LinkEvent::Closed(id) => {
-                        info!(id, "msg_server link closed");
-                        links.remove(&id);
-                        hub.on_link_closed(id, &mut out);
+                        if let Some(link) = ids.remove(&id) {
+                            info!(id, %link, "msg_server link closed");
+                            outboxes.remove(&link);
+                            hub.handle_link_closed(now, link);
+                        }
                     }
                 }
-                deliver(&links, &mut out);
+                // The hub arms no timer (poll_timeout is always None): draining after each
+                // input is the whole run loop.
+                while let Some(Transmit { link, frame }) = hub.poll_output() {
+                    if let Some(outbox) = outboxes.get(&link) {
+                        if let Err(error) = outbox.send(frame) {
+                            warn!(%link, %error, "relay dropped");
+                        }
+                    }
+                }
             }
             _ = shutdown.wait() => break,
         }
     }
     Ok(())
-}
-
-fn deliver(links: &HashMap<u64, Outbox>, out: &mut Vec<Outgoing<u64>>) {
-    for Outgoing { to, pdu } in out.drain(..) {
-        let frame = pdu.to_bytes();
-        let send = |id: &u64, outbox: &Outbox| {
-            if let Err(error) = outbox.send(frame.clone()) {
-                warn!(id, %error, command = %pdu.command(), "relay dropped");
-            }
-        };
-        match to {
-            Target::Link(id) => {
-                if let Some(outbox) = links.get(&id) {
-                    send(&id, outbox);
-                }
-            }
-            Target::All => links.iter().for_each(|(id, o)| send(id, o)),
-            Target::AllBut(source) => links
-                .iter()
-                .filter(|(id, _)| **id != source)
-                .for_each(|(id, o)| send(id, o)),
-        }
-    }
 }
