@@ -1,5 +1,5 @@
 //! file_server: relays files between two clients (online) or stores them for a receiver who
-//! is away (offline), spec/servers.md §6, a shell over [`teamtalk_core::file_transfer`].
+//! is away (offline), a shell over [`teamtalk_core::file_transfer`].
 //!
 //! Offline files live in `{dir}/{first 2 chars of task}/{task}` with the original's 960-byte
 //! header (storage.md §8); they are found again at start-up.
@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use teamtalk_core::file_transfer::{FileAction, FileLimits, FileTasks};
+use teamtalk_core::file_transfer::{FileAction, FileConn, FileLimits, FileTasks};
+use teamtalk_core::time::{Epoch, Machine, Now};
 use teamtalk_core::proto::base_define::IpAddr as WireAddr;
 use teamtalk_core::proto::server::{ImFileServerIpRsp, ImFileTransferReq, ImFileTransferRsp};
 use teamtalk_core::{CommandId, Pdu};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::link::{self, LinkConfig, LinkEvent, Listeners, Outbox};
@@ -52,17 +52,14 @@ pub async fn run(
     let msg_servers: Listeners = msg_servers.into();
     tokio::fs::create_dir_all(&config.dir).await?;
     info!(clients = ?clients.local_addrs(), msg_servers = ?msg_servers.local_addrs(), "file_server listening");
-    let started = Instant::now();
-    let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let epoch = Epoch::start();
     let mut tasks = FileTasks::new(config.limits);
     for (id, from, to, size) in stored_files(&config.dir).await {
-        tasks.restore_offline(id, from, to, size, now_ms());
+        tasks.handle_offline_restored(epoch.now(), id, from, to, size);
     }
     let (events_tx, mut events) = mpsc::channel::<LinkEvent<Peer>>(1024);
-    let mut outboxes: HashMap<Peer, Outbox> = HashMap::new();
+    let mut links = Links::default();
     let mut next = 0u64;
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    let mut out = Vec::new();
     let client_link = LinkConfig {
         outbox: 64,
         heartbeat: None,
@@ -71,6 +68,13 @@ pub async fn run(
         ..LinkConfig::default()
     };
     loop {
+        let wake = tasks.poll_timeout();
+        let sleep = async {
+            match wake {
+                Some(ms) => tokio::time::sleep_until(epoch.instant_at(ms).into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             (stream, peer) = link::accept(&clients) => {
                 next += 1;
@@ -80,49 +84,72 @@ pub async fn run(
                 next += 1;
                 link::spawn_serve("file_ms", stream, peer, Peer::MsgServer(next), LinkConfig::default(), events_tx.clone(), shutdown.clone());
             }
-            Some(event) = events.recv() => match event {
-                LinkEvent::Opened(peer, outbox) => {
-                    outboxes.insert(peer, outbox);
-                }
-                LinkEvent::Closed(peer) => {
-                    outboxes.remove(&peer);
-                    if let Peer::Client(c) = peer {
-                        tasks.closed(c, now_ms(), &mut out);
+            Some(event) = events.recv() => {
+                let now = epoch.now();
+                match event {
+                    LinkEvent::Opened(Peer::Client(id), outbox) => {
+                        let conn = tasks.handle_conn_opened(now);
+                        links.client_ids.insert(id, conn);
+                        links.clients.insert(conn, outbox);
                     }
-                }
-                LinkEvent::Frame(Peer::Client(c), pdu) => tasks.frame(c, &pdu, now_ms(), &mut out),
-                LinkEvent::Frame(peer @ Peer::MsgServer(_), pdu) => {
-                    if let Some(answer) = msg_server_request(&mut tasks, &config, &pdu, now_ms()) {
-                        if let Some(outbox) = outboxes.get(&peer) {
-                            let _ = outbox.send_pdu(&answer);
+                    LinkEvent::Opened(Peer::MsgServer(id), outbox) => {
+                        links.msg_servers.insert(id, outbox);
+                    }
+                    LinkEvent::Closed(Peer::Client(id)) => {
+                        if let Some(conn) = links.client_ids.remove(&id) {
+                            links.clients.remove(&conn);
+                            tasks.handle_conn_closed(now, conn);
+                        }
+                    }
+                    LinkEvent::Closed(Peer::MsgServer(id)) => {
+                        links.msg_servers.remove(&id);
+                    }
+                    LinkEvent::Frame(Peer::Client(id), pdu) => {
+                        if let Some(&conn) = links.client_ids.get(&id) {
+                            tasks.handle_frame(now, conn, &pdu);
+                        }
+                    }
+                    LinkEvent::Frame(Peer::MsgServer(id), pdu) => {
+                        if let Some(answer) = msg_server_request(&mut tasks, &config, &pdu, now) {
+                            if let Some(outbox) = links.msg_servers.get(&id) {
+                                let _ = outbox.send_pdu(&answer);
+                            }
                         }
                     }
                 }
-            },
-            _ = ticker.tick() => tasks.tick(now_ms(), &mut out),
+            }
+            () = sleep => tasks.handle_timeout(epoch.now()),
             _ = shutdown.wait() => return Ok(()),
         }
-        while !out.is_empty() {
-            let actions: Vec<FileAction<u64>> = std::mem::take(&mut out);
-            for action in actions {
-                perform(action, &config, &mut tasks, &mut outboxes, &mut out).await;
-            }
+        // Performing an action can be an input again (a block read from disk): drain until
+        // the machine has nothing more to do.
+        while let Some(action) = tasks.poll_output() {
+            perform(action, &config, &mut tasks, &mut links, epoch).await;
         }
     }
 }
 
+/// The open connections of the shell.
+#[derive(Default)]
+struct Links {
+    /// The link task's id of a client connection → the core's id.
+    client_ids: HashMap<u64, FileConn>,
+    clients: HashMap<FileConn, Outbox>,
+    msg_servers: HashMap<u64, Outbox>,
+}
+
 fn msg_server_request(
-    tasks: &mut FileTasks<u64>,
+    tasks: &mut FileTasks,
     config: &FileServerConfig,
     pdu: &Pdu,
-    now_ms: u64,
+    now: Now,
 ) -> Option<Pdu> {
     match pdu.command() {
         CommandId::OTHER_FILE_TRANSFER_REQ => {
             let request = pdu.decode_body::<ImFileTransferReq>().ok()?;
             // Task ids are capabilities (whoever knows one may fetch the file): unguessable.
             let answer = match crate::secret::task_id(crate::secret::os_fill) {
-                Ok(id) => tasks.create(request, id, now_ms),
+                Ok(id) => tasks.handle_transfer_request(now, request, id),
                 Err(error) => {
                     warn!(%error, "file transfer refused: no task id");
                     ImFileTransferRsp {
@@ -168,23 +195,25 @@ fn file_path(dir: &Path, task: &str) -> Option<PathBuf> {
     Some(dir.join(task.get(..2)?).join(task))
 }
 
+/// Does what the core asked. Dropping an outbox closes its link after it wrote what was
+/// queued; the link then reports `Closed`, which goes back to the core.
 async fn perform(
-    action: FileAction<u64>,
+    action: FileAction,
     config: &FileServerConfig,
-    tasks: &mut FileTasks<u64>,
-    outboxes: &mut HashMap<Peer, Outbox>,
-    out: &mut Vec<FileAction<u64>>,
+    tasks: &mut FileTasks,
+    links: &mut Links,
+    epoch: Epoch,
 ) {
     match action {
-        FileAction::Send(c, pdu) => {
-            if let Some(outbox) = outboxes.get(&Peer::Client(c)) {
+        FileAction::Send(conn, pdu) => {
+            if let Some(outbox) = links.clients.get(&conn) {
                 if outbox.send_pdu(&pdu).is_err() {
-                    outboxes.remove(&Peer::Client(c));
+                    links.clients.remove(&conn);
                 }
             }
         }
-        FileAction::Close(c) => {
-            outboxes.remove(&Peer::Client(c));
+        FileAction::Close(conn) => {
+            links.clients.remove(&conn);
         }
         FileAction::Store { task, offset, data } => {
             if let Err(error) = store(config, tasks, &task, offset, &data).await {
@@ -198,10 +227,10 @@ async fn perform(
             len,
             seq,
         } => match load(config, &task, offset, len).await {
-            Ok(data) => tasks.loaded(conn, &task, offset, data, seq, out),
+            Ok(data) => tasks.handle_loaded(epoch.now(), conn, &task, offset, data, seq),
             Err(error) => {
                 warn!(%error, "cannot read an offline file");
-                outboxes.remove(&Peer::Client(conn));
+                links.clients.remove(&conn);
             }
         },
         FileAction::Forget(task) => {
@@ -214,7 +243,7 @@ async fn perform(
 
 async fn store(
     config: &FileServerConfig,
-    tasks: &FileTasks<u64>,
+    tasks: &FileTasks,
     task: &str,
     offset: u32,
     data: &[u8],

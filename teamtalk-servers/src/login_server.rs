@@ -1,5 +1,5 @@
 //! login_server: tells clients which msg_server to use (HTTP `/msg_server`) and keeps the
-//! registry of msg_servers that report to it over TCP (spec/servers.md §2), a shell over
+//! registry of msg_servers that report to it over TCP a shell over
 //! [`teamtalk_core::balance`].
 
 use std::collections::HashMap;
@@ -12,13 +12,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use teamtalk_core::balance::{discovery_json, MsgServerInfo, Registry};
-use teamtalk_core::AnyMessage;
+use teamtalk_core::balance::{discovery_json, MsgServerLink, Registry, RegistryEvent};
+use teamtalk_core::time::{Epoch, Machine, Now};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::link::{self, LinkConfig, LinkEvent, Listeners};
+use crate::link::{self, LinkConfig, LinkEvent, Listeners, Outbox};
 use crate::shutdown::Shutdown;
 
 /// Settings of the login_server.
@@ -45,7 +44,7 @@ impl Default for LoginServerConfig {
     }
 }
 
-type SharedRegistry = Arc<Mutex<Registry<u64>>>;
+type SharedRegistry = Arc<Mutex<Registry>>;
 
 /// Serves HTTP discovery on `http` and msg_server links on `msg_servers` until `shutdown`.
 pub async fn run(
@@ -58,12 +57,12 @@ pub async fn run(
     let msg_servers: Listeners = msg_servers.into();
     info!(http = ?http.local_addrs(), msg_servers = ?msg_servers.local_addrs(), "login_server listening");
     let registry: SharedRegistry = Arc::default();
-    let started = Instant::now();
+    let epoch = Epoch::start();
     let http_task = tokio::spawn(serve_http(
         http,
         registry.clone(),
         config.clone(),
-        started,
+        epoch,
         shutdown.clone(),
     ));
     // Heartbeats count as signs of life: a msg_server silent for 10 s is not offered.
@@ -71,46 +70,63 @@ pub async fn run(
     link_config.report_heartbeats = true;
     let (events_tx, mut events) = mpsc::channel::<LinkEvent<u64>>(1024);
     let mut next_id = 0u64;
-    let mut links = HashMap::new();
+    // The link task's id (given at accept) → the registry's id of the link.
+    let mut links: HashMap<u64, (MsgServerLink, Outbox)> = HashMap::new();
     loop {
+        let wake = registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .poll_timeout();
+        let sleep = async {
+            match wake {
+                Some(ms) => tokio::time::sleep_until(epoch.instant_at(ms).into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             (stream, peer) = link::accept_link(&msg_servers) => {
                 next_id += 1;
                 link::spawn_serve("login", stream, peer, next_id, link_config.clone(), events_tx.clone(), shutdown.clone());
+                continue;
             }
-            Some(event) = events.recv() => match event {
-                LinkEvent::Opened(id, outbox) => {
-                    links.insert(id, outbox);
-                }
-                LinkEvent::Frame(id, pdu) => {
-                    let now_ms = millis_since(started);
-                    let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
-                    registry.heard(id, now_ms);
-                    match pdu.decode_any() {
-                        Ok(AnyMessage::MsgServInfo(info)) => {
-                            info!(id, ip1 = %info.ip1, port = info.port, cur = info.cur_conn_cnt, "msg_server registered");
-                            registry.register(id, MsgServerInfo {
-                                ip1: info.ip1,
-                                ip2: info.ip2,
-                                port: info.port,
-                                max_conn_cnt: info.max_conn_cnt,
-                                cur_conn_cnt: info.cur_conn_cnt,
-                                host_name: info.host_name,
-                            }, now_ms);
+            Some(event) = events.recv() => {
+                let now = epoch.now();
+                let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+                match event {
+                    LinkEvent::Opened(id, outbox) => {
+                        links.insert(id, (registry.handle_link_opened(now), outbox));
+                    }
+                    LinkEvent::Frame(id, pdu) => {
+                        if let Some((link, _)) = links.get(&id) {
+                            registry.handle_frame(now, *link, &pdu);
                         }
-                        Ok(AnyMessage::UserCntUpdate(update)) => registry.count_update(id, update.user_action),
-                        Ok(AnyMessage::HeartBeat(_)) => {}
-                        Ok(other) => debug!(command = %other.command(), "ignored"),
-                        Err(error) => debug!(%error, "undecodable PDU ignored"),
+                    }
+                    LinkEvent::Closed(id) => {
+                        if let Some((link, _)) = links.remove(&id) {
+                            info!(id, %link, "msg_server link closed");
+                            registry.handle_link_closed(now, link);
+                        }
                     }
                 }
-                LinkEvent::Closed(id) => {
-                    info!(id, "msg_server link closed");
-                    links.remove(&id);
-                    registry.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
-                }
-            },
+            }
+            () = sleep => {
+                registry
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .handle_timeout(epoch.now());
+            }
             _ = shutdown.wait() => break,
+        }
+        let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(event) = registry.poll_output() {
+            match event {
+                RegistryEvent::Registered(link, info) => {
+                    info!(%link, ip1 = %info.ip1, port = info.port, cur = info.cur_conn_cnt, "msg_server registered");
+                }
+                RegistryEvent::Silent(link) => info!(%link, "msg_server silent, not offered"),
+                RegistryEvent::Resumed(link) => info!(%link, "msg_server heard again, offered"),
+                other => debug!(?other, "registry event"),
+            }
         }
     }
     let _ = http_task.await;
@@ -121,7 +137,7 @@ async fn serve_http(
     listener: Listeners,
     registry: SharedRegistry,
     config: LoginServerConfig,
-    started: Instant,
+    epoch: Epoch,
     mut shutdown: Shutdown,
 ) {
     let config = Arc::new(config);
@@ -136,7 +152,7 @@ async fn serve_http(
         let (registry, config) = (registry.clone(), config.clone());
         let timeout = config.http_timeout;
         let respond = move |request: Request<Incoming>| {
-            let answer = answer(&request, peer, &registry, &config, millis_since(started));
+            let answer = answer(&request, peer, &registry, &config, epoch.now());
             async move { answer }
         };
         tokio::spawn(limits::serve_http(
@@ -157,15 +173,15 @@ async fn serve_http(
 fn answer(
     request: &Request<Incoming>,
     peer: SocketAddr,
-    registry: &Mutex<Registry<u64>>,
+    registry: &Mutex<Registry>,
     config: &LoginServerConfig,
-    now_ms: u64,
+    now: Now,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path_and_query().map_or("", |p| p.as_str());
     if request.uri().path() == "/health" {
         let (healthy, body) = {
             let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
-            teamtalk_core::balance::health_json(&registry, now_ms)
+            teamtalk_core::balance::health_json(&registry, now)
         };
         let mut response = Response::new(Full::new(Bytes::from(body)));
         if !healthy {
@@ -189,7 +205,7 @@ fn answer(
     let body = {
         let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
         discovery_json(
-            registry.pick(now_ms),
+            registry.pick(now),
             &config.msfs,
             &config.discovery,
             peer_is_ipv4,
@@ -201,9 +217,4 @@ fn answer(
         hyper::header::HeaderValue::from_static("text/html;charset=utf-8"),
     );
     response
-}
-
-/// Milliseconds since `started` (the registry's monotonic time).
-fn millis_since(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

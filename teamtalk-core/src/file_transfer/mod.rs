@@ -1,14 +1,13 @@
-//! The file_server's transfer tasks as a state machine (spec/servers.md §6, flows §8.10): a
-//! task per transfer, created on a msg_server's request, joined by the two clients, with data
-//! relayed in blocks (online) or stored and served (offline). The shell moves the bytes and
-//! does the disk I/O the returned [`FileAction`]s ask for.
+//! The file_server's transfer tasks as a state machine: a task per transfer, created on a
+//! msg_server's request, joined by the two clients, with data relayed in blocks (online) or
+//! stored and served (offline). The shell moves the bytes and does the disk I/O the drained
+//! [`FileAction`]s ask for.
 //!
 //! Departures from the original: task ids are random 128-bit values chosen by the caller and
 //! a login must name the task's own sender or receiver for its role; every task that
 //! nobody works on expires; files have a size limit.
 
-use std::collections::HashMap;
-use std::hash::Hash;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use bytes::Bytes;
 
@@ -18,6 +17,7 @@ use crate::proto::file::{
     ImFileLoginReq, ImFileLoginRsp, ImFilePullDataReq, ImFilePullDataRsp, ImFileState,
 };
 use crate::proto::server::{ImFileTransferReq, ImFileTransferRsp};
+use crate::time::{Machine, Now};
 
 /// Bytes per block, as the original.
 pub const BLOCK: u32 = 32_768;
@@ -33,11 +33,12 @@ const DOWNLOADER: i32 = 4;
 
 /// Something for the shell to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FileAction<C> {
+pub enum FileAction {
     /// Send a frame to a client.
-    Send(C, Pdu),
-    /// Close a client connection (after what was sent before).
-    Close(C),
+    Send(FileConn, Pdu),
+    /// Close a client connection after sending what was queued for it before; report the
+    /// close with [`FileTasks::handle_conn_closed`]. Its frames are ignored from now on.
+    Close(FileConn),
     /// Append an uploaded block to the task's offline file (creating it at offset 0).
     Store {
         /// The task.
@@ -47,10 +48,11 @@ pub enum FileAction<C> {
         /// The bytes.
         data: Bytes,
     },
-    /// Read a block of the task's offline file and hand it to [`FileTasks::loaded`].
+    /// Read a block of the task's offline file and hand it to [`FileTasks::handle_loaded`]
+    /// (on failure: close the connection).
     Load {
         /// The downloading connection.
-        conn: C,
+        conn: FileConn,
         /// The task.
         task: String,
         /// Where to read.
@@ -65,15 +67,15 @@ pub enum FileAction<C> {
 }
 
 #[derive(Clone, Debug)]
-struct Task<C> {
+struct Task {
     from: u32,
     to: u32,
     name: String,
     size: u32,
     offline: bool,
     touched_ms: u64,
-    sender: Option<C>,
-    receiver: Option<C>,
+    sender: Option<FileConn>,
+    receiver: Option<FileConn>,
     /// Offline: bytes stored so far; the file is complete when it reaches `size`.
     stored: u32,
     /// The receiver's pending pull (online): its seq, to answer with it.
@@ -102,22 +104,50 @@ impl Default for FileLimits {
     }
 }
 
-/// The tasks of one file_server, with connections named `C`.
-#[derive(Clone, Debug)]
-pub struct FileTasks<C> {
-    limits: FileLimits,
-    tasks: HashMap<String, Task<C>>,
-    /// Which task a connection logged into.
-    conns: HashMap<C, String>,
+/// A client connection of the file_server, named by [`FileTasks::handle_conn_opened`]; ids
+/// are never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileConn(u64);
+
+impl FileConn {
+    /// The id as a number, for logs.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
 }
 
-impl<C: Copy + Eq + Hash> FileTasks<C> {
+impl std::fmt::Display for FileConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "file-conn-{}", self.0)
+    }
+}
+
+/// The tasks of one file_server as a state machine ([`Machine`], see the crate's "Run loop"):
+/// feed it client connections and their frames, the msg_servers' transfer requests and the
+/// blocks read from disk; perform the [`FileAction`]s drained from [`Machine::poll_output`];
+/// wake it at [`Machine::poll_timeout`], when the next idle task or old offline file expires.
+#[derive(Clone, Debug)]
+pub struct FileTasks {
+    limits: FileLimits,
+    tasks: HashMap<String, Task>,
+    /// Which task a connection logged into.
+    conns: HashMap<FileConn, String>,
+    /// Connections whose frames are handled: opened and not asked to close.
+    open: HashSet<FileConn>,
+    next_conn: u64,
+    out: VecDeque<FileAction>,
+}
+
+impl FileTasks {
     /// An empty table.
-    pub fn new(limits: FileLimits) -> FileTasks<C> {
+    pub fn new(limits: FileLimits) -> FileTasks {
         FileTasks {
             limits,
             tasks: HashMap::new(),
             conns: HashMap::new(),
+            open: HashSet::new(),
+            next_conn: 0,
+            out: VecDeque::new(),
         }
     }
 
@@ -131,10 +161,25 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
         self.tasks.is_empty()
     }
 
-    /// `CID_OTHER_FILE_TRANSFER_REQ` from a msg_server: a new task with the id `id` (random,
-    /// from the caller). The answer echoes the request with the task id (result 1 for an empty
-    /// name, a zero or too large size, or an unknown mode).
-    pub fn create(&mut self, req: ImFileTransferReq, id: String, now_ms: u64) -> ImFileTransferRsp {
+    /// A client connected at `now`.
+    pub fn handle_conn_opened(&mut self, _now: Now) -> FileConn {
+        self.next_conn += 1;
+        let conn = FileConn(self.next_conn);
+        self.open.insert(conn);
+        conn
+    }
+
+    /// `CID_OTHER_FILE_TRANSFER_REQ` from a msg_server at `now`: a new task with the id `id`
+    /// (random, from the caller). The answer for the msg_server is returned, not queued (the
+    /// msg_server links are the shell's): it echoes the request with the task id (result 1
+    /// for an empty name, a zero or too large size, or an unknown mode).
+    pub fn handle_transfer_request(
+        &mut self,
+        now: Now,
+        req: ImFileTransferReq,
+        id: String,
+    ) -> ImFileTransferRsp {
+        let now_ms = now.ms;
         let valid = !req.file_name.is_empty()
             && req.file_size > 0
             && req.file_size <= self.limits.max_size
@@ -170,9 +215,10 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
         }
     }
 
-    /// Registers a stored offline file found on disk at start-up (the original reloaded such
-    /// tasks on demand).
-    pub fn restore_offline(&mut self, id: String, from: u32, to: u32, size: u32, now_ms: u64) {
+    /// Registers a stored offline file found on disk at start-up, at `now` (the original
+    /// reloaded such tasks on demand); it is kept for the offline retention from `now`.
+    pub fn handle_offline_restored(&mut self, now: Now, id: String, from: u32, to: u32, size: u32) {
+        let now_ms = now.ms;
         self.tasks.insert(
             id,
             Task {
@@ -190,8 +236,29 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
         );
     }
 
-    /// A frame from client connection `conn`.
-    pub fn frame(&mut self, conn: C, pdu: &Pdu, now_ms: u64, out: &mut Vec<FileAction<C>>) {
+    /// A frame from client connection `conn` at `now`. Frames of connections that are not
+    /// open, or were asked to close, are ignored.
+    pub fn handle_frame(&mut self, now: Now, conn: FileConn, pdu: &Pdu) {
+        if !self.open.contains(&conn) {
+            tracing::debug!(%conn, "frame of a connection that is not open ignored");
+            return;
+        }
+        let mut out = Vec::new();
+        self.frame(conn, pdu, now.ms, &mut out);
+        self.queue(out);
+    }
+
+    /// Queues `actions`; a connection asked to close is heard no more.
+    fn queue(&mut self, actions: Vec<FileAction>) {
+        for action in actions {
+            if let FileAction::Close(conn) = action {
+                self.open.remove(&conn);
+            }
+            self.out.push_back(action);
+        }
+    }
+
+    fn frame(&mut self, conn: FileConn, pdu: &Pdu, now_ms: u64, out: &mut Vec<FileAction>) {
         let seq = pdu.seq_num();
         match pdu.command() {
             CommandId::OTHER_HEARTBEAT => out.push(FileAction::Send(conn, pdu.clone())),
@@ -217,13 +284,13 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
 
     fn login(
         &mut self,
-        conn: C,
+        conn: FileConn,
         req: ImFileLoginReq,
         seq: u16,
         now_ms: u64,
-        out: &mut Vec<FileAction<C>>,
+        out: &mut Vec<FileAction>,
     ) {
-        let refuse = |out: &mut Vec<FileAction<C>>| {
+        let refuse = |out: &mut Vec<FileAction>| {
             let answer = ImFileLoginRsp {
                 result_code: 1,
                 task_id: req.task_id.clone(),
@@ -288,11 +355,11 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
     /// A pull request: online ones go to the sender, offline downloads are read from disk.
     fn pull(
         &mut self,
-        conn: C,
+        conn: FileConn,
         req: ImFilePullDataReq,
         seq: u16,
         now_ms: u64,
-        out: &mut Vec<FileAction<C>>,
+        out: &mut Vec<FileAction>,
     ) {
         let Some(task) = self.task_of(conn, &req.task_id) else {
             return out.push(FileAction::Close(conn));
@@ -322,7 +389,7 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
     }
 
     /// A block from the sender: relayed to the receiver (online) or stored (offline upload).
-    fn data(&mut self, conn: C, rsp: ImFilePullDataRsp, now_ms: u64, out: &mut Vec<FileAction<C>>) {
+    fn data(&mut self, conn: FileConn, rsp: ImFilePullDataRsp, now_ms: u64, out: &mut Vec<FileAction>) {
         let Some(task) = self.task_of(conn, &rsp.task_id) else {
             return out.push(FileAction::Close(conn));
         };
@@ -360,16 +427,33 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
         }
     }
 
-    /// The shell read a block for a download.
-    pub fn loaded(
+    /// The shell read, at `now`, the block a [`FileAction::Load`] asked for.
+    pub fn handle_loaded(
         &mut self,
-        conn: C,
+        _now: Now,
+        conn: FileConn,
         task_id: &str,
         offset: u32,
         data: Bytes,
         seq: u16,
-        out: &mut Vec<FileAction<C>>,
     ) {
+        let mut out = Vec::new();
+        self.loaded(conn, task_id, offset, data, seq, &mut out);
+        self.queue(out);
+    }
+
+    fn loaded(
+        &mut self,
+        conn: FileConn,
+        task_id: &str,
+        offset: u32,
+        data: Bytes,
+        seq: u16,
+        out: &mut Vec<FileAction>,
+    ) {
+        if !self.open.contains(&conn) {
+            return;
+        }
         let Some(task) = self.task_of(conn, task_id) else {
             return;
         };
@@ -394,7 +478,7 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
     }
 
     /// CANCEL / REFUSE / DONE from a client: told to the peer; the sending connection closes.
-    fn state(&mut self, conn: C, state: ImFileState, out: &mut Vec<FileAction<C>>) {
+    fn state(&mut self, conn: FileConn, state: ImFileState, out: &mut Vec<FileAction>) {
         if let Some(task) = self.task_of(conn, &state.task_id) {
             let peer = if task.sender == Some(conn) {
                 task.receiver
@@ -408,16 +492,24 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
         out.push(FileAction::Close(conn));
     }
 
-    fn task_of(&mut self, conn: C, task_id: &str) -> Option<&mut Task<C>> {
+    fn task_of(&mut self, conn: FileConn, task_id: &str) -> Option<&mut Task> {
         if self.conns.get(&conn).map(String::as_str) != Some(task_id) {
             return None;
         }
         self.tasks.get_mut(task_id)
     }
 
-    /// A client connection closed. An online task ends with either side; an offline upload
-    /// that did not finish is dropped; a finished offline file stays for its receiver.
-    pub fn closed(&mut self, conn: C, now_ms: u64, out: &mut Vec<FileAction<C>>) {
+    /// A client connection closed at `now` (on its own, or after [`FileAction::Close`]). An
+    /// online task ends with either side; an offline upload that did not finish is dropped; a
+    /// finished offline file stays for its receiver.
+    pub fn handle_conn_closed(&mut self, now: Now, conn: FileConn) {
+        self.open.remove(&conn);
+        let mut out = Vec::new();
+        self.closed(conn, now.ms, &mut out);
+        self.queue(out);
+    }
+
+    fn closed(&mut self, conn: FileConn, now_ms: u64, out: &mut Vec<FileAction>) {
         let Some(id) = self.conns.remove(&conn) else {
             return;
         };
@@ -443,20 +535,11 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
     }
 
     /// Drops tasks nobody works on any more, and offline files past their retention.
-    pub fn tick(&mut self, now_ms: u64, out: &mut Vec<FileAction<C>>) {
-        let limits = self.limits;
+    fn expire(&mut self, now_ms: u64, out: &mut Vec<FileAction>) {
         let mut expired: Vec<String> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.sender.is_none() && t.receiver.is_none())
-            .filter(|(_, t)| {
-                let keep_for = if t.offline && t.stored == t.size {
-                    limits.offline_retention_ms
-                } else {
-                    limits.idle_ms
-                };
-                now_ms.saturating_sub(t.touched_ms) >= keep_for
-            })
+            .filter(|(_, t)| self.expiry(t).is_some_and(|at| now_ms >= at))
             .map(|(id, _)| id.clone())
             .collect();
         expired.sort();
@@ -466,10 +549,11 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
         }
     }
 
-    /// Removes a finished offline file (its receiver deleted the offline record).
-    pub fn remove(&mut self, task_id: &str, out: &mut Vec<FileAction<C>>) {
+    /// The receiver deleted the offline record of a finished offline file at `now`: the task
+    /// and its file go.
+    pub fn handle_removed(&mut self, _now: Now, task_id: &str) {
         if self.tasks.remove(task_id).is_some() {
-            out.push(FileAction::Forget(task_id.to_owned()));
+            self.out.push_back(FileAction::Forget(task_id.to_owned()));
         }
     }
 
@@ -484,8 +568,42 @@ impl<C: Copy + Eq + Hash> FileTasks<C> {
     }
 }
 
+impl FileTasks {
+    /// When the task may be dropped: `None` while somebody works on it.
+    fn expiry(&self, task: &Task) -> Option<u64> {
+        if task.sender.is_some() || task.receiver.is_some() {
+            return None;
+        }
+        let keep_for = if task.offline && task.stored == task.size {
+            self.limits.offline_retention_ms
+        } else {
+            self.limits.idle_ms
+        };
+        Some(task.touched_ms.saturating_add(keep_for))
+    }
+}
+
+impl Machine for FileTasks {
+    type Output = FileAction;
+
+    fn poll_output(&mut self) -> Option<FileAction> {
+        self.out.pop_front()
+    }
+
+    /// When the next task nobody works on, or the next offline file, expires.
+    fn poll_timeout(&self) -> Option<u64> {
+        self.tasks.values().filter_map(|t| self.expiry(t)).min()
+    }
+
+    fn handle_timeout(&mut self, now: Now) {
+        let mut out = Vec::new();
+        self.expire(now.ms, &mut out);
+        self.queue(out);
+    }
+}
+
 /// The file_server's request for the next block of an offline upload.
-fn next_upload_pull<C>(task_id: String, task: &Task<C>) -> Pdu {
+fn next_upload_pull(task_id: String, task: &Task) -> Pdu {
     let pull = ImFilePullDataReq {
         task_id,
         user_id: task.from,
@@ -497,218 +615,4 @@ fn next_upload_pull<C>(task_id: String, task: &Task<C>) -> Pdu {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(mode: i32, size: u32) -> ImFileTransferReq {
-        ImFileTransferReq {
-            from_user_id: 1,
-            to_user_id: 2,
-            file_name: "a.bin".into(),
-            file_size: size,
-            trans_mode: mode,
-            attach_data: None,
-        }
-    }
-
-    fn login(task: &str, user: u32, role: i32) -> Pdu {
-        Pdu::encode_message(
-            &ImFileLoginReq {
-                user_id: user,
-                task_id: task.into(),
-                file_role: role,
-            },
-            7,
-        )
-    }
-
-    fn sent(out: &[FileAction<u8>], to: u8) -> Vec<Pdu> {
-        out.iter()
-            .filter_map(|a| match a {
-                FileAction::Send(c, p) if *c == to => Some(p.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn online_transfer_relays_blocks_between_the_two_sides() {
-        let mut t = FileTasks::new(FileLimits::default());
-        let rsp = t.create(request(ONLINE, 40_000), "T1".into(), 0);
-        assert_eq!((rsp.result_code, rsp.task_id.as_deref()), (0, Some("T1")));
-        let mut out = Vec::new();
-        t.frame(1, &login("T1", 1, SENDER), 0, &mut out);
-        t.frame(2, &login("T1", 2, RECEIVER), 0, &mut out);
-        let ready: ImFileState = sent(&out, 2).last().unwrap().decode_body().unwrap();
-        assert_eq!(ready.state, PEER_READY);
-        out.clear();
-        let pull = ImFilePullDataReq {
-            task_id: "T1".into(),
-            user_id: 2,
-            trans_mode: ONLINE,
-            offset: 0,
-            data_size: BLOCK,
-        };
-        t.frame(2, &Pdu::encode_message(&pull, 9), 0, &mut out);
-        assert_eq!(
-            sent(&out, 1)[0].command(),
-            CommandId::FILE_PULL_DATA_REQ,
-            "relayed to the sender"
-        );
-        out.clear();
-        let block = ImFilePullDataRsp {
-            result_code: 0,
-            task_id: "T1".into(),
-            user_id: 1,
-            offset: 0,
-            file_data: Bytes::from(vec![5; 100]),
-        };
-        t.frame(1, &Pdu::encode_message(&block, 0), 0, &mut out);
-        let relayed = &sent(&out, 2)[0];
-        assert_eq!(relayed.seq_num(), 9, "answered with the receiver's seq");
-        out.clear();
-        t.closed(1, 0, &mut out);
-        assert!(
-            out.contains(&FileAction::Close(2)) && out.contains(&FileAction::Forget("T1".into()))
-        );
-        assert!(t.is_empty());
-    }
-
-    #[test]
-    fn logins_must_match_the_task_users_and_roles() {
-        let mut t = FileTasks::new(FileLimits::default());
-        t.create(request(ONLINE, 10), "T".into(), 0);
-        for (user, role) in [(3, SENDER), (1, RECEIVER), (1, UPLOADER), (2, DOWNLOADER)] {
-            let mut out = Vec::new();
-            t.frame(9, &login("T", user, role), 0, &mut out);
-            assert!(
-                out.contains(&FileAction::Close(9)),
-                "user {user} role {role} refused (Q-10)"
-            );
-        }
-        let mut out = Vec::new();
-        t.frame(9, &login("unknown", 1, SENDER), 0, &mut out);
-        assert!(out.contains(&FileAction::Close(9)));
-        assert_eq!(
-            t.create(request(ONLINE, 0), "X".into(), 0).result_code,
-            1,
-            "empty file"
-        );
-        let big = FileLimits {
-            max_size: 5,
-            ..FileLimits::default()
-        };
-        assert_eq!(
-            FileTasks::<u8>::new(big)
-                .create(request(OFFLINE, 6), "Y".into(), 0)
-                .result_code,
-            1
-        );
-    }
-
-    #[test]
-    fn offline_upload_then_download() {
-        let mut t = FileTasks::new(FileLimits::default());
-        t.create(request(OFFLINE, BLOCK + 10), "T".into(), 0);
-        let mut out = Vec::new();
-        t.frame(1, &login("T", 1, UPLOADER), 0, &mut out);
-        let ask: ImFilePullDataReq = sent(&out, 1)[1].decode_body().unwrap();
-        assert_eq!((ask.offset, ask.data_size), (0, BLOCK));
-        out.clear();
-        let first = ImFilePullDataRsp {
-            result_code: 0,
-            task_id: "T".into(),
-            user_id: 1,
-            offset: 0,
-            file_data: Bytes::from(vec![1; BLOCK as usize]),
-        };
-        t.frame(1, &Pdu::encode_message(&first, 0), 0, &mut out);
-        assert!(matches!(&out[0], FileAction::Store { offset: 0, .. }));
-        let ask: ImFilePullDataReq = sent(&out, 1)[0].decode_body().unwrap();
-        assert_eq!((ask.offset, ask.data_size), (BLOCK, 10));
-        out.clear();
-        let wrong = ImFilePullDataRsp {
-            offset: 5,
-            ..first.clone()
-        };
-        let mut bad = Vec::new();
-        t.clone()
-            .frame(1, &Pdu::encode_message(&wrong, 0), 0, &mut bad);
-        assert!(
-            bad.contains(&FileAction::Close(1)),
-            "blocks must come in order"
-        );
-        let last = ImFilePullDataRsp {
-            offset: BLOCK,
-            file_data: Bytes::from(vec![2; 10]),
-            ..first
-        };
-        t.frame(1, &Pdu::encode_message(&last, 0), 0, &mut out);
-        let done: ImFileState = sent(&out, 1).last().unwrap().decode_body().unwrap();
-        assert_eq!(done.state, DONE);
-        out.clear();
-        t.closed(1, 0, &mut out);
-        assert_eq!(t.len(), 1, "a finished offline file stays for the receiver");
-
-        t.frame(2, &login("T", 2, DOWNLOADER), 0, &mut out);
-        out.clear();
-        let pull = ImFilePullDataReq {
-            task_id: "T".into(),
-            user_id: 2,
-            trans_mode: OFFLINE,
-            offset: BLOCK,
-            data_size: BLOCK,
-        };
-        t.frame(2, &Pdu::encode_message(&pull, 4), 0, &mut out);
-        assert_eq!(
-            out,
-            vec![FileAction::Load {
-                conn: 2,
-                task: "T".into(),
-                offset: BLOCK,
-                len: 10,
-                seq: 4
-            }]
-        );
-        out.clear();
-        t.loaded(2, "T", BLOCK, Bytes::from(vec![2; 10]), 4, &mut out);
-        let done: ImFileState = sent(&out, 2).last().unwrap().decode_body().unwrap();
-        assert_eq!(done.state, DONE, "after the last block");
-    }
-
-    #[test]
-    fn idle_tasks_and_old_offline_files_expire() {
-        let limits = FileLimits {
-            idle_ms: 1_000,
-            offline_retention_ms: 10_000,
-            ..FileLimits::default()
-        };
-        let mut t = FileTasks::<u8>::new(limits);
-        t.create(request(ONLINE, 10), "never-joined".into(), 0);
-        t.restore_offline("stored".into(), 1, 2, 10, 0);
-        let mut out = Vec::new();
-        t.tick(1_000, &mut out);
-        assert_eq!(out, vec![FileAction::Forget("never-joined".into())], "Q-72");
-        out.clear();
-        t.tick(10_000, &mut out);
-        assert_eq!(out, vec![FileAction::Forget("stored".into())]);
-    }
-
-    #[test]
-    fn cancel_is_told_to_the_peer() {
-        let mut t = FileTasks::new(FileLimits::default());
-        t.create(request(ONLINE, 10), "T".into(), 0);
-        let mut out = Vec::new();
-        t.frame(1, &login("T", 1, SENDER), 0, &mut out);
-        t.frame(2, &login("T", 2, RECEIVER), 0, &mut out);
-        out.clear();
-        let refuse = ImFileState {
-            state: 2,
-            task_id: "T".into(),
-            user_id: 2,
-        };
-        t.frame(2, &Pdu::encode_message(&refuse, 0), 0, &mut out);
-        assert_eq!(sent(&out, 1)[0].command(), CommandId::FILE_STATE);
-        assert!(out.contains(&FileAction::Close(2)));
-    }
-}
+mod tests;
