@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use teamtalk_core::client::{ClientSession, Incoming};
+use teamtalk_core::client::{ClientOutput, ClientSession};
 use teamtalk_core::crypt::MessageKey;
 use teamtalk_core::password::client_password;
 use teamtalk_core::proto::{base_define::UserInfo, login};
+use teamtalk_core::time::{Epoch, Machine};
 use teamtalk_core::{AnyMessage, Pdu, PduDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -36,14 +37,10 @@ pub(crate) struct Conn {
     buf: BytesMut,
     decoder: PduDecoder,
     session: ClientSession,
-    started: Instant,
+    epoch: Epoch,
 }
 
 impl Conn {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     async fn write(&mut self, pdu: &Pdu) -> Result<(), Error> {
         self.stream
             .write_all(&pdu.to_bytes())
@@ -98,12 +95,17 @@ pub(crate) async fn establish(config: &ClientConfig) -> Result<(Conn, UserInfo),
 
 async fn login(stream: TcpStream, config: &ClientConfig) -> Result<(Conn, UserInfo), Error> {
     let _ = stream.set_nodelay(true);
+    let epoch = Epoch::start();
     let mut conn = Conn {
         stream,
         buf: BytesMut::new(),
         decoder: PduDecoder::default(),
-        session: ClientSession::new(0, millis(config.request_timeout), millis(config.heartbeat)),
-        started: Instant::now(),
+        session: ClientSession::new(
+            epoch.now(),
+            millis(config.request_timeout),
+            millis(config.heartbeat),
+        ),
+        epoch,
     };
     let request: AnyMessage = login::ImLoginReq {
         user_name: config.user.clone(),
@@ -113,17 +115,26 @@ async fn login(stream: TcpStream, config: &ClientConfig) -> Result<(Conn, UserIn
         client_version: Some(concat!("teamtalk-rs/", env!("CARGO_PKG_VERSION")).to_owned()),
     }
     .into();
-    let (seq, pdu) = conn
+    let seq = conn
         .session
-        .request(&request, 0)
+        .handle_request(conn.epoch.now(), &request)
         .map_err(|_| Error::TooManyPending)?;
-    conn.write(&pdu).await?;
+    while let Some(output) = conn.session.poll_output() {
+        if let ClientOutput::Transmit(pdu) = output {
+            conn.write(&pdu).await?;
+        }
+    }
     let answer = tokio::time::timeout(config.request_timeout, async {
         loop {
             let pdu = conn.read_frame().await?;
-            if let Incoming::Answer(s, AnyMessage::LoginRes(res)) = conn.session.receive(&pdu) {
-                if s == seq {
-                    return Ok::<_, Error>(res);
+            conn.session.handle_frame(conn.epoch.now(), &pdu);
+            // Before the login answer only the answer matters (nothing else is pending, and
+            // the server sends no events to a connection that is not logged in).
+            while let Some(output) = conn.session.poll_output() {
+                if let ClientOutput::Answer(s, AnyMessage::LoginRes(res)) = output {
+                    if s == seq {
+                        return Ok::<_, Error>(res);
+                    }
                 }
             }
         }
@@ -229,22 +240,38 @@ async fn serve(
 ) -> End {
     let mut waiters: Waiters = HashMap::new();
     let end = loop {
-        let deadline = conn.started + Duration::from_millis(conn.session.next_deadline());
+        let deadline = conn
+            .session
+            .poll_timeout()
+            .map(|ms| Instant::from_std(conn.epoch.instant_at(ms)));
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             command = commands.recv() => {
                 let Some(Command::Request { message, reply }) = command else { break End::Dropped };
-                let now = conn.now_ms();
-                match conn.session.request(&message, now) {
-                    Ok((seq, pdu)) => {
+                match conn.session.handle_request(conn.epoch.now(), &message) {
+                    Ok(seq) => {
                         let expects_answer = teamtalk_core::client::answer_command(message.command()).is_some();
-                        if conn.write(&pdu).await.is_err() {
-                            let _ = reply.send(Err(Error::Disconnected));
-                            break End::Disconnected;
-                        }
-                        if expects_answer {
+                        let reply = if expects_answer {
                             waiters.insert(seq, reply);
+                            None
                         } else {
-                            let _ = reply.send(Ok(None));
+                            Some(reply)
+                        };
+                        let end = perform(conn, &mut waiters, key, events).await;
+                        if let Some(reply) = reply {
+                            let answer = match end {
+                                Some(End::Disconnected) => Err(Error::Disconnected),
+                                _ => Ok(None),
+                            };
+                            let _ = reply.send(answer);
+                        }
+                        if let Some(end) = end {
+                            break end;
                         }
                     }
                     Err(_) => {
@@ -257,48 +284,40 @@ async fn serve(
                     Ok(pdu) => pdu,
                     Err(_) => break End::Disconnected,
                 };
-                match conn.session.receive(&pdu) {
-                    Incoming::Answer(seq, message) => {
-                        let logged_out = matches!(message, AnyMessage::LogoutRsp(_));
-                        if let Some(waiter) = waiters.remove(&seq) {
-                            let _ = waiter.send(Ok(Some(message)));
-                        }
-                        if logged_out {
-                            break End::Final("logged out".into());
-                        }
-                    }
-                    Incoming::Event(message) => {
-                        let event = Event::from_message(message, key);
-                        let kicked = matches!(event, Event::Kicked { .. });
-                        if events.send(event).await.is_err() {
-                            // Nobody listens to events any more; keep serving requests.
-                        }
-                        if kicked {
-                            // Another device took over; reconnecting would kick it back.
-                            break End::Final("kicked".into());
-                        }
-                    }
-                    Incoming::Nothing => {}
+                conn.session.handle_frame(conn.epoch.now(), &pdu);
+                if let Some(end) = perform(conn, &mut waiters, key, events).await {
+                    break end;
                 }
             }
-            () = tokio::time::sleep_until(deadline) => {
-                let now = conn.now_ms();
-                for seq in conn.session.expired(now) {
-                    if let Some(waiter) = waiters.remove(&seq) {
-                        let _ = waiter.send(Err(Error::Timeout));
-                    }
-                }
-                if let Some(beat) = conn.session.heartbeat(now) {
-                    if conn.write(&beat).await.is_err() {
-                        break End::Disconnected;
-                    }
+            () = sleep => {
+                conn.session.handle_timeout(conn.epoch.now());
+                if let Some(end) = perform(conn, &mut waiters, key, events).await {
+                    break end;
                 }
             }
         }
     };
-    for seq in conn.session.fail_all() {
-        if let Some(waiter) = waiters.remove(&seq) {
-            let _ = waiter.send(Err(Error::Disconnected));
+    // The connection is over: what the session still has, and every pending request, is
+    // answered; nothing more is written.
+    conn.session.handle_closed(conn.epoch.now());
+    while let Some(output) = conn.session.poll_output() {
+        match output {
+            ClientOutput::Answer(seq, message) => {
+                if let Some(waiter) = waiters.remove(&seq) {
+                    let _ = waiter.send(Ok(Some(message)));
+                }
+            }
+            ClientOutput::TimedOut(seq) => {
+                if let Some(waiter) = waiters.remove(&seq) {
+                    let _ = waiter.send(Err(Error::Timeout));
+                }
+            }
+            ClientOutput::Failed(seq) => {
+                if let Some(waiter) = waiters.remove(&seq) {
+                    let _ = waiter.send(Err(Error::Disconnected));
+                }
+            }
+            ClientOutput::Transmit(_) | ClientOutput::Event(_) => {}
         }
     }
     for (_, waiter) in waiters.drain() {
@@ -306,4 +325,54 @@ async fn serve(
     }
     let _ = conn.stream.shutdown().await;
     end
+}
+
+/// Drains the session after an input: writes its frames, answers waiters, delivers events.
+/// Returns how the connection ends when an output ends it (a failed write, a logout, a kick).
+async fn perform(
+    conn: &mut Conn,
+    waiters: &mut Waiters,
+    key: &MessageKey,
+    events: &mpsc::Sender<Event>,
+) -> Option<End> {
+    while let Some(output) = conn.session.poll_output() {
+        match output {
+            ClientOutput::Transmit(pdu) => {
+                if conn.write(&pdu).await.is_err() {
+                    return Some(End::Disconnected);
+                }
+            }
+            ClientOutput::Answer(seq, message) => {
+                let logged_out = matches!(message, AnyMessage::LogoutRsp(_));
+                if let Some(waiter) = waiters.remove(&seq) {
+                    let _ = waiter.send(Ok(Some(message)));
+                }
+                if logged_out {
+                    return Some(End::Final("logged out".into()));
+                }
+            }
+            ClientOutput::Event(message) => {
+                let event = Event::from_message(message, key);
+                let kicked = matches!(event, Event::Kicked { .. });
+                if events.send(event).await.is_err() {
+                    // Nobody listens to events any more; keep serving requests.
+                }
+                if kicked {
+                    // Another device took over; reconnecting would kick it back.
+                    return Some(End::Final("kicked".into()));
+                }
+            }
+            ClientOutput::TimedOut(seq) => {
+                if let Some(waiter) = waiters.remove(&seq) {
+                    let _ = waiter.send(Err(Error::Timeout));
+                }
+            }
+            ClientOutput::Failed(seq) => {
+                if let Some(waiter) = waiters.remove(&seq) {
+                    let _ = waiter.send(Err(Error::Disconnected));
+                }
+            }
+        }
+    }
+    None
 }

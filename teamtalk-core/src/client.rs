@@ -9,12 +9,13 @@
 //! command (the Android client matched by seq alone, which let relayed frames be mistaken for
 //! answers, quirks.md Q-23).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::command::AnyMessage;
 use crate::ids::CommandId;
 use crate::pdu::Pdu;
 use crate::proto::other::ImHeartBeat;
+use crate::time::{Machine, Now};
 
 /// Highest sequence number a client uses (the Android client's range).
 pub const MAX_SEQ: u16 = 32_766;
@@ -64,18 +65,24 @@ pub enum SessionError {
     /// Every sequence number is taken by a pending request.
     #[error("too many requests in flight")]
     TooManyPending,
+    /// The connection was reported closed ([`ClientSession::handle_closed`]).
+    #[error("the connection is closed")]
+    Closed,
 }
 
-/// What an incoming frame is.
+/// What the session asks its shell to do, drained with [`Machine::poll_output`].
 #[derive(Clone, Debug, PartialEq)]
-pub enum Incoming {
+pub enum ClientOutput {
+    /// Write this frame to the server (a request, or a heartbeat).
+    Transmit(Pdu),
     /// The answer to the pending request with this seq.
     Answer(u16, AnyMessage),
     /// Something the server sent on its own (a message, a notice, a kick …).
     Event(AnyMessage),
-    /// A frame that is neither (a heartbeat echo, an answer nobody waits for any more, an
-    /// undecodable body); nothing to do.
-    Nothing,
+    /// The request with this seq got no (readable) answer in time; it is no longer pending.
+    TimedOut(u16),
+    /// The connection closed before the request with this seq was answered.
+    Failed(u16),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -84,7 +91,12 @@ struct Pending {
     deadline_ms: u64,
 }
 
-/// One connection's request bookkeeping.
+/// One connection's request bookkeeping, as a state machine ([`Machine`], see the crate's
+/// "Run loop"): feed it the requests to send, the frames received and the close of the
+/// connection; write the frames and deliver the answers and events it outputs; wake it at
+/// [`Machine::poll_timeout`] for heartbeats and request timeouts. Frames that are neither
+/// answers nor events (heartbeat echoes, answers nobody waits for any more, undecodable
+/// bodies) produce no output.
 #[derive(Clone, Debug)]
 pub struct ClientSession {
     next_seq: u16,
@@ -92,19 +104,23 @@ pub struct ClientSession {
     request_timeout_ms: u64,
     heartbeat_ms: u64,
     last_sent_ms: u64,
+    closed: bool,
+    out: VecDeque<ClientOutput>,
 }
 
 impl ClientSession {
-    /// A fresh connection opened at `now_ms`: requests time out after `request_timeout_ms`, a
+    /// A fresh connection opened at `now`: requests time out after `request_timeout_ms`, a
     /// heartbeat is due after `heartbeat_ms` without sending (keep it well below the server's
     /// 120 s idle timeout).
-    pub fn new(now_ms: u64, request_timeout_ms: u64, heartbeat_ms: u64) -> ClientSession {
+    pub fn new(now: Now, request_timeout_ms: u64, heartbeat_ms: u64) -> ClientSession {
         ClientSession {
             next_seq: 0,
             pending: HashMap::new(),
             request_timeout_ms,
             heartbeat_ms,
-            last_sent_ms: now_ms,
+            last_sent_ms: now.ms,
+            closed: false,
+            out: VecDeque::new(),
         }
     }
 
@@ -127,37 +143,35 @@ impl ClientSession {
         Err(SessionError::TooManyPending)
     }
 
-    /// Frames `request` with a new seq. Returns the seq and the frame; when the request has an
-    /// answer, it is pending until [`ClientSession::receive`] sees it or it times out.
-    pub fn request(
-        &mut self,
-        request: &AnyMessage,
-        now_ms: u64,
-    ) -> Result<(u16, Pdu), SessionError> {
+    /// Sends `request` at `now` with a new seq: queues its frame
+    /// ([`ClientOutput::Transmit`]) and returns the seq. When the request has an answer
+    /// ([`answer_command`]), it is pending until the answer arrives
+    /// ([`ClientOutput::Answer`]), it times out ([`ClientOutput::TimedOut`]) or the
+    /// connection closes ([`ClientOutput::Failed`]).
+    pub fn handle_request(&mut self, now: Now, request: &AnyMessage) -> Result<u16, SessionError> {
+        if self.closed {
+            return Err(SessionError::Closed);
+        }
         let seq = self.allocate()?;
         if let Some(answer) = answer_command(request.command()) {
             self.pending.insert(
                 seq,
                 Pending {
                     answer,
-                    deadline_ms: now_ms.saturating_add(self.request_timeout_ms),
+                    deadline_ms: now.ms.saturating_add(self.request_timeout_ms),
                 },
             );
         }
-        self.last_sent_ms = now_ms;
-        Ok((seq, request.to_pdu(seq)))
+        self.last_sent_ms = self.last_sent_ms.max(now.ms);
+        self.out.push_back(ClientOutput::Transmit(request.to_pdu(seq)));
+        Ok(seq)
     }
 
-    /// Something else was sent at `now_ms` (postpones the heartbeat).
-    pub fn sent(&mut self, now_ms: u64) {
-        self.last_sent_ms = self.last_sent_ms.max(now_ms);
-    }
-
-    /// Classifies an incoming frame.
-    pub fn receive(&mut self, pdu: &Pdu) -> Incoming {
+    /// A frame from the server arrived at `now`: an answer, an event, or nothing.
+    pub fn handle_frame(&mut self, _now: Now, pdu: &Pdu) {
         let command = pdu.command();
-        if command == CommandId::OTHER_HEARTBEAT {
-            return Incoming::Nothing;
+        if self.closed || command == CommandId::OTHER_HEARTBEAT {
+            return;
         }
         let seq = pdu.seq_num();
         let is_answer = seq != 0 && self.pending.get(&seq).is_some_and(|p| p.answer == command);
@@ -166,63 +180,75 @@ impl ClientSession {
             Err(error) => {
                 tracing::debug!(%command, %error, "undecodable frame from the server");
                 if is_answer {
-                    // The request will not get a readable answer: let it time out now.
-                    if let Some(p) = self.pending.get_mut(&seq) {
-                        p.deadline_ms = 0;
-                    }
+                    // The request will not get a readable answer: it times out now.
+                    self.pending.remove(&seq);
+                    self.out.push_back(ClientOutput::TimedOut(seq));
                 }
-                return Incoming::Nothing;
+                return;
             }
         };
         if is_answer {
             self.pending.remove(&seq);
-            return Incoming::Answer(seq, message);
-        }
-        if is_event(command) {
-            Incoming::Event(message)
-        } else {
-            Incoming::Nothing
+            self.out.push_back(ClientOutput::Answer(seq, message));
+        } else if is_event(command) {
+            self.out.push_back(ClientOutput::Event(message));
         }
     }
 
-    /// Requests whose answer did not come by `now_ms`; they are no longer pending.
-    pub fn expired(&mut self, now_ms: u64) -> Vec<u16> {
+    /// The connection closed at `now`: every pending request fails
+    /// ([`ClientOutput::Failed`], in seq order). The session is done: no more timers, and
+    /// requests are refused.
+    pub fn handle_closed(&mut self, _now: Now) {
+        self.closed = true;
+        let mut seqs: Vec<u16> = self.pending.drain().map(|(seq, _)| seq).collect();
+        seqs.sort_unstable();
+        self.out.extend(seqs.into_iter().map(ClientOutput::Failed));
+    }
+}
+
+impl Machine for ClientSession {
+    type Output = ClientOutput;
+
+    fn poll_output(&mut self) -> Option<ClientOutput> {
+        self.out.pop_front()
+    }
+
+    /// The next heartbeat or request timeout, whichever is first; `None` once closed.
+    fn poll_timeout(&self) -> Option<u64> {
+        if self.closed {
+            return None;
+        }
+        let heartbeat = self.last_sent_ms.saturating_add(self.heartbeat_ms);
+        Some(
+            self.pending
+                .values()
+                .map(|p| p.deadline_ms)
+                .fold(heartbeat, u64::min),
+        )
+    }
+
+    /// Requests whose answer did not come by `now` time out (in seq order); a heartbeat is
+    /// sent when nothing was sent for the heartbeat interval.
+    fn handle_timeout(&mut self, now: Now) {
+        if self.closed {
+            return;
+        }
         let mut late: Vec<u16> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.deadline_ms <= now_ms)
+            .filter(|(_, p)| p.deadline_ms <= now.ms)
             .map(|(seq, _)| *seq)
             .collect();
         late.sort_unstable();
-        for seq in &late {
-            self.pending.remove(seq);
+        for seq in late {
+            self.pending.remove(&seq);
+            self.out.push_back(ClientOutput::TimedOut(seq));
         }
-        late
-    }
-
-    /// A heartbeat frame when one is due at `now_ms`.
-    pub fn heartbeat(&mut self, now_ms: u64) -> Option<Pdu> {
-        if now_ms.saturating_sub(self.last_sent_ms) < self.heartbeat_ms {
-            return None;
+        if now.ms.saturating_sub(self.last_sent_ms) >= self.heartbeat_ms {
+            self.last_sent_ms = now.ms;
+            self.out
+                .push_back(ClientOutput::Transmit(Pdu::encode_message(&ImHeartBeat {}, 0)));
         }
-        self.last_sent_ms = now_ms;
-        Some(Pdu::encode_message(&ImHeartBeat {}, 0))
-    }
-
-    /// When to call [`ClientSession::expired`] and [`ClientSession::heartbeat`] next.
-    pub fn next_deadline(&self) -> u64 {
-        let heartbeat = self.last_sent_ms.saturating_add(self.heartbeat_ms);
-        self.pending
-            .values()
-            .map(|p| p.deadline_ms)
-            .fold(heartbeat, u64::min)
-    }
-
-    /// The connection is gone: every pending request fails. Returns their seqs.
-    pub fn fail_all(&mut self) -> Vec<u16> {
-        let mut seqs: Vec<u16> = self.pending.drain().map(|(seq, _)| seq).collect();
-        seqs.sort_unstable();
-        seqs
     }
 }
 
@@ -250,54 +276,97 @@ mod tests {
     use super::*;
     use crate::proto::{buddy, message};
 
+    const T0: Now = Now::from_ms(0);
+
     fn time_req() -> AnyMessage {
         message::ImClientTimeReq {}.into()
     }
 
+    fn drain(s: &mut ClientSession) -> Vec<ClientOutput> {
+        std::iter::from_fn(|| s.poll_output()).collect()
+    }
+
+    /// Feeds a frame and returns what it was (at most one output).
+    fn receive(s: &mut ClientSession, pdu: &Pdu) -> Option<ClientOutput> {
+        s.handle_frame(T0, pdu);
+        let mut out = drain(s);
+        assert!(out.len() <= 1, "{out:?}");
+        out.pop()
+    }
+
+    /// Sends a request at `ms`; returns its seq and frame.
+    fn request(s: &mut ClientSession, m: &AnyMessage, ms: u64) -> Result<(u16, Pdu), SessionError> {
+        let seq = s.handle_request(Now::from_ms(ms), m)?;
+        match &drain(s)[..] {
+            [ClientOutput::Transmit(pdu)] => Ok((seq, pdu.clone())),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Fires the timer at `ms`: the seqs that timed out, and whether a heartbeat was sent.
+    fn fire(s: &mut ClientSession, ms: u64) -> (Vec<u16>, bool) {
+        s.handle_timeout(Now::from_ms(ms));
+        let (mut late, mut beat) = (Vec::new(), false);
+        for output in drain(s) {
+            match output {
+                ClientOutput::TimedOut(seq) => late.push(seq),
+                ClientOutput::Transmit(pdu) if pdu.command() == CommandId::OTHER_HEARTBEAT => {
+                    beat = true;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        (late, beat)
+    }
+
     #[test]
     fn answers_match_seq_and_command() {
-        let mut s = ClientSession::new(0, 1_000, 30_000);
-        let (seq, pdu) = s.request(&time_req(), 0).unwrap();
+        let mut s = ClientSession::new(T0, 1_000, 30_000);
+        let (seq, pdu) = request(&mut s, &time_req(), 0).unwrap();
         assert_eq!((seq, pdu.seq_num()), (1, 1));
         // A relayed message carrying the same seq is an event, not the answer.
         let relayed = Pdu::encode_message(&message::ImMsgData::default(), seq);
         assert!(matches!(
-            s.receive(&relayed),
-            Incoming::Event(AnyMessage::MsgData(_))
+            receive(&mut s, &relayed),
+            Some(ClientOutput::Event(AnyMessage::MsgData(_)))
         ));
         assert_eq!(s.pending(), 1);
         let answer = Pdu::encode_message(&message::ImClientTimeRsp { server_time: 5 }, seq);
         assert!(matches!(
-            s.receive(&answer),
-            Incoming::Answer(1, AnyMessage::ClientTimeRsp(_))
+            receive(&mut s, &answer),
+            Some(ClientOutput::Answer(1, AnyMessage::ClientTimeRsp(_)))
         ));
         assert_eq!(s.pending(), 0);
-        assert_eq!(s.receive(&answer), Incoming::Nothing, "answered once");
+        assert_eq!(receive(&mut s, &answer), None, "answered once");
     }
 
     #[test]
     fn requests_without_answers_are_not_pending() {
-        let mut s = ClientSession::new(0, 1_000, 30_000);
+        let mut s = ClientSession::new(T0, 1_000, 30_000);
         let ack: AnyMessage = message::ImMsgDataReadAck::default().into();
-        s.request(&ack, 0).unwrap();
+        request(&mut s, &ack, 0).unwrap();
         assert_eq!(s.pending(), 0);
     }
 
     #[test]
     fn seqs_wrap_skip_pending_and_never_use_zero() {
-        let mut s = ClientSession::new(0, u64::MAX / 2, 30_000);
-        let (first, _) = s.request(&time_req(), 0).unwrap();
+        let mut s = ClientSession::new(T0, u64::MAX / 2, 30_000);
+        let (first, _) = request(&mut s, &time_req(), 0).unwrap();
         for _ in 1..MAX_SEQ {
-            let (seq, _) = s
-                .request(&buddy::ImAllUserReq::default().into(), 0)
-                .unwrap();
+            let (seq, _) = request(&mut s, &buddy::ImAllUserReq::default().into(), 0).unwrap();
             assert_ne!(seq, 0);
         }
-        assert_eq!(s.request(&time_req(), 0), Err(SessionError::TooManyPending));
-        let answer = Pdu::encode_message(&message::ImClientTimeRsp { server_time: 5 }, first);
-        assert!(matches!(s.receive(&answer), Incoming::Answer(..)));
         assert_eq!(
-            s.request(&time_req(), 0).unwrap().0,
+            request(&mut s, &time_req(), 0),
+            Err(SessionError::TooManyPending)
+        );
+        let answer = Pdu::encode_message(&message::ImClientTimeRsp { server_time: 5 }, first);
+        assert!(matches!(
+            receive(&mut s, &answer),
+            Some(ClientOutput::Answer(..))
+        ));
+        assert_eq!(
+            request(&mut s, &time_req(), 0).unwrap().0,
             first,
             "the freed seq is reused"
         );
@@ -305,16 +374,40 @@ mod tests {
 
     #[test]
     fn timeouts_heartbeats_and_failure() {
-        let mut s = ClientSession::new(0, 1_000, 30_000);
-        s.request(&time_req(), 0).unwrap();
-        s.request(&time_req(), 500).unwrap();
-        assert_eq!(s.next_deadline(), 1_000);
-        assert_eq!(s.expired(999), Vec::<u16>::new());
-        assert_eq!(s.expired(1_000), vec![1]);
-        assert_eq!(s.heartbeat(29_000), None);
-        assert!(s.heartbeat(30_500).is_some());
-        assert_eq!(s.heartbeat(30_600), None);
-        assert_eq!(s.fail_all(), vec![2]);
+        let mut s = ClientSession::new(T0, 1_000, 30_000);
+        request(&mut s, &time_req(), 0).unwrap();
+        request(&mut s, &time_req(), 500).unwrap();
+        assert_eq!(s.poll_timeout(), Some(1_000));
+        assert_eq!(fire(&mut s, 999), (vec![], false));
+        assert_eq!(fire(&mut s, 1_000), (vec![1], false));
+        s.handle_closed(Now::from_ms(1_200));
+        assert_eq!(drain(&mut s), vec![ClientOutput::Failed(2)]);
+        assert_eq!(s.pending(), 0);
+        assert_eq!(s.poll_timeout(), None, "a closed session arms no timer");
+        assert_eq!(
+            s.handle_request(Now::from_ms(1_300), &time_req()),
+            Err(SessionError::Closed)
+        );
+
+        let mut s = ClientSession::new(T0, 1_000, 30_000);
+        request(&mut s, &time_req(), 500).unwrap();
+        assert_eq!(fire(&mut s, 1_500), (vec![1], false));
+        assert_eq!(s.poll_timeout(), Some(30_500), "the heartbeat is next");
+        assert_eq!(fire(&mut s, 29_000), (vec![], false));
+        assert_eq!(fire(&mut s, 30_500), (vec![], true));
+        assert_eq!(fire(&mut s, 30_600), (vec![], false));
+    }
+
+    #[test]
+    fn an_undecodable_answer_times_the_request_out_at_once() {
+        let mut s = ClientSession::new(T0, 1_000, 30_000);
+        let (seq, _) = request(&mut s, &time_req(), 0).unwrap();
+        let broken = Pdu::new(
+            CommandId::MSG_TIME_RESPONSE,
+            seq,
+            bytes::Bytes::from_static(&[0xff, 0xff]),
+        );
+        assert_eq!(receive(&mut s, &broken), Some(ClientOutput::TimedOut(seq)));
         assert_eq!(s.pending(), 0);
     }
 }

@@ -25,6 +25,98 @@
 //! # Ok::<(), teamtalk_core::PduError>(())
 //! ```
 //!
+//! # Run loop
+//!
+//! Every state machine of this crate is driven the same way, through the [`time::Machine`]
+//! trait (the manner of str0m and quinn-proto): [`routing::RouteHub`] (route_server),
+//! [`balance::Registry`] (login_server), [`file_transfer::FileTasks`] (file_server),
+//! [`client::ClientSession`] (one client connection), [`link::LinkTimer`] (heartbeats and
+//! idle timeout of one server link), and the msg_server's `MsgServer`, whose inputs are
+//! `handle_client_opened(now, peer_ip) -> ConnId`, `handle_client_frame(now, conn, pdu)`,
+//! `handle_client_closed(now, conn)`, `handle_upstream_opened(now, kind) -> LinkId`,
+//! `handle_upstream_frame(now, link, pdu)` and `handle_upstream_closed(now, link)`, and whose
+//! outputs are `Action::{ToClient, Close, ToUpstream, PauseReading, ResumeReading}`.
+//!
+//! A machine never blocks, never reads a clock, never touches a socket and never fails an
+//! input: bad input is logged and ignored, or answered with an output (often a close). The
+//! shell — the code that owns the sockets, the tasks and the clock — must:
+//!
+//! 1. **Create** the machine (with the [`time::Now`] of its start where it asks for one).
+//! 2. **Feed every input with its `now`**, read once per input ([`time::Epoch::now`]), through
+//!    the machine's `handle_*` methods: a connection opened (`handle_*_opened`, which returns
+//!    the id the machine gives that connection: the core owns link and connection ids, the
+//!    shell maps its sockets to them), a frame received (`handle_*_frame`), a connection
+//!    closed (`handle_*_closed`), the result of I/O the machine asked for (such as
+//!    [`file_transfer::FileTasks::handle_loaded`]).
+//! 3. **Drain after every input**: call [`time::Machine::poll_output`] until it returns
+//!    `None`, doing what each output says, in order. An output whose execution is itself an
+//!    input (a block read from disk) is fed back during the drain; keep draining after it.
+//!    Outputs are only ever produced by inputs: a machine that was drained has nothing to say
+//!    until the next one.
+//! 4. **Sleep until [`time::Machine::poll_timeout`]**, asked again after every drain (each
+//!    input can move it earlier or later; `None`: no timer armed, wait for inputs only), then
+//!    call [`time::Machine::handle_timeout`] with the current `now` and drain again. There is
+//!    no fixed tick; waking late or early is harmless.
+//!
+//! What to do with each kind of output:
+//!
+//! - **A frame for a connection** ([`routing::Transmit`], [`file_transfer::FileAction::Send`],
+//!   [`client::ClientOutput::Transmit`], the msg_server's `ToClient` and `ToUpstream`): queue
+//!   it on that connection's writer, in output order. A frame for a connection the shell no
+//!   longer has is dropped. A frame for many connections is encoded once: every output
+//!   carries the same `Bytes` (clone the handle, never copy the bytes).
+//! - **A close** ([`file_transfer::FileAction::Close`], [`link::LinkAction::Close`], the
+//!   msg_server's `Close`): write the frames queued for that connection before the close
+//!   (they were output first), within a bounded time, then close the socket, and report it
+//!   back with the machine's closed input (`handle_conn_closed`, `handle_link_closed`,
+//!   `handle_client_closed`, …). Never feed that connection again: the machine ignores its
+//!   frames from the close on, and never reuses its id. A connection that the peer, the
+//!   network or a timer closed is reported the same way, once.
+//! - **Flow control** (the msg_server's `PauseReading` / `ResumeReading`): stop or resume
+//!   reading that socket; writing goes on.
+//! - **I/O the machine cannot do** ([`file_transfer::FileAction::Store`], `Load`, `Forget`):
+//!   do it, and feed back the results it asks for.
+//! - **Events** ([`client::ClientOutput::Answer`], [`client::ClientOutput::Event`],
+//!   [`balance::RegistryEvent`], …): hand them to the application, or log them.
+//!
+//! A shell in a few lines, with a fake clock, driving a server link's [`link::LinkTimer`]
+//! until it closes the link:
+//!
+//! ```
+//! use teamtalk_core::link::{LinkAction, LinkTimer};
+//! use teamtalk_core::time::{Machine, Now};
+//!
+//! let mut now = Now::from_ms(0);
+//! let mut timer = LinkTimer::new(now); // 1. create
+//! let mut heartbeats = Vec::new();
+//! let mut open = true;
+//!
+//! // 2. An input (a frame arrived at 2 s) with its `now`, 3. then a full drain.
+//! now = now.plus_ms(2_000);
+//! timer.handle_received(now);
+//! assert_eq!(timer.poll_output(), None);
+//!
+//! while open {
+//!     // 4. Sleep until the deadline (here: move the fake clock), then fire and drain.
+//!     let Some(deadline) = timer.poll_timeout() else { break };
+//!     now = now.plus_ms(deadline.saturating_sub(now.ms));
+//!     timer.handle_timeout(now);
+//!     while let Some(action) = timer.poll_output() {
+//!         match action {
+//!             LinkAction::SendHeartbeat => {
+//!                 heartbeats.push(now.ms); // queue `CID_OTHER_HEARTBEAT` on the writer
+//!                 timer.handle_sent(now);
+//!             }
+//!             // Flush what was queued, close the socket, feed nothing more.
+//!             LinkAction::Close => open = false,
+//!         }
+//!     }
+//! }
+//! assert_eq!(heartbeats, [5_000, 10_000, 15_000, 20_000, 25_000, 30_000]);
+//! assert_eq!(now.ms, 32_000, "closed 30 s after the last frame");
+//! assert_eq!(timer.poll_timeout(), None, "a closed link arms no timer");
+//! ```
+//!
 //! # Layout
 //!
 //! - [`pdu`]: the 16-byte header, [`Pdu`], the streaming [`PduDecoder`] and [`FrameError`].
