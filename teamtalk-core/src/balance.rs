@@ -534,7 +534,11 @@ mod tests {
         assert_eq!(registry.total_connections(), 0, "never below zero (Q-71)");
         count_update(&mut registry, MsgServerLink(99), 1);
         register(&mut registry, MsgServerLink(99), server("z", 0, 2), 0);
-        assert_eq!(registry.servers().count(), 1, "a link that is not open is ignored");
+        assert_eq!(
+            registry.servers().count(),
+            1,
+            "a link that is not open is ignored"
+        );
         register(&mut registry, l[0], server("a", 1, 2), 0);
         assert_eq!(
             registry.total_connections(),

@@ -163,7 +163,8 @@ impl ClientSession {
             );
         }
         self.last_sent_ms = self.last_sent_ms.max(now.ms);
-        self.out.push_back(ClientOutput::Transmit(request.to_pdu(seq)));
+        self.out
+            .push_back(ClientOutput::Transmit(request.to_pdu(seq)));
         Ok(seq)
     }
 
@@ -247,7 +248,10 @@ impl Machine for ClientSession {
         if now.ms.saturating_sub(self.last_sent_ms) >= self.heartbeat_ms {
             self.last_sent_ms = now.ms;
             self.out
-                .push_back(ClientOutput::Transmit(Pdu::encode_message(&ImHeartBeat {}, 0)));
+                .push_back(ClientOutput::Transmit(Pdu::encode_message(
+                    &ImHeartBeat {},
+                    0,
+                )));
         }
     }
 }

@@ -570,7 +570,8 @@ mod tests {
             "every link but the source"
         );
         assert!(
-            out.iter().all(|t| t.frame.as_ptr() == out[0].frame.as_ptr()),
+            out.iter()
+                .all(|t| t.frame.as_ptr() == out[0].frame.as_ptr()),
             "one buffer for every recipient"
         );
 
@@ -581,7 +582,9 @@ mod tests {
         hub.handle_frame(now, links[0], &Pdu::encode_message(&sign, 0));
         let out = drain(&mut hub);
         assert_eq!(out.len(), 4, "sign info goes to the source too");
-        assert!(out.iter().all(|t| t.frame.as_ptr() == out[0].frame.as_ptr()));
+        assert!(out
+            .iter()
+            .all(|t| t.frame.as_ptr() == out[0].frame.as_ptr()));
     }
 
     #[test]
@@ -592,7 +595,11 @@ mod tests {
         let data = crate::proto::message::ImMsgData::default();
         hub.handle_frame(now, one, &Pdu::encode_message(&data, 1));
         hub.handle_link_closed(now, two);
-        assert_eq!(drain(&mut hub), vec![], "the frame queued for it is dropped");
+        assert_eq!(
+            drain(&mut hub),
+            vec![],
+            "the frame queued for it is dropped"
+        );
         hub.handle_frame(now, two, &Pdu::encode_message(&data, 1));
         assert_eq!(drain(&mut hub), vec![], "its late frames are ignored");
         assert_eq!(hub.links(), 1);

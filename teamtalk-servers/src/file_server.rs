@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use teamtalk_core::file_transfer::{FileAction, FileConn, FileLimits, FileTasks};
-use teamtalk_core::time::{Epoch, Machine, Now};
 use teamtalk_core::proto::base_define::IpAddr as WireAddr;
 use teamtalk_core::proto::server::{ImFileServerIpRsp, ImFileTransferReq, ImFileTransferRsp};
+use teamtalk_core::time::{Epoch, Machine, Now};
 use teamtalk_core::{CommandId, Pdu};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;

@@ -389,7 +389,13 @@ impl FileTasks {
     }
 
     /// A block from the sender: relayed to the receiver (online) or stored (offline upload).
-    fn data(&mut self, conn: FileConn, rsp: ImFilePullDataRsp, now_ms: u64, out: &mut Vec<FileAction>) {
+    fn data(
+        &mut self,
+        conn: FileConn,
+        rsp: ImFilePullDataRsp,
+        now_ms: u64,
+        out: &mut Vec<FileAction>,
+    ) {
         let Some(task) = self.task_of(conn, &rsp.task_id) else {
             return out.push(FileAction::Close(conn));
         };

@@ -83,9 +83,7 @@ fn online_transfer_relays_blocks_between_the_two_sides() {
     out.clear();
     t.handle_conn_closed(T0, c1);
     drain(&mut t, &mut out);
-    assert!(
-        out.contains(&FileAction::Close(c2)) && out.contains(&FileAction::Forget("T1".into()))
-    );
+    assert!(out.contains(&FileAction::Close(c2)) && out.contains(&FileAction::Forget("T1".into())));
     assert!(t.is_empty());
 }
 
@@ -259,7 +257,10 @@ fn a_task_being_worked_on_arms_no_timer() {
     t.handle_conn_closed(Now::from_ms(700), conn);
     let mut out = Vec::new();
     drain(&mut t, &mut out);
-    assert!(out.contains(&FileAction::Forget("T".into())), "an online task ends with its side");
+    assert!(
+        out.contains(&FileAction::Forget("T".into())),
+        "an online task ends with its side"
+    );
 }
 
 #[test]
