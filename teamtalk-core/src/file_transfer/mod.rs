@@ -19,6 +19,9 @@ use crate::proto::file::{
 use crate::proto::server::{ImFileTransferReq, ImFileTransferRsp};
 use crate::time::{Machine, Now};
 
+mod action;
+pub use action::{FileAction, FileConn};
+
 /// Bytes per block, as the original.
 pub const BLOCK: u32 = 32_768;
 
@@ -30,41 +33,6 @@ const SENDER: i32 = 1;
 const RECEIVER: i32 = 2;
 const UPLOADER: i32 = 3;
 const DOWNLOADER: i32 = 4;
-
-/// Something for the shell to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FileAction {
-    /// Send a frame to a client.
-    Send(FileConn, Pdu),
-    /// Close a client connection after sending what was queued for it before; report the
-    /// close with [`FileTasks::handle_conn_closed`]. Its frames are ignored from now on.
-    Close(FileConn),
-    /// Append an uploaded block to the task's offline file (creating it at offset 0).
-    Store {
-        /// The task.
-        task: String,
-        /// Where the block goes.
-        offset: u32,
-        /// The bytes.
-        data: Bytes,
-    },
-    /// Read a block of the task's offline file and hand it to [`FileTasks::handle_loaded`]
-    /// (on failure: close the connection).
-    Load {
-        /// The downloading connection.
-        conn: FileConn,
-        /// The task.
-        task: String,
-        /// Where to read.
-        offset: u32,
-        /// How much.
-        len: u32,
-        /// The request's seq, for the answer.
-        seq: u16,
-    },
-    /// The task is gone: delete its offline file if any.
-    Forget(String),
-}
 
 #[derive(Clone, Debug)]
 struct Task {
@@ -101,24 +69,6 @@ impl Default for FileLimits {
             idle_ms: 60_000,
             offline_retention_ms: 7 * 24 * 3600 * 1000,
         }
-    }
-}
-
-/// A client connection of the file_server, named by [`FileTasks::handle_conn_opened`]; ids
-/// are never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FileConn(u64);
-
-impl FileConn {
-    /// The id as a number, for logs.
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl std::fmt::Display for FileConn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "file-conn-{}", self.0)
     }
 }
 
