@@ -260,7 +260,12 @@ pub(crate) struct ProfileArgs {
     #[arg(long, value_name = "URL", allow_hyphen_values = true)]
     pub(crate) avatar: Option<String>,
     /// 0 (unknown), 1 (male) or 2 (female)
-    #[arg(long, value_name = "0|1|2", value_parser = clap::value_parser!(u32).range(0..=2), allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "0|1|2",
+        value_parser = clap::value_parser!(u32).range(0..=2),
+        allow_hyphen_values = true
+    )]
     pub(crate) gender: Option<u32>,
 }
 
