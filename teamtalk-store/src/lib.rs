@@ -1,14 +1,6 @@
-//! Storage backends implementing the traits of [`teamtalk_core::store`].
+#![doc = include_str!("../README.md")]
 //!
-//! | backend | for | durability |
-//! |---|---|---|
-//! | [`memory::MemoryStore`] | tests, demos | none: everything is lost with the process |
-//! | [`sqlite::SqliteStore`] (feature `sqlite`, default) | the embedded default: one file, no server | survives a process crash; optionally power loss |
-//! | [`mysql::MysqlRedisStore`] (feature `mysql`, default) | existing TeamTalk deployments: the original tables and Redis keys | as configured for MySQL and Redis |
-//!
-//! Every backend passes the same conformance suite (`tests/conformance.rs`).
-//!
-//! # Layout
+//! # Modules
 //!
 //! - [`memory`]: the in-memory backend.
 //! - [`sqlite`]: the embedded SQLite backend.

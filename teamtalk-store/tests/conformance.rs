@@ -2120,7 +2120,7 @@ async fn mysql() -> Option<(teamtalk_store::MysqlRedisStore, MysqlGuard)> {
     Some((store, guard))
 }
 
-/// A stand-in msfs speaking the original protocol (spec/servers.md §7.1): a multipart upload
+/// A stand-in msfs speaking the original protocol (docs/protocol.md § msfs): a multipart upload
 /// answered with `{"error_code":0,…,"url":…}`, and a GET of that URL. Returns its base URL.
 async fn fake_msfs() -> String {
     use std::collections::HashMap;
