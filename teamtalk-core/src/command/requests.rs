@@ -19,7 +19,8 @@ use super::AnyMessage;
 use crate::attach::{AttachType, DbAttach, PduAttach};
 use crate::ids::CommandId;
 
-/// Which db_proxy connections a request prefers (docs/protocol.md, db_proxy links).
+/// Which db_proxy connections a request prefers: a msg_server keeps links of both ranges and
+/// falls back to the other range when the preferred one has no usable link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DbRange {
     /// Login and the big reads: validation, sessions, user info, history, unread counts.
