@@ -10,9 +10,7 @@ use std::sync::Arc;
 use teamtalk_core::domain::{ManualClock, Timestamp, UserId};
 use teamtalk_core::proto::{buddy, file, login, server};
 use teamtalk_core::service::{DbProxy, DbProxyConfig, Handler};
-use teamtalk_core::store::{
-    Credentials, DeviceStore, FileStore, NewUser, Store, User, UserStore,
-};
+use teamtalk_core::store::{Credentials, DeviceStore, FileStore, NewUser, Store, User, UserStore};
 use teamtalk_core::{AnyMessage, CommandId};
 use teamtalk_store::MemoryStore;
 

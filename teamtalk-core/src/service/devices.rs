@@ -6,9 +6,7 @@ use teamtalk_proto::server::{ImGetDeviceTokenReq, ImGetDeviceTokenRsp};
 
 use super::DbProxy;
 use crate::domain::{ClientType, Clock, Timestamp, UserId};
-use crate::store::{
-    DeviceStore, GroupStore, StoreResult, UnreadStore, UserStore,
-};
+use crate::store::{DeviceStore, GroupStore, StoreResult, UnreadStore, UserStore};
 
 /// Quiet hours for iOS pushes of do-not-disturb users: 22:00 to 07:59 local time.
 fn in_quiet_hours(now: Timestamp, utc_offset_secs: i32) -> bool {
@@ -30,7 +28,6 @@ impl<S: DeviceStore, C: Clock> DbProxy<S, C> {
             attach_data: req.attach_data,
         })
     }
-
 }
 
 impl<S: DeviceStore + UserStore + UnreadStore + GroupStore, C: Clock> DbProxy<S, C> {

@@ -44,7 +44,6 @@ impl<S: GroupStore, C: Clock> DbProxy<S, C> {
             attach_data: req.attach_data,
         })
     }
-
 }
 
 impl<S: GroupStore + DeviceStore, C: Clock> DbProxy<S, C> {
@@ -112,7 +111,6 @@ impl<S: GroupStore + DeviceStore, C: Clock> DbProxy<S, C> {
             attach_data: req.attach_data,
         })
     }
-
 }
 
 impl<S: GroupStore, C: Clock> DbProxy<S, C> {
@@ -151,7 +149,6 @@ impl<S: GroupStore, C: Clock> DbProxy<S, C> {
             attach_data: req.attach_data,
         }))
     }
-
 }
 
 impl<S: GroupStore + SessionStore + UnreadStore, C: Clock> DbProxy<S, C> {
@@ -233,7 +230,6 @@ impl<S: GroupStore + SessionStore + UnreadStore, C: Clock> DbProxy<S, C> {
         };
         Ok(Some(answer))
     }
-
 }
 
 impl<S: GroupStore + DeviceStore, C: Clock> DbProxy<S, C> {
@@ -294,7 +290,6 @@ impl<S: GroupStore + DeviceStore, C: Clock> DbProxy<S, C> {
             attach_data: req.attach_data,
         }))
     }
-
 }
 
 impl<S: GroupStore + SessionStore, C: Clock> DbProxy<S, C> {

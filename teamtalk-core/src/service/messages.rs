@@ -81,7 +81,6 @@ impl<S: UserStore + GroupStore + RecordMessage, C: Clock> DbProxy<S, C> {
             }
         }
     }
-
 }
 
 impl<S: SessionStore + MessageStore + GroupStore, C: Clock> DbProxy<S, C> {
@@ -163,7 +162,6 @@ impl<S: SessionStore + MessageStore + GroupStore, C: Clock> DbProxy<S, C> {
             attach_data: req.attach_data,
         })
     }
-
 }
 
 impl<S: SessionStore + MessageStore + UnreadStore + GroupStore, C: Clock> DbProxy<S, C> {
@@ -205,7 +203,6 @@ impl<S: SessionStore + MessageStore + UnreadStore + GroupStore, C: Clock> DbProx
             attach_data: req.attach_data,
         })
     }
-
 }
 
 impl<S: UnreadStore, C: Clock> DbProxy<S, C> {
@@ -218,7 +215,6 @@ impl<S: UnreadStore, C: Clock> DbProxy<S, C> {
         }
         Ok(())
     }
-
 }
 
 impl<S: SessionStore + MessageStore + UnreadStore + GroupStore, C: Clock> DbProxy<S, C> {
@@ -239,7 +235,6 @@ impl<S: SessionStore + MessageStore + UnreadStore + GroupStore, C: Clock> DbProx
             latest_msg_from_user_id: from.0,
         }
     }
-
 }
 
 impl<S: SessionStore + MessageStore + GroupStore, C: Clock> DbProxy<S, C> {
@@ -314,7 +309,6 @@ impl<S: SessionStore + MessageStore, C: Clock> DbProxy<S, C> {
         };
         Ok(messages.into_iter().next())
     }
-
 }
 
 impl<S: UnreadStore, C: Clock> DbProxy<S, C> {
@@ -325,7 +319,6 @@ impl<S: UnreadStore, C: Clock> DbProxy<S, C> {
             Peer::Group(group) => self.store.catch_up(user, group).await,
         }
     }
-
 }
 
 impl<S, C: Clock> DbProxy<S, C> {

@@ -53,7 +53,6 @@ impl<S: SessionStore + MessageStore, C: Clock> DbProxy<S, C> {
             attach_data: req.attach_data,
         })
     }
-
 }
 
 impl<S: SessionStore + UnreadStore, C: Clock> DbProxy<S, C> {

@@ -43,10 +43,7 @@ pub trait DeviceStore: Send + Sync {
 
     /// The iOS and Android tokens of `users`, in the order of `users`; users without one are
     /// skipped.
-    async fn device_tokens(
-        &self,
-        users: &[UserId],
-    ) -> StoreResult<Vec<DeviceToken>>;
+    async fn device_tokens(&self, users: &[UserId]) -> StoreResult<Vec<DeviceToken>>;
 
     /// Sets whether `user` gets push notifications for `group` (`true` = shielded, no push).
     async fn set_group_shield(
@@ -57,9 +54,5 @@ pub trait DeviceStore: Send + Sync {
     ) -> StoreResult<()>;
 
     /// The shield flags of `users` for `group`, in the order of `users` (unset = `false`).
-    async fn group_shields(
-        &self,
-        group: GroupId,
-        users: &[UserId],
-    ) -> StoreResult<Vec<bool>>;
+    async fn group_shields(&self, group: GroupId, users: &[UserId]) -> StoreResult<Vec<bool>>;
 }

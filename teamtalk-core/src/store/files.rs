@@ -1,6 +1,5 @@
 //! Offline file records.
 
-
 use crate::domain::{Timestamp, UserId};
 use crate::store::StoreResult;
 
@@ -25,10 +24,7 @@ pub struct OfflineFile {
 #[async_trait::async_trait]
 pub trait FileStore: Send + Sync {
     /// Files waiting for `to`, oldest first.
-    async fn offline_files(
-        &self,
-        to: UserId,
-    ) -> StoreResult<Vec<OfflineFile>>;
+    async fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>>;
 
     /// Records a file waiting for its receiver.
     async fn add_offline_file(&self, file: &OfflineFile) -> StoreResult<()>;

@@ -1,6 +1,5 @@
 //! Groups and membership.
 
-
 use crate::domain::{GroupId, GroupType, Timestamp, UserId};
 use crate::store::StoreResult;
 
@@ -58,27 +57,16 @@ pub struct NewGroup {
 pub trait GroupStore: Send + Sync {
     /// Creates a group (version 1, members joined at `now`, message ids and counters starting
     /// afresh) and returns its id.
-    async fn create_group(
-        &self,
-        group: &NewGroup,
-        now: Timestamp,
-    ) -> StoreResult<GroupId>;
+    async fn create_group(&self, group: &NewGroup, now: Timestamp) -> StoreResult<GroupId>;
 
     /// The group, `None` when unknown. Groups whose stored type is not 1 or 2 are `None`.
     async fn group(&self, group: GroupId) -> StoreResult<Option<Group>>;
 
     /// Current members in ascending user order, `None` when the group is not valid.
-    async fn members(
-        &self,
-        group: GroupId,
-    ) -> StoreResult<Option<Vec<Member>>>;
+    async fn members(&self, group: GroupId) -> StoreResult<Option<Vec<Member>>>;
 
     /// `user`'s membership of `group`, `None` when not a member (or the group is not valid).
-    async fn member(
-        &self,
-        group: GroupId,
-        user: UserId,
-    ) -> StoreResult<Option<Member>>;
+    async fn member(&self, group: GroupId, user: UserId) -> StoreResult<Option<Member>>;
 
     /// Adds those of `users` who are not members yet (joined at `now`); returns them, in the
     /// order given. The version grows by one when anybody was added.

@@ -102,11 +102,7 @@ pub trait MessageStore: Send + Sync {
 
     /// Stores a group message under the next id of `group`, records `message.created` as the
     /// group's last chat time, and returns the id.
-    async fn append_group(
-        &self,
-        group: GroupId,
-        message: &NewMessage,
-    ) -> StoreResult<MsgId>;
+    async fn append_group(&self, group: GroupId, message: &NewMessage) -> StoreResult<MsgId>;
 
     /// Messages of a single conversation.
     async fn single_messages(

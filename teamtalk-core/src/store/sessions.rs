@@ -1,6 +1,5 @@
 //! User pairs (relations) and recent sessions.
 
-
 use crate::domain::{GroupId, RelationId, SessionKind, Timestamp, UserId};
 use crate::store::StoreResult;
 
@@ -57,20 +56,11 @@ pub struct RecentSession {
 pub trait SessionStore: Send + Sync {
     /// The relation of users `a` and `b` (order irrelevant). With `create`, a missing relation
     /// is created (or a removed one re-activated); otherwise `None` when there is none.
-    async fn relation(
-        &self,
-        a: UserId,
-        b: UserId,
-        create: bool,
-    ) -> StoreResult<Option<RelationId>>;
+    async fn relation(&self, a: UserId, b: UserId, create: bool)
+        -> StoreResult<Option<RelationId>>;
 
     /// Creates the session of `owner` with `peer`, or re-activates it, with `updated = now`.
-    async fn touch_session(
-        &self,
-        owner: UserId,
-        peer: Peer,
-        now: Timestamp,
-    ) -> StoreResult<()>;
+    async fn touch_session(&self, owner: UserId, peer: Peer, now: Timestamp) -> StoreResult<()>;
 
     /// Visible sessions of `owner` with `updated > since`, newest first (ties: newest created
     /// first), at most `limit`.
@@ -83,12 +73,7 @@ pub trait SessionStore: Send + Sync {
 
     /// Hides the session of `owner` with `peer` (`updated = now`). `false` when there was no
     /// visible session.
-    async fn remove_session(
-        &self,
-        owner: UserId,
-        peer: Peer,
-        now: Timestamp,
-    ) -> StoreResult<bool>;
+    async fn remove_session(&self, owner: UserId, peer: Peer, now: Timestamp) -> StoreResult<bool>;
 
     /// Hides the sessions of `users` with `group` (members removed from it).
     async fn remove_group_sessions(

@@ -148,10 +148,7 @@ pub fn login_name_key(name: &str) -> &str {
 pub trait UserStore: Send + Sync {
     /// The active (status 0) user named `name` (names compared as [`login_name_key`] says),
     /// with credentials. When several rows match, the one with the highest id.
-    async fn login_candidate(
-        &self,
-        name: &str,
-    ) -> StoreResult<Option<(User, Credentials)>>;
+    async fn login_candidate(&self, name: &str) -> StoreResult<Option<(User, Credentials)>>;
 
     /// The user named `name` (compared as [`login_name_key`] says), any status
     /// (administration: closed accounts too). When several rows match, the one with the
@@ -168,16 +165,10 @@ pub trait UserStore: Send + Sync {
     /// Users changed since `since`: with `since` = 0 every user whose status is not
     /// [`STATUS_RESIGNED`] (first full sync), otherwise every user with `updated >= since`
     /// (any status). Ascending id order.
-    async fn users_changed_since(
-        &self,
-        since: Timestamp,
-    ) -> StoreResult<Vec<User>>;
+    async fn users_changed_since(&self, since: Timestamp) -> StoreResult<Vec<User>>;
 
     /// Departments with `updated > since` and status 0 or 1, ascending id order.
-    async fn departments_changed_since(
-        &self,
-        since: Timestamp,
-    ) -> StoreResult<Vec<Department>>;
+    async fn departments_changed_since(&self, since: Timestamp) -> StoreResult<Vec<Department>>;
 
     /// Sets the signature of `user` and `updated = now`. `false` when the user does not exist.
     async fn set_sign_info(
@@ -211,12 +202,7 @@ pub trait UserStore: Send + Sync {
     /// Sets the status of `user` (`updated = now`): [`STATUS_RESIGNED`] closes the account (no
     /// more logins; clients hide the user at their next sync), [`STATUS_ACTIVE`] opens it again.
     /// `false` when the user does not exist.
-    async fn set_status(
-        &self,
-        user: UserId,
-        status: u32,
-        now: Timestamp,
-    ) -> StoreResult<bool>;
+    async fn set_status(&self, user: UserId, status: u32, now: Timestamp) -> StoreResult<bool>;
 
     /// Changes the profile fields `change` names (`updated = now`, so clients pick the change
     /// up at their next sync). `false` when the user does not exist.
@@ -232,11 +218,7 @@ pub trait UserStore: Send + Sync {
     /// has an equal name ([`login_name_key`]); the check and the insertion are one atomic
     /// step, also against concurrent calls (of this process; for MySQL also of other
     /// teamtalk-rs processes on the same database).
-    async fn add_user(
-        &self,
-        user: &NewUser,
-        now: Timestamp,
-    ) -> StoreResult<UserId>;
+    async fn add_user(&self, user: &NewUser, now: Timestamp) -> StoreResult<UserId>;
 
     /// Creates a department (status 0, `updated = now`) and returns its id.
     async fn add_department(

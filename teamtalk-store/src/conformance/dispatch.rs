@@ -7,9 +7,7 @@ use bytes::Bytes;
 use teamtalk_core::domain::Timestamp;
 use teamtalk_core::proto::{base_define as bd, buddy, file, group, login, message, server};
 use teamtalk_core::service::Handler;
-use teamtalk_core::store::{
-    Credentials, NewDepartment, NewUser, Store, User,
-};
+use teamtalk_core::store::{Credentials, NewDepartment, NewUser, Store, User};
 use teamtalk_core::AnyMessage;
 
 use super::fixture::{login_req, Fixture, PASSWORD, T0};

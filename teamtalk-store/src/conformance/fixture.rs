@@ -50,7 +50,13 @@ impl<S: Store + 'static> Fixture<S> {
             .unwrap()
     }
 
-    pub(super) async fn send(&self, from: UserId, to: u32, msg_type: bd::MsgType, text: &str) -> Option<u32> {
+    pub(super) async fn send(
+        &self,
+        from: UserId,
+        to: u32,
+        msg_type: bd::MsgType,
+        text: &str,
+    ) -> Option<u32> {
         let req = message::ImMsgData {
             from_user_id: from.0,
             to_session_id: to,

@@ -6,8 +6,7 @@
 use teamtalk_core::domain::{Timestamp, UserId};
 use teamtalk_core::proto::{buddy, login};
 use teamtalk_core::store::{
-    Credentials, NewDepartment, ProfileChange, Store, StoreError, STATUS_ACTIVE,
-    STATUS_RESIGNED,
+    Credentials, NewDepartment, ProfileChange, Store, StoreError, STATUS_ACTIVE, STATUS_RESIGNED,
 };
 
 use super::fixture::{login_req, named, Fixture, NowTs, PASSWORD, T0};
@@ -102,7 +101,6 @@ pub async fn login_lockout_counts_per_account_and_source<S: Store + 'static>(sto
     );
     assert_eq!(f.proxy.validate(owner).await.unwrap().result_code, 0);
 }
-
 
 /// `add_user` refuses a name that exists under the store's comparison (the same on every
 /// backend: MySQL's utf8mb4_bin, case-sensitive, trailing spaces ignored), also for closed
