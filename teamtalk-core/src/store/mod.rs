@@ -32,8 +32,8 @@
 //! fn erase<S: Store + 'static>(store: S) -> Arc<dyn Store> {
 //!     Arc::new(store)
 //! }
-//! /// Works through the blanket impls with a static type or a trait object alike.
-//! fn needs_users(_: &impl UserStore) {}
+//! /// Takes a static type or a trait object alike.
+//! fn needs_users<U: UserStore + ?Sized>(_: &U) {}
 //! # fn check(store: Arc<dyn Store>) { needs_users(&store); needs_users(&*store); }
 //! ```
 //!
