@@ -99,7 +99,7 @@ mod tests {
         for message in every_message() {
             let attach = Bytes::from_static(b"0123456789ab");
             let (mut old, mut new) = (message.clone(), message.clone());
-            super::super::set_attach(&mut old, attach.clone());
+            super::super::requests::set_attach(&mut old, attach.clone());
             let written = requests::set_attach(&mut new, attach);
             if elsewhere.contains(&message.command()) {
                 assert!(written, "{}", message.command());
@@ -116,7 +116,7 @@ mod tests {
         for message in every_message() {
             let message = filled(&message);
             assert_eq!(
-                super::super::offline_answer(&message),
+                super::super::requests::offline_answer(&message),
                 requests::offline_answer(&message),
                 "{}",
                 message.command()

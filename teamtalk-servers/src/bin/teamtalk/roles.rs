@@ -354,7 +354,7 @@ async fn run_msg_server(conf: ConfFile, path: PathBuf, shutdown: Shutdown) -> Re
     tls_dial(conf, path, &mut settings.upstream_link)?;
     let listening = role_listen(conf, path, 1, false)?;
     let listener = bind_all(&listen, role, &listening).await?;
-    msg_server::run(settings, listener, SystemClock, shutdown.clone())
+    msg_server::run(settings, listener, shutdown.clone())
         .await
         .map_err(run_error)
 }
