@@ -35,12 +35,37 @@ impl Shutdown {
     }
 }
 
-/// Waits for SIGINT or SIGTERM (binaries pass this to [`ShutdownTrigger::trigger`]).
-pub async fn signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = term.recv() => Ok(()),
+/// SIGINT and SIGTERM handlers, installed when made: a signal arriving after
+/// [`Signals::install`] is never the default "terminate the process", even while the servers
+/// are still starting.
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (call it before binding anything).
+    pub fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
+
+    /// Waits for the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM (binaries pass this to [`ShutdownTrigger::trigger`]). The
+/// handlers are installed at the first poll: prefer [`Signals::install`] before start-up.
+pub async fn signal() -> std::io::Result<()> {
+    Signals::install()?.recv().await;
+    Ok(())
 }

@@ -91,8 +91,10 @@ impl RoleArgs {
     {
         let conf = ConfFile::load_any(&self.config).map_err(|e| Failure::Usage(usage(e)))?;
         let (trigger, shutdown) = shutdown::channel();
+        // Installed before the role binds its ports: a SIGTERM during start-up stops cleanly.
+        let mut signals = shutdown::Signals::install().map_err(run_error)?;
         let signal = async move {
-            let _ = shutdown::signal().await;
+            signals.recv().await;
             tracing::info!("shutting down");
             trigger.trigger();
         };

@@ -183,6 +183,8 @@ fn serve_limits(conf: &ConfFile) -> Result<teamtalk_servers::limits::ServeLimits
 
 /// Starts every role on `store`, prints the addresses, runs until a signal or a failure.
 async fn run_all<S: Store + 'static>(config: ServeConfig, store: S) -> Result<(), Failure> {
+    // Installed before any port is bound: a SIGTERM during start-up stops cleanly too.
+    let mut signals = shutdown::Signals::install().map_err(run_error)?;
     let mut running = serve::start(config, store).await.map_err(run_error)?;
     println!(
         "  clients:    http://{}/msg_server (discovery)",
@@ -203,8 +205,7 @@ async fn run_all<S: Store + 'static>(config: ServeConfig, store: S) -> Result<()
     );
     println!("  stop with Ctrl-C or SIGTERM");
     tokio::select! {
-        result = shutdown::signal() => {
-            result.map_err(run_error)?;
+        () = signals.recv() => {
             println!("teamtalk serve: shutting down");
             running.trigger().trigger();
             running.wait().await.map_err(run_error)
