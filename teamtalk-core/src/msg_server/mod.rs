@@ -55,6 +55,7 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 
 use crate::attach::{AttachType, DbAttach, PduAttach};
+use crate::command::requests as table;
 use crate::command::AnyMessage;
 use crate::domain::{ClientType, UserId};
 use crate::ids::CommandId;
@@ -73,14 +74,9 @@ pub struct ConnId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LinkId(pub u32);
 
-/// Which db_proxy connections a request prefers (spec/wire.md §9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DbRange {
-    /// Login and the big reads: validation, sessions, user info, history, unread counts.
-    Login,
-    /// Everything else.
-    Other,
-}
+/// Which db_proxy connections a request prefers: a column of the request table
+/// ([`crate::command::requests`]).
+pub use crate::command::requests::DbRange;
 
 /// What an upstream link leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -426,11 +422,12 @@ impl MsgServer {
                 self.login(conn, &pdu);
             }
             ConnState::New | ConnState::Validating(..) => {
-                if command != CommandId::LOGIN_REQ_USERLOGIN {
+                // Only the rows the request table accepts before login; a second
+                // login request on the connection is ignored.
+                if !table::allowed_before_login(command) {
                     tracing::debug!(?conn, %command, "command before login: closing");
                     self.close(conn);
                 }
-                // A second login request on the connection is ignored.
             }
             ConnState::Open(user) => self.admit(conn, user, pdu, now.ms),
         }
