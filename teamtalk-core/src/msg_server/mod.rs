@@ -27,8 +27,8 @@
 //! - `timers.rs`: the deadlines as data, [`Machine`](crate::time::Machine) for `MsgServer`;
 //! - `session.rs`: login, its validation answer, refusals, kicks, closing;
 //! - `admission.rs`: requests against the request budgets ([`budget`]);
-//! - `requests.rs`: serving client requests, forwarding them to db_proxy and routing the
-//!   answers back (with the per-command attach and offline-answer choices);
+//! - `requests.rs`: serving client requests, forwarding them where their row of the request
+//!   table ([`crate::command::requests`]) says and routing the answers back;
 //! - `delivery.rs`: messages, held ones (`hold.rs`), stored ones, route_server's relays;
 //! - `groups.rs`: group fan-out and member-change notifications;
 //! - [`push`]: push alerts and the push_server requests;
