@@ -31,7 +31,7 @@ impl MsgServer {
                         client_type: client.map(ClientType::to_wire),
                         attach_data: None,
                     };
-                    self.to_db(&clear.into(), seq);
+                    self.send_db_as_row(&clear.into(), seq);
                 }
                 let answer = login::ImLogoutRsp { result_code: 0 };
                 self.answer_now(conn, answer.into(), seq);
@@ -48,7 +48,7 @@ impl MsgServer {
                 self.answer_now(conn, answer.into(), seq);
                 request.client_type = client.map(ClientType::to_wire);
                 request.attach_data = None;
-                self.to_db(&request.into(), seq);
+                self.send_db_as_row(&request.into(), seq);
             }
             M::KickPcClientReq(_) => {
                 if !is_mobile {
@@ -75,7 +75,7 @@ impl MsgServer {
                     msg_id: ack.msg_id,
                     session_type: ack.session_type,
                 };
-                self.to_db(&ack.into(), seq);
+                self.send_db_as_row(&ack.into(), seq);
                 let notify = Frame::from(Pdu::encode_message(&notify, 0));
                 self.send_to_user(user, Some(conn), &notify);
                 self.send_to_master_route(notify);
@@ -138,7 +138,7 @@ impl MsgServer {
                     offline_ready: 1,
                 };
                 let to = UserId(request.to_user_id);
-                self.to_db(&request.into(), seq);
+                self.send_db_as_row(&request.into(), seq);
                 let notify = Frame::from(Pdu::encode_message(&notify, 0));
                 self.send_to_user_pcs(to, &notify);
                 self.send_to_master_route(notify);
@@ -146,7 +146,7 @@ impl MsgServer {
             M::FileDelOfflineReq(request) => {
                 // Only the sender or the receiver of the file may delete its record.
                 if request.from_user_id == user.0 || request.to_user_id == user.0 {
-                    self.to_db(&request.into(), seq);
+                    self.send_db_as_row(&request.into(), seq);
                 }
             }
             request => self.route_by_table(conn, request, seq),
@@ -195,7 +195,7 @@ impl MsgServer {
     }
 
     /// Sends a request to db_proxy as it is, on the range of its row.
-    pub(super) fn to_db(&mut self, request: &AnyMessage, seq: u16) {
+    pub(super) fn send_db_as_row(&mut self, request: &AnyMessage, seq: u16) {
         match table::route(request).db_range() {
             Some(range) => self.send_db(range, request.to_pdu(seq)),
             None => tracing::debug!(command = %request.command(), "not a db_proxy request"),
@@ -295,7 +295,7 @@ impl MsgServer {
                         user_id: users,
                         attach_data: answer.attach_data,
                     };
-                    self.to_db(&request.into(), 0);
+                    self.send_db_as_row(&request.into(), 0);
                 }
             }
             M::GetDeviceTokenRsp(answer) => self.push_tokens(answer),
