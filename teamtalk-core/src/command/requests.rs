@@ -148,6 +148,19 @@ pub enum Failure {
     NoReply(&'static str),
 }
 
+/// Whether db_proxy serves a request the msg_server sends it as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbHandler {
+    /// db_proxy serves it: `service::handler` dispatches it to its entry point (the default of
+    /// [`Route::Db`], [`Route::DbWrite`] and [`Route::Message`]).
+    Handled,
+    /// db_proxy has no handler for it, for the reason given: it is not answered.
+    NoHandler(&'static str),
+    /// The request does not reach db_proxy as it is (the other routes; a login goes as an
+    /// `IMValidateReq`, its own row).
+    NotSent,
+}
+
 /// One row of [`TABLE`]: every rule of one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rules {
@@ -163,6 +176,8 @@ pub struct Rules {
     pub answer: Answer,
     /// Its failure reply and when it is sent.
     pub failure: Failure,
+    /// Whether db_proxy serves it (a row says `db_proxy: no_handler("why")` when not).
+    pub db_proxy: DbHandler,
 }
 
 impl Route {
@@ -184,6 +199,16 @@ impl Route {
                 Some(range)
             }
             _ => None,
+        }
+    }
+}
+
+impl DbHandler {
+    /// The handling of a row that says nothing: db_proxy serves what it is sent as it is.
+    pub const fn of_route(route: Route) -> DbHandler {
+        match route {
+            Route::Db { .. } | Route::DbWrite { .. } | Route::Message { .. } => DbHandler::Handled,
+            _ => DbHandler::NotSent,
         }
     }
 }
@@ -370,6 +395,15 @@ macro_rules! failure {
     }};
 }
 
+macro_rules! db_proxy {
+    ($to:ident $to_args:tt; no_handler($why:literal)) => {
+        DbHandler::NoHandler($why)
+    };
+    ($to:ident $to_args:tt;) => {
+        DbHandler::of_route(route!($to $to_args))
+    };
+}
+
 macro_rules! requests {
     ($(
         $variant:ident {
@@ -377,7 +411,8 @@ macro_rules! requests {
             requester: $req:ident $req_args:tt,
             to: $to:ident $to_args:tt,
             answer: $ans:ident $ans_args:tt,
-            failure: $fail:ident $fail_args:tt $(,)?
+            failure: $fail:ident $fail_args:tt
+            $(, db_proxy: $db:ident $db_args:tt)? $(,)?
         }
     )*) => {
         /// Every request served by a msg_server or db_proxy and its rules, in command order.
@@ -389,6 +424,7 @@ macro_rules! requests {
                 route: route!($to $to_args),
                 answer: answer!($ans $ans_args),
                 failure: failure!($fail $fail_args),
+                db_proxy: db_proxy!($to $to_args; $($db $db_args)?),
             },
         )*];
 

@@ -7,7 +7,7 @@ impl MsgServer {
     /// Serves a request of a logged-in connection now, or keeps it waiting when the
     /// connection's or the total budget of requests in flight is used up ([`budget`]).
     pub(super) fn admit(&mut self, conn: ConnId, user: UserId, pdu: Pdu, now_ms: u64) {
-        if !budget::counts(pdu.command()) {
+        if !table::counts(pdu.command()) {
             return self.serve(conn, user, pdu, now_ms);
         }
         let max = self.config.max_requests_in_flight;

@@ -1,5 +1,6 @@
 //! The per-connection budget of requests a client has in flight to db_proxy and
-//! route_server (docs/compatibility.md, "msg_server: per-connection budgets").
+//! route_server (docs/compatibility.md, "msg_server: per-connection budgets"). Which requests
+//! count is a column of the request table ([`crate::command::requests::counts`]).
 //!
 //! A client may have [`super::MsgServerConfig::max_requests_in_flight`] answered requests
 //! upstream at once, and all clients together
@@ -17,7 +18,6 @@
 use std::collections::VecDeque;
 
 use super::ConnId;
-use crate::ids::CommandId;
 use crate::pdu::Pdu;
 
 /// A request in flight that got no answer for this long no longer counts (ms).
@@ -28,35 +28,6 @@ pub const MAX_WAITING: usize = 1024;
 
 /// Bytes of requests of one connection waiting for room, at most.
 pub const MAX_WAITING_BYTES: usize = 4 << 20;
-
-/// Whether a client request is answered through db_proxy or route_server and so counts
-/// against the connection's budget.
-pub fn counts(command: CommandId) -> bool {
-    use CommandId as C;
-    matches!(
-        command,
-        C::LOGIN_REQ_PUSH_SHIELD
-            | C::LOGIN_REQ_QUERY_PUSH_SHIELD
-            | C::BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST
-            | C::BUDDY_LIST_USER_INFO_REQUEST
-            | C::BUDDY_LIST_REMOVE_SESSION_REQ
-            | C::BUDDY_LIST_ALL_USER_REQUEST
-            | C::BUDDY_LIST_USERS_STATUS_REQUEST
-            | C::BUDDY_LIST_CHANGE_AVATAR_REQUEST
-            | C::BUDDY_LIST_DEPARTMENT_REQUEST
-            | C::BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST
-            | C::MSG_UNREAD_CNT_REQUEST
-            | C::MSG_LIST_REQUEST
-            | C::MSG_GET_LATEST_MSG_ID_REQ
-            | C::MSG_GET_BY_MSG_ID_REQ
-            | C::GROUP_NORMAL_LIST_REQUEST
-            | C::GROUP_INFO_REQUEST
-            | C::GROUP_CREATE_REQUEST
-            | C::GROUP_CHANGE_MEMBER_REQUEST
-            | C::GROUP_SHIELD_GROUP_REQUEST
-            | C::FILE_HAS_OFFLINE_REQ
-    )
-}
 
 /// What to do with a request that counts.
 #[derive(Debug, PartialEq, Eq)]
@@ -202,6 +173,7 @@ impl Turns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::CommandId;
     use bytes::Bytes;
 
     fn request(seq: u16) -> Pdu {

@@ -166,7 +166,7 @@ impl MsgServer {
                             user_id: vec![to.0],
                             attach_data: Some(prost::Message::encode_to_vec(&data).into()),
                         };
-                        self.send_db(DbRange::Other, Pdu::encode_message(&request, 0));
+                        self.send_db_as_row(&request.into(), 0);
                     }
                 }
             }

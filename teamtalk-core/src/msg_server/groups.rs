@@ -20,7 +20,7 @@ impl MsgServer {
                 .to_bytes(),
             ),
         };
-        self.send_db(DbRange::Other, Pdu::encode_message(&request, 0));
+        self.send_db_as_row(&request.into(), 0);
     }
 
     pub(super) fn group_fan_out(&mut self, info: &group::ImGroupInfoListRsp, attach: PduAttach) {
@@ -57,7 +57,7 @@ impl MsgServer {
                     .collect(),
                 attach_data: Some(prost::Message::encode_to_vec(&data).into()),
             };
-            self.send_db(DbRange::Other, Pdu::encode_message(&request, 0));
+            self.send_db_as_row(&request.into(), 0);
         }
     }
 

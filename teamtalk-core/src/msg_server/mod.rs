@@ -27,8 +27,8 @@
 //! - `timers.rs`: the deadlines as data, [`Machine`](crate::time::Machine) for `MsgServer`;
 //! - `session.rs`: login, its validation answer, refusals, kicks, closing;
 //! - `admission.rs`: requests against the request budgets ([`budget`]);
-//! - `requests.rs`: serving client requests, forwarding them to db_proxy and routing the
-//!   answers back (with the per-command attach and offline-answer choices);
+//! - `requests.rs`: serving client requests, forwarding them where their row of the request
+//!   table ([`crate::command::requests`]) says and routing the answers back;
 //! - `delivery.rs`: messages, held ones (`hold.rs`), stored ones, route_server's relays;
 //! - `groups.rs`: group fan-out and member-change notifications;
 //! - [`push`]: push alerts and the push_server requests;
@@ -55,6 +55,7 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 
 use crate::attach::{AttachType, DbAttach, PduAttach};
+use crate::command::requests as table;
 use crate::command::AnyMessage;
 use crate::domain::{ClientType, UserId};
 use crate::ids::CommandId;
@@ -73,14 +74,9 @@ pub struct ConnId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LinkId(pub u32);
 
-/// Which db_proxy connections a request prefers (spec/wire.md §9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DbRange {
-    /// Login and the big reads: validation, sessions, user info, history, unread counts.
-    Login,
-    /// Everything else.
-    Other,
-}
+/// Which db_proxy connections a request prefers: a column of the request table
+/// ([`crate::command::requests`]).
+pub use crate::command::requests::DbRange;
 
 /// What an upstream link leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -426,11 +422,12 @@ impl MsgServer {
                 self.login(conn, &pdu);
             }
             ConnState::New | ConnState::Validating(..) => {
-                if command != CommandId::LOGIN_REQ_USERLOGIN {
+                // Only the rows the request table accepts before login; a second
+                // login request on the connection is ignored.
+                if !table::allowed_before_login(command) {
                     tracing::debug!(?conn, %command, "command before login: closing");
                     self.close(conn);
                 }
-                // A second login request on the connection is ignored.
             }
             ConnState::Open(user) => self.admit(conn, user, pdu, now.ms),
         }

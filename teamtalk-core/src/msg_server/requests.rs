@@ -1,10 +1,14 @@
-//! Client requests of logged-in connections: served here, or forwarded to db_proxy with the
-//! connection's handle as attach data, and db_proxy's answers routed back.
+//! Client requests of logged-in connections: the commands with logic of their own are served
+//! here; every other one goes where its row of the request table ([`table`]) says — to
+//! db_proxy on the row's range with the connection's handle in the row's attach layout, or to
+//! the route master — and db_proxy's answers are routed back.
 
 use super::*;
+use crate::command::requests::{Route, Sender};
 
 impl MsgServer {
-    /// A client request of a logged-in connection.
+    /// A client request of a logged-in connection. Its requester field is forced to `user`
+    /// first ([`table::set_requester`]).
     pub(super) fn serve(&mut self, conn: ConnId, user: UserId, pdu: Pdu, now_ms: u64) {
         let seq = pdu.seq_num();
         let mut message = match pdu.decode_any() {
@@ -14,7 +18,7 @@ impl MsgServer {
                 return;
             }
         };
-        identity::set_requester(&mut message, user.0);
+        table::set_requester(&mut message, user.0);
         let client = self.conns.get(&conn).and_then(|c| c.client);
         let is_mobile = client.is_some_and(ClientType::is_mobile);
         use AnyMessage as M;
@@ -27,13 +31,10 @@ impl MsgServer {
                         client_type: client.map(ClientType::to_wire),
                         attach_data: None,
                     };
-                    self.send_db(DbRange::Other, Pdu::encode_message(&clear, seq));
+                    self.send_db_as_row(&clear.into(), seq);
                 }
                 let answer = login::ImLogoutRsp { result_code: 0 };
-                self.out.push_back(Action::ToClient(
-                    conn,
-                    Frame::from(Pdu::encode_message(&answer, seq)),
-                ));
+                self.answer_now(conn, answer.into(), seq);
                 self.close(conn);
             }
             M::DeviceTokenReq(mut request) => {
@@ -44,13 +45,10 @@ impl MsgServer {
                     user_id: user.0,
                     attach_data: None,
                 };
-                self.out.push_back(Action::ToClient(
-                    conn,
-                    Frame::from(Pdu::encode_message(&answer, seq)),
-                ));
+                self.answer_now(conn, answer.into(), seq);
                 request.client_type = client.map(ClientType::to_wire);
                 request.attach_data = None;
-                self.send_db(DbRange::Other, Pdu::encode_message(&request, seq));
+                self.send_db_as_row(&request.into(), seq);
             }
             M::KickPcClientReq(_) => {
                 if !is_mobile {
@@ -67,23 +65,17 @@ impl MsgServer {
                     user_id: user.0,
                     result_code: 0,
                 };
-                self.out.push_back(Action::ToClient(
-                    conn,
-                    Frame::from(Pdu::encode_message(&answer, seq)),
-                ));
+                self.answer_now(conn, answer.into(), seq);
             }
             M::MsgData(data) => self.client_message(conn, user, data, seq, now_ms),
-            M::MsgDataAck(_) => {
-                // Delivery acks only fed a statistic in the original: nothing to do.
-            }
             M::MsgDataReadAck(ack) => {
-                self.send_db(DbRange::Other, Pdu::encode_message(&ack, seq));
                 let notify = message::ImMsgDataReadNotify {
                     user_id: user.0,
                     session_id: ack.session_id,
                     msg_id: ack.msg_id,
                     session_type: ack.session_type,
                 };
+                self.send_db_as_row(&ack.into(), seq);
                 let notify = Frame::from(Pdu::encode_message(&notify, 0));
                 self.send_to_user(user, Some(conn), &notify);
                 self.send_to_master_route(notify);
@@ -92,20 +84,11 @@ impl MsgServer {
                 let answer = message::ImClientTimeRsp {
                     server_time: self.now.unix.0,
                 };
-                self.out.push_back(Action::ToClient(
-                    conn,
-                    Frame::from(Pdu::encode_message(&answer, seq)),
-                ));
+                self.answer_now(conn, answer.into(), seq);
             }
             M::RemoveSessionReq(request) => {
                 let (kind, peer) = (request.session_type, request.session_id);
-                self.forward(
-                    conn,
-                    M::RemoveSessionReq(request),
-                    seq,
-                    DbRange::Other,
-                    false,
-                );
+                self.forward(conn, request.into(), seq);
                 if kind == bd::SessionType::Single as i32 {
                     let notify = buddy::ImRemoveSessionNotify {
                         user_id: user.0,
@@ -117,14 +100,6 @@ impl MsgServer {
                     self.send_to_master_route(notify);
                 }
             }
-            M::UsersStatReq(mut request) => {
-                request.attach_data =
-                    Some(PduAttach::new(AttachType::HANDLE, conn.0, Bytes::new()).to_bytes());
-                if !self.routes.is_empty() {
-                    self.request_sent(conn);
-                }
-                self.send_to_master_route(Pdu::encode_message(&request, seq));
-            }
             M::P2pCmdMsg(command) => {
                 let to = UserId(command.to_user_id);
                 let relay = Frame::from(Pdu::encode_message(&command, 0));
@@ -134,23 +109,12 @@ impl MsgServer {
                 }
                 self.send_to_master_route(relay);
             }
-            M::GroupCreateReq(request) => {
-                if request.group_type == bd::GroupType::Normal as i32 {
-                    // Only administrators create fixed groups (Q-36: answered, not dropped).
-                    let answer = group::ImGroupCreateRsp {
-                        user_id: user.0,
-                        result_code: 1,
-                        group_id: None,
-                        group_name: request.group_name,
-                        user_id_list: Vec::new(),
-                        attach_data: None,
-                    };
-                    self.out.push_back(Action::ToClient(
-                        conn,
-                        Frame::from(Pdu::encode_message(&answer, seq)),
-                    ));
-                } else {
-                    self.forward(conn, M::GroupCreateReq(request), seq, DbRange::Other, false);
+            M::GroupCreateReq(request) if request.group_type == bd::GroupType::Normal as i32 => {
+                // Only administrators create fixed groups (Q-36: answered with the request's
+                // failure body, not dropped).
+                let request = M::GroupCreateReq(request);
+                if let Some(answer) = table::failure_answer(&request) {
+                    self.answer_now(conn, without_attach(answer), seq);
                 }
             }
             M::FileReq(request) if !self.files.is_empty() => {
@@ -158,19 +122,9 @@ impl MsgServer {
             }
             M::FileReq(request) => {
                 // No file_server is connected to this msg_server: the request fails at once.
-                let answer = file::ImFileRsp {
-                    result_code: 1,
-                    from_user_id: user.0,
-                    to_user_id: request.to_user_id,
-                    file_name: request.file_name,
-                    task_id: String::new(),
-                    ip_addr_list: Vec::new(),
-                    trans_mode: request.trans_mode,
-                };
-                self.out.push_back(Action::ToClient(
-                    conn,
-                    Frame::from(Pdu::encode_message(&answer, seq)),
-                ));
+                if let Some(answer) = table::unreachable_answer(&request.into()) {
+                    self.answer_now(conn, answer, seq);
+                }
             }
             M::FileAddOfflineReq(request) => {
                 let notify = file::ImFileNotify {
@@ -183,76 +137,75 @@ impl MsgServer {
                     trans_mode: bd::TransferFileType::FileTypeOffline as i32,
                     offline_ready: 1,
                 };
-                self.send_db(DbRange::Other, Pdu::encode_message(&request, seq));
+                let to = UserId(request.to_user_id);
+                self.send_db_as_row(&request.into(), seq);
                 let notify = Frame::from(Pdu::encode_message(&notify, 0));
-                self.send_to_user_pcs(UserId(request.to_user_id), &notify);
+                self.send_to_user_pcs(to, &notify);
                 self.send_to_master_route(notify);
             }
             M::FileDelOfflineReq(request) => {
                 // Only the sender or the receiver of the file may delete its record.
                 if request.from_user_id == user.0 || request.to_user_id == user.0 {
-                    self.send_db(DbRange::Other, Pdu::encode_message(&request, seq));
+                    self.send_db_as_row(&request.into(), seq);
                 }
             }
-            request @ (M::PushShieldReq(_)
-            | M::QueryPushShieldReq(_)
-            | M::ChangeSignInfoReq(_)
-            | M::GroupInfoListReq(_)) => {
-                self.forward(conn, request, seq, DbRange::Other, true);
-            }
-            request @ (M::GetMsgListReq(_)
-            | M::GetMsgByIdReq(_)
-            | M::UnreadMsgCntReq(_)
-            | M::RecentContactSessionReq(_)
-            | M::UsersInfoReq(_)) => {
-                self.forward(conn, request, seq, DbRange::Login, false);
-            }
-            request @ (M::GetLatestMsgIdReq(_)
-            | M::AllUserReq(_)
-            | M::DepartmentReq(_)
-            | M::ChangeAvatarReq(_)
-            | M::NormalGroupListReq(_)
-            | M::GroupChangeMemberReq(_)
-            | M::GroupShieldReq(_)
-            | M::FileHasOfflineReq(_)) => {
-                self.forward(conn, request, seq, DbRange::Other, false);
-            }
-            other => {
-                tracing::debug!(?conn, command = %other.command(), "client command ignored");
-            }
+            request => self.route_by_table(conn, request, seq),
         }
     }
 
-    /// Sends a client request to db_proxy with the connection's handle as attach data (12
-    /// bytes, or 16 with an empty embedded PDU where the original used that layout). Without
-    /// a usable db_proxy, answers the requests that have a failure answer.
-    pub(super) fn forward(
-        &mut self,
-        conn: ConnId,
-        mut request: AnyMessage,
-        seq: u16,
-        range: DbRange,
-        long_attach: bool,
-    ) {
-        let attach = if long_attach {
-            PduAttach::new(AttachType::HANDLE, conn.0, Bytes::new()).to_bytes()
-        } else {
-            DbAttach::new(AttachType::HANDLE, conn.0).to_bytes()
+    /// A client request without logic of its own: it goes where its row of the request table
+    /// says (db_proxy, the route master, a write to db_proxy); requests of other senders and
+    /// of other routes are ignored.
+    fn route_by_table(&mut self, conn: ConnId, mut request: AnyMessage, seq: u16) {
+        let command = request.command();
+        let rules = table::rules(command).filter(|r| matches!(r.sender, Sender::Client { .. }));
+        match rules.map(|r| r.route) {
+            Some(Route::Db { .. }) => self.forward(conn, request, seq),
+            Some(Route::DbWrite { range }) => self.send_db(range, request.to_pdu(seq)),
+            Some(Route::RouteServer { .. }) => {
+                table::attach_handle(&mut request, conn.0);
+                if !self.routes.is_empty() {
+                    self.request_sent(conn);
+                }
+                self.send_to_master_route(request.to_pdu(seq));
+            }
+            _ => tracing::debug!(?conn, %command, "client command ignored"),
+        }
+    }
+
+    /// Sends a client request to db_proxy on the range of its row, with the connection's
+    /// handle as attach data in the row's layout ([`table::attach_handle`]). Without a usable
+    /// db_proxy, answers the requests whose row has a failure answer for that
+    /// ([`table::offline_answer`]).
+    pub(super) fn forward(&mut self, conn: ConnId, mut request: AnyMessage, seq: u16) {
+        let Some(range) = table::route(&request).db_range() else {
+            tracing::debug!(?conn, command = %request.command(), "not a db_proxy request");
+            return;
         };
-        set_attach(&mut request, attach);
+        table::attach_handle(&mut request, conn.0);
         if self.pick_db(range).is_some() {
             self.send_db(range, request.to_pdu(seq));
             self.request_sent(conn);
             return;
         }
         tracing::debug!(?conn, command = %request.command(), "no db_proxy for request");
-        if let Some(mut answer) = offline_answer(&request) {
-            if let Some((_, attach)) = identity::reply_route(&mut answer) {
-                *attach = None;
-            }
-            self.out
-                .push_back(Action::ToClient(conn, Frame::from(answer.to_pdu(seq))));
+        if let Some(answer) = table::offline_answer(&request) {
+            self.answer_now(conn, answer, seq);
         }
+    }
+
+    /// Sends a request to db_proxy as it is, on the range of its row.
+    pub(super) fn send_db_as_row(&mut self, request: &AnyMessage, seq: u16) {
+        match table::route(request).db_range() {
+            Some(range) => self.send_db(range, request.to_pdu(seq)),
+            None => tracing::debug!(command = %request.command(), "not a db_proxy request"),
+        }
+    }
+
+    /// Answers a client request at once, echoing its seq.
+    fn answer_now(&mut self, conn: ConnId, answer: AnyMessage, seq: u16) {
+        self.out
+            .push_back(Action::ToClient(conn, Frame::from(answer.to_pdu(seq))));
     }
 
     pub(super) fn db_answer(&mut self, link: LinkId, pdu: Pdu) {
@@ -342,7 +295,7 @@ impl MsgServer {
                         user_id: users,
                         attach_data: answer.attach_data,
                     };
-                    self.send_db(DbRange::Other, Pdu::encode_message(&request, 0));
+                    self.send_db_as_row(&request.into(), 0);
                 }
             }
             M::GetDeviceTokenRsp(answer) => self.push_tokens(answer),
@@ -351,7 +304,7 @@ impl MsgServer {
                 let (user, attach) = (answer.user_id, answer.attach_data.take());
                 self.route_back(user, attach, M::FileHasOfflineRsp(answer), seq);
             }
-            mut answer => match identity::reply_route(&mut answer) {
+            mut answer => match table::reply_route(&mut answer) {
                 Some((user, attach)) => {
                     let attach = attach.take();
                     self.route_back(user, attach, answer, seq);
@@ -392,90 +345,11 @@ pub(super) fn handle_of(attach: &[u8]) -> Option<ConnId> {
     DbAttach::decode(attach).ok().map(|a| ConnId(a.handle))
 }
 
-/// Puts `attach` into the attach data field of a request that has one.
-pub(super) fn set_attach(request: &mut AnyMessage, attach: Bytes) {
-    macro_rules! set {
-        ($($variant:ident),*) => {
-            match request {
-                $(AnyMessage::$variant(m) => m.attach_data = Some(attach),)*
-                _ => {}
-            }
-        };
+/// An answer given by the msg_server itself: the attach data the failure body echoes from the
+/// request is cleared (unsolicited frames to clients carry none, Q-23).
+fn without_attach(mut answer: AnyMessage) -> AnyMessage {
+    if let Some((_, attach)) = table::reply_route(&mut answer) {
+        *attach = None;
     }
-    set!(
-        PushShieldReq,
-        QueryPushShieldReq,
-        RecentContactSessionReq,
-        UsersInfoReq,
-        RemoveSessionReq,
-        AllUserReq,
-        UsersStatReq,
-        ChangeAvatarReq,
-        DepartmentReq,
-        ChangeSignInfoReq,
-        UnreadMsgCntReq,
-        GetMsgListReq,
-        GetLatestMsgIdReq,
-        GetMsgByIdReq,
-        NormalGroupListReq,
-        GroupInfoListReq,
-        GroupCreateReq,
-        GroupChangeMemberReq,
-        GroupShieldReq,
-        FileHasOfflineReq
-    );
-}
-
-/// The answer to a request when no db_proxy is reachable, for the requests the original
-/// answers then (groups, offline files), with every required field filled.
-pub(super) fn offline_answer(request: &AnyMessage) -> Option<AnyMessage> {
-    use AnyMessage as M;
-    Some(match request {
-        M::NormalGroupListReq(r) => group::ImNormalGroupListRsp {
-            user_id: r.user_id,
-            group_version_list: Vec::new(),
-            attach_data: None,
-        }
-        .into(),
-        M::GroupInfoListReq(r) => group::ImGroupInfoListRsp {
-            user_id: r.user_id,
-            group_info_list: Vec::new(),
-            attach_data: None,
-        }
-        .into(),
-        M::GroupCreateReq(r) => group::ImGroupCreateRsp {
-            user_id: r.user_id,
-            result_code: 1,
-            group_id: None,
-            group_name: r.group_name.clone(),
-            user_id_list: Vec::new(),
-            attach_data: None,
-        }
-        .into(),
-        M::GroupChangeMemberReq(r) => group::ImGroupChangeMemberRsp {
-            user_id: r.user_id,
-            change_type: r.change_type,
-            result_code: 1,
-            group_id: r.group_id,
-            cur_user_id_list: Vec::new(),
-            chg_user_id_list: Vec::new(),
-            attach_data: None,
-        }
-        .into(),
-        M::GroupShieldReq(r) => group::ImGroupShieldRsp {
-            user_id: r.user_id,
-            group_id: r.group_id,
-            result_code: 1,
-            attach_data: None,
-        }
-        .into(),
-        M::FileHasOfflineReq(r) => file::ImFileHasOfflineRsp {
-            user_id: r.user_id,
-            offline_file_list: Vec::new(),
-            ip_addr_list: Vec::new(),
-            attach_data: None,
-        }
-        .into(),
-        _ => return None,
-    })
+    answer
 }

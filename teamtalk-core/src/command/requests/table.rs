@@ -1,14 +1,15 @@
 //! The request table: one row per request, in command order. Columns (see the types in
 //! [`super`]): who sends it (`client(before_login | after_login)`, `msg_server()`), the field
 //! forced to the authenticated user, where it goes (db_proxy range and attach layout …), the
-//! answer and how it is routed, and the failure reply (body in `command::failures`) with the
-//! situations that send it.
+//! answer and how it is routed, the failure reply (body in `command::failures`) with the
+//! situations that send it, and — only where db_proxy does not serve a request it is sent —
+//! `db_proxy: no_handler("why")`.
 
 use bytes::Bytes;
 
 use super::{
-    failures, id, Answer, AnyMessage, AttachLayout, DbRange, Failure, Requester, Route, Rules,
-    Sender,
+    failures, id, Answer, AnyMessage, AttachLayout, DbHandler, DbRange, Failure, Requester, Route,
+    Rules, Sender,
 };
 
 requests! {
@@ -108,6 +109,7 @@ requests! {
         to: db(Other, Short),
         answer: every_connection(ChangeAvatarRsp),
         failure: no_reply("db_proxy has no handler for it, as the original: it is not answered"),
+        db_proxy: no_handler("the original db_proxy registers none for it: the request is not answered"),
     }
     // CID_BUDDY_LIST_DEPARTMENT_REQUEST
     DepartmentReq {

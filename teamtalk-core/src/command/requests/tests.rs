@@ -375,3 +375,35 @@ fn failure_bodies_echo_the_request_and_the_situation_decides_the_attach() {
         "messages are held, not answered"
     );
 }
+
+#[test]
+fn db_proxy_serves_every_request_sent_to_it_but_the_avatar_change() {
+    let sent_as_is = |r: &Rules| {
+        matches!(
+            r.route,
+            Route::Db { .. } | Route::DbWrite { .. } | Route::Message { .. }
+        )
+    };
+    assert_eq!(
+        commands(|r| r.db_proxy == DbHandler::Handled),
+        commands(|r| sent_as_is(r) && r.command != C::BUDDY_LIST_CHANGE_AVATAR_REQUEST)
+    );
+    assert_eq!(
+        commands(|r| matches!(r.db_proxy, DbHandler::NoHandler(_))),
+        set(&[C::BUDDY_LIST_CHANGE_AVATAR_REQUEST])
+    );
+    assert_eq!(
+        commands(|r| r.db_proxy == DbHandler::NotSent),
+        commands(|r| !sent_as_is(r))
+    );
+    // A request db_proxy does not serve gets no failure reply from it either.
+    for rules in TABLE {
+        if let DbHandler::NoHandler(_) = rules.db_proxy {
+            assert!(
+                matches!(rules.failure, Failure::NoReply(_)),
+                "{}",
+                rules.command
+            );
+        }
+    }
+}
