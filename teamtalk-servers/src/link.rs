@@ -1,5 +1,6 @@
-//! Framed TCP links: one task per connection that reads frames with the core's decoder,
-//! writes what the owner queues, and keeps heartbeats and idle timeouts (spec/wire.md §5).
+//! Framed TCP links: one task per connection that reads frames with the core's decoder, writes what
+//! the owner queues, and keeps heartbeats and idle timeouts (docs/protocol.md § Heartbeats and
+//! timeouts).
 //!
 //! A server owns its links through a hub task: every link reports [`LinkEvent`]s on one
 //! channel (bounded: a busy hub slows the readers down, which fills TCP windows — real
