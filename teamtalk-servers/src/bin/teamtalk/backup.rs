@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::cli::Options;
-use crate::store_choice::{open_sqlite, settings};
+use crate::store_choice::{mysql_config, open_sqlite, settings};
 use crate::{run_error, usage, Failure};
 
 /// Writes a consistent copy of the embedded store to `file` (which must not exist), taken
@@ -21,7 +21,11 @@ pub(crate) async fn run(file: &Path, opts: &Options) -> Result<(), Failure> {
         )
         .into());
     }
-    // Neither DBInstances nor mysql_url: `open_store` would pick the embedded store too.
+    // The config's store settings are checked as `open_store` checks them (a `redis_url`
+    // alone is an error), and only the embedded store is backed up.
+    if mysql_config(&settings)?.is_some() {
+        return Err(usage("backup copies the embedded SQLite store").into());
+    }
     let store = open_sqlite(&settings).await?;
     store.backup_to(file).await.map_err(run_error)?;
     println!(

@@ -61,7 +61,7 @@ pub(crate) async fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, B
 
 /// The MySQL + Redis settings of the config file, `None` when it names neither (the embedded
 /// store).
-fn mysql_config(settings: &Settings) -> Result<Option<MysqlRedisConfig>, Failure> {
+pub(crate) fn mysql_config(settings: &Settings) -> Result<Option<MysqlRedisConfig>, Failure> {
     let conf = &settings.conf;
     if conf.get("DBInstances").is_some() {
         // An original dbproxyserver.conf: its MySQL pools and Redis instances.
