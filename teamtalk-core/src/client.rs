@@ -7,7 +7,7 @@
 //! unsolicited frames), wrapping, skipping numbers still pending. An incoming frame is the
 //! answer to a request when its seq is pending **and** its command is the request's answer
 //! command (the Android client matched by seq alone, which let relayed frames be mistaken for
-//! answers, quirks.md Q-23).
+//! answers, docs/compatibility.md Q-23).
 
 use std::collections::{HashMap, VecDeque};
 

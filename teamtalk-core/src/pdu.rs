@@ -12,7 +12,7 @@
 //! `Ok(Some(pdu))` for a complete frame, `Ok(None)` when more bytes are needed (after reserving
 //! room for the rest of the announced frame), `Err` for a frame that must close the connection.
 //! A length below 16 or above the configured maximum is rejected as soon as its four bytes
-//! arrive, before any memory is reserved for it (spec/quirks.md Q-13).
+//! arrive, before any memory is reserved for it (docs/compatibility.md Q-13).
 
 use core::fmt;
 
@@ -45,7 +45,7 @@ pub struct PduHeader {
     /// What the body is: the dispatch key.
     pub command_id: CommandId,
     /// Request/response correlation: a response echoes its request's value, an unsolicited
-    /// PDU to a client carries 0 (spec/wire.md §4).
+    /// PDU to a client carries 0 (docs/protocol.md § Sequence numbers).
     pub seq_num: u16,
     /// Unused by the protocol; 0 for PDUs we build (Android sends 0x0030).
     pub reserved: u16,

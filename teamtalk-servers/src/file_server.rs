@@ -2,7 +2,7 @@
 //! is away (offline), a shell over [`teamtalk_core::file_transfer`].
 //!
 //! Offline files live in `{dir}/{first 2 chars of task}/{task}` with the original's 960-byte
-//! header (storage.md §8); they are found again at start-up.
+//! header (docs/storage.md § file_server offline files); they are found again at start-up.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -34,6 +34,7 @@ pub mod http_msg;
 pub mod limits;
 pub mod link;
 pub mod link_stream;
+mod link_write;
 pub mod login_server;
 pub mod msfs;
 pub mod msg_server;

@@ -1,5 +1,6 @@
-//! Framed TCP links: one task per connection that reads frames with the core's decoder,
-//! writes what the owner queues, and keeps heartbeats and idle timeouts (spec/wire.md §5).
+//! Framed TCP links: one task per connection that reads frames with the core's decoder, writes what
+//! the owner queues, and keeps heartbeats and idle timeouts (docs/protocol.md § Heartbeats and
+//! timeouts).
 //!
 //! A server owns its links through a hub task: every link reports [`LinkEvent`]s on one
 //! channel (bounded: a busy hub slows the readers down, which fills TCP windows — real
@@ -28,6 +29,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::limits::{out_of_descriptors, Reserve, WarnEvery};
 pub use crate::limits::{Conn, HttpTimeouts, ListenConfig};
 pub use crate::link_stream::LinkStream;
+use crate::link_write::WriteBuf;
 use crate::shutdown::Shutdown;
 
 /// How a link behaves.
@@ -153,7 +155,7 @@ impl Queue {
     }
 
     /// Appends up to `max` frames to `out`, or reports a change of the owner's wishes.
-    async fn next_batch(&self, out: &mut BytesMut, max: usize) -> Next {
+    async fn next_batch(&self, out: &mut WriteBuf, max: usize) -> Next {
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
@@ -169,7 +171,7 @@ impl Queue {
                     let mut taken = 0;
                     for frame in state.frames.drain(..n) {
                         taken += frame.len();
-                        out.extend_from_slice(&frame);
+                        out.push(frame);
                     }
                     state.bytes = state.bytes.saturating_sub(taken);
                     if state.frames.is_empty() && state.frames.capacity() > 16 {
@@ -201,10 +203,10 @@ impl Queue {
     }
 
     /// Takes every queued frame (the link is closing).
-    fn take_all(&self, out: &mut BytesMut) {
+    fn take_all(&self, out: &mut WriteBuf) {
         let mut state = self.lock();
         for frame in state.frames.drain(..) {
-            out.extend_from_slice(&frame);
+            out.push(frame);
         }
         state.bytes = 0;
         drop(state);
@@ -344,8 +346,9 @@ enum Io {
 ///   pauses until the channel takes it — the peer then waits in its TCP window, which is the
 ///   backpressure, while our answers keep flowing. (Awaiting the channel inside the read arm
 ///   instead deadlocks when the owner itself waits for this link to drain its queue.)
-/// - writing the write buffer (a batch of at most 64 queued frames) with `poll_write`, and
-///   refilling it from the queue when it is empty;
+/// - writing the write buffer (a batch of at most 64 queued frames) with vectored writes —
+///   large frames straight from their shared `Bytes`, not copied per link — and refilling it
+///   from the queue when it is empty;
 /// - the heartbeat / idle / write-stall deadline;
 /// - shutdown.
 pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
@@ -393,7 +396,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
     let mut buf = BytesMut::new();
     // Boxed like the reservation below: the rare case pays, not every idle connection.
     let mut held: Option<Box<Pdu>> = None;
-    let mut out = BytesMut::new();
+    let mut out = WriteBuf::default();
     // When the peer must have taken the write buffer's next bytes.
     let mut write_deadline: Option<Instant> = None;
     // No more reading (shutdown).
@@ -450,15 +453,12 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                 } else if out.is_empty() {
                     Io::Next(queue.next_batch(&mut out, 64).await)
                 } else {
-                    Io::Written(std::future::poll_fn(|cx| std::pin::Pin::new(&mut writer).poll_write(cx, &out)).await)
+                    Io::Written(std::future::poll_fn(|cx| out.poll_write(cx, &mut writer)).await)
                 }
             }, if !closing || !out.is_empty() => match io {
                 Io::Written(Ok(0)) => break 'link,
                 Io::Written(Ok(n)) => {
-                    bytes::Buf::advance(&mut out, n);
-                    if out.is_empty() {
-                        out = BytesMut::new(); // an idle connection keeps no write buffer
-                    }
+                    out.advance(n); // an emptied buffer frees its memory
                     write_deadline = None;
                     timer.handle_sent(epoch.now());
                 }
@@ -489,7 +489,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                     match action {
                         LinkAction::SendHeartbeat => {
                             if out.is_empty() {
-                                out.extend_from_slice(&Pdu::encode_message(&ImHeartBeat {}, 0).to_bytes());
+                                out.push(Pdu::encode_message(&ImHeartBeat {}, 0).to_bytes());
                             }
                             // Bytes on their way count as sent: the write deadline watches them.
                             timer.handle_sent(now);

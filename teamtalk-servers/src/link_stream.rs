@@ -207,6 +207,38 @@ impl AsyncWrite for LinkWriter {
         }
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut *self {
+            LinkWriter::Plain(writer) => Pin::new(writer).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            LinkWriter::Tls { half, unflushed } => {
+                let n = ready!(Pin::new(&mut *half).poll_write_vectored(cx, bufs))?;
+                *unflushed = true;
+                // As in `poll_write`: out now if the socket takes the records.
+                if let Poll::Ready(Ok(())) = Pin::new(&mut *half).poll_flush(cx) {
+                    *unflushed = false;
+                }
+                Poll::Ready(Ok(n))
+            }
+            #[cfg(feature = "tls")]
+            LinkWriter::Failed => Poll::Ready(Err(io::Error::other("TLS handshake not made"))),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            LinkWriter::Plain(writer) => writer.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            LinkWriter::Tls { half, .. } => half.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            LinkWriter::Failed => false,
+        }
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut *self {
             LinkWriter::Plain(writer) => Pin::new(writer).poll_flush(cx),

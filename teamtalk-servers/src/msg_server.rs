@@ -1,5 +1,6 @@
 //! msg_server: owns the client connections and links them to db_proxy, route_server and
-//! login_server (spec/servers.md §3), a shell over [`teamtalk_core::msg_server::MsgServer`].
+//! login_server (docs/protocol.md § msg_server), a shell over
+//! [`teamtalk_core::msg_server::MsgServer`].
 //!
 //! One hub task owns the core state; every client connection and upstream link is a
 //! [`link`] task reporting to it. The hub runs the core's decisions: frames to clients and
@@ -129,7 +130,8 @@ pub async fn run(
             shutdown.clone(),
         ));
     };
-    // The first half of the db_proxy entries serve logins first (spec/wire.md §9).
+    // The first half of the db_proxy entries serve logins first (docs/protocol.md § db_proxy
+    // links).
     let login_entries = settings.db_servers.len() / 2;
     for (i, addr) in settings.db_servers.iter().enumerate() {
         let range = if i < login_entries {

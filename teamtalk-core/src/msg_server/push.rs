@@ -1,5 +1,5 @@
-//! Push notifications for messages (spec/servers.md §8.9): the alert text and custom data of
-//! a stored message, as the original msg_server builds them.
+//! Push notifications for messages (docs/protocol.md § Push notifications): the alert text and
+//! custom data of a stored message, as the original msg_server builds them.
 
 use crate::crypt::MessageKey;
 use crate::domain::MsgType;
@@ -7,8 +7,8 @@ use crate::proto::message::ImMsgData;
 
 use super::*;
 
-/// Alerts longer than this many bytes are cut (on a character boundary, quirks.md Q-29) and
-/// get "..." appended.
+/// Alerts longer than this many bytes are cut (on a character boundary, docs/compatibility.md Q-29)
+/// and get "..." appended.
 pub const ALERT_BYTES: usize = 37;
 
 const PICTURE_START: &str = "&$#@~^@[{:";

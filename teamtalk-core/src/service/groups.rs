@@ -155,7 +155,7 @@ impl<S: GroupStore + SessionStore + UnreadStore, C: Clock> DbProxy<S, C> {
     /// CID_GROUP_CHANGE_MEMBER_REQUEST: adds or removes members; no answer for an invalid
     /// change type or group, as the original.
     ///
-    /// Permission (quirks.md Q-08): the administrator (user 0) and the creator may do
+    /// Permission (docs/compatibility.md Q-08): the administrator (user 0) and the creator may do
     /// anything; in a temporary group members may add, and anyone may remove themselves.
     /// Removed members' group sessions are hidden. On success `cur_user_id_list` holds the
     /// members after the change and `chg_user_id_list` those actually added, or the

@@ -1,6 +1,6 @@
-//! The db_proxy_server business: one async entry point per handler of spec/servers.md §5,
-//! generic over the storage traits, and the [`Handler`] through which a server dispatches a
-//! decoded request.
+//! The db_proxy_server business: one async entry point per handler (docs/protocol.md §
+//! db_proxy_server), generic over the storage traits, and the [`Handler`] through which a server
+//! dispatches a decoded request.
 //!
 //! Each entry point takes the request message as msg_server forwards it (with the
 //! authenticated user already written into its `user_id` / `from_user_id`) and returns exactly
@@ -115,7 +115,7 @@ use crate::guard::LoginGuard;
 
 pub use handler::{failure_reply, Handler};
 
-/// Upper bounds on what one request may ask for (quirks.md Q-14). The original had none
+/// Upper bounds on what one request may ask for (docs/compatibility.md Q-14). The original had none
 /// except 100 recent sessions and 100 messages by id; longer lists are cut to these sizes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -157,9 +157,9 @@ impl Default for Limits {
 pub struct DbProxyConfig {
     /// Request size limits.
     pub limits: Limits,
-    /// What clients are shown instead of an audio message in "latest message" fields: the
-    /// string `"[语音]"` encrypted with the deployment's `aesKey` (wire.md §7). Default: the
-    /// encryption with the default key `12345678901234567890123456789012`.
+    /// What clients are shown instead of an audio message in "latest message" fields: the string
+    /// `"[语音]"` encrypted with the deployment's `aesKey` (docs/protocol.md § Message encryption).
+    /// Default: the encryption with the default key `12345678901234567890123456789012`.
     pub audio_preview: Bytes,
     /// Offset of the server's local time from UTC in seconds, for the push quiet hours.
     pub utc_offset_secs: i32,

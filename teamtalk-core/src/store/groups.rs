@@ -51,8 +51,9 @@ pub struct NewGroup {
 /// Groups and their members.
 ///
 /// Invariants: a group's version starts at 1 and grows by one with every call that changes its
-/// membership; the member count (IMGroup.userCnt) equals the number of members (quirks.md
-/// Q-59); a group with no member set is not a valid group (as the original's missing Redis hash).
+/// membership; the member count (IMGroup.userCnt) equals the number of members
+/// (docs/compatibility.md Q-59); a group with no member set is not a valid group (as the original's
+/// missing Redis hash).
 #[async_trait::async_trait]
 pub trait GroupStore: Send + Sync {
     /// Creates a group (version 1, members joined at `now`, message ids and counters starting

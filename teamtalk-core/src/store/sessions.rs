@@ -49,8 +49,8 @@ pub struct RecentSession {
 
 /// Relations (one id per unordered user pair) and recent sessions (per owner and peer).
 ///
-/// Invariants: a pair has at most one active relation and an owner at most one session per
-/// peer, also when called concurrently (quirks.md Q-61); a relation id, once given to a pair,
+/// Invariants: a pair has at most one active relation and an owner at most one session per peer,
+/// also when called concurrently (docs/compatibility.md Q-61); a relation id, once given to a pair,
 /// stays that pair's.
 #[async_trait::async_trait]
 pub trait SessionStore: Send + Sync {

@@ -1,4 +1,4 @@
-//! Unread counters (spec/storage.md §5.2, "Unread arithmetic").
+//! Unread counters (docs/storage.md § Unread counters).
 
 use crate::domain::{GroupId, UserId};
 use crate::store::StoreResult;
@@ -7,7 +7,7 @@ use crate::store::StoreResult;
 ///
 /// Single chats count per (owner, peer). Groups count messages per group, and per member the
 /// group count at the moment the member last caught up; a member's unread count is the
-/// difference, never negative (quirks.md Q-50).
+/// difference, never negative (docs/compatibility.md Q-50).
 #[async_trait::async_trait]
 pub trait UnreadStore: Send + Sync {
     /// One more unread message from `peer` for `owner`.

@@ -42,7 +42,7 @@ pub struct User {
     pub updated: Timestamp,
 }
 
-/// Stored password hash and salt (spec/storage.md §4). `Debug` hides both.
+/// Stored password hash and salt (docs/storage.md § Password scheme). `Debug` hides both.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Credentials {
     /// `md5hex(md5hex(plain) ‖ salt)`, lowercase.

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::cli::Options;
-use crate::store_choice::{open_store, settings, AnyStore};
+use crate::store_choice::{mysql_config, open_sqlite, settings};
 use crate::{run_error, usage, Failure};
 
 /// Writes a consistent copy of the embedded store to `file` (which must not exist), taken
@@ -21,16 +21,17 @@ pub(crate) async fn run(file: &Path, opts: &Options) -> Result<(), Failure> {
         )
         .into());
     }
-    match open_store(&settings).await? {
-        AnyStore::Sqlite(store) => {
-            store.backup_to(file).await.map_err(run_error)?;
-            println!(
-                "backup written to {} in {:.1} s",
-                file.display(),
-                started.elapsed().as_secs_f64()
-            );
-            Ok(())
-        }
-        AnyStore::Mysql(_) => Err(usage("backup copies the embedded SQLite store").into()),
+    // The config's store settings are checked as `open_store` checks them (a `redis_url`
+    // alone is an error), and only the embedded store is backed up.
+    if mysql_config(&settings)?.is_some() {
+        return Err(usage("backup copies the embedded SQLite store").into());
     }
+    let store = open_sqlite(&settings).await?;
+    store.backup_to(file).await.map_err(run_error)?;
+    println!(
+        "backup written to {} in {:.1} s",
+        file.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

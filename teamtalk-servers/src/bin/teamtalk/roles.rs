@@ -18,7 +18,7 @@ use teamtalk_servers::trust::PeerGate;
 use teamtalk_servers::{db_proxy, login_server, msg_server, roles, route_server, serve, shutdown};
 use teamtalk_store::MysqlRedisStore;
 
-use crate::store_choice::{open_store, AnyStore, Settings};
+use crate::store_choice::{open_store, Settings};
 use crate::{conf_error, run_error, usage, Failure};
 
 const ROLE_HELP: &str = "\
@@ -157,14 +157,8 @@ async fn run_db_proxy_server(
         data_dir: PathBuf::from(conf.get("data_dir").unwrap_or("./teamtalk-data")),
         conf: ConfFile::default(),
     };
-    match open_store(&settings).await? {
-        AnyStore::Sqlite(store) => {
-            serve_db_proxy(listener, store, business, db_server()?, shutdown.clone()).await
-        }
-        AnyStore::Mysql(store) => {
-            serve_db_proxy(listener, store, business, db_server()?, shutdown.clone()).await
-        }
-    }
+    let (store, _) = open_store(&settings).await?;
+    serve_db_proxy(listener, store, business, db_server()?, shutdown.clone()).await
 }
 
 /// route_server on `ListenIP` / `ListenMsgPort`.

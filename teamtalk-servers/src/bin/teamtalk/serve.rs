@@ -9,7 +9,7 @@ use teamtalk_servers::serve::{self, ServeConfig};
 use teamtalk_servers::{roles, shutdown};
 
 use crate::cli::Options;
-use crate::store_choice::{open_store, settings, AnyStore};
+use crate::store_choice::{open_store, settings, Backend};
 use crate::{run_error, usage, Failure};
 
 /// `teamtalk serve [--config FILE] [--data-dir DIR]`: runs until SIGINT or SIGTERM.
@@ -22,19 +22,15 @@ pub(crate) async fn run(opts: Options) -> Result<(), Failure> {
         Some(key) if !key.is_empty() => key.to_owned(),
         _ => api_key(&settings.data_dir)?,
     });
-    match open_store(&settings).await? {
-        AnyStore::Sqlite(store) => {
-            println!(
-                "teamtalk serve: data in {} (SQLite)",
-                settings.data_dir.display()
-            );
-            run_all(config, store).await
-        }
-        AnyStore::Mysql(store) => {
-            println!("teamtalk serve: data in MySQL + Redis");
-            run_all(config, store).await
-        }
+    let (store, backend) = open_store(&settings).await?;
+    match backend {
+        Backend::Sqlite => println!(
+            "teamtalk serve: data in {} (SQLite)",
+            settings.data_dir.display()
+        ),
+        Backend::MysqlRedis => println!("teamtalk serve: data in MySQL + Redis"),
     }
+    run_all(config, store).await
 }
 
 /// The data dir's http_msg_server API key, created (random, readable by the owner only) on

@@ -9,7 +9,7 @@ use teamtalk_core::store::{
 use teamtalk_servers::clock::SystemClock;
 
 use crate::cli::{DeptCommand, Options, ProfileArgs, UserCommand};
-use crate::store_choice::{open_store, settings, AnyStore};
+use crate::store_choice::{open_store, settings};
 use crate::{run_error, usage, Failure};
 
 /// What `user passwd|disable|enable|set` does.
@@ -42,7 +42,7 @@ pub(crate) async fn user(command: UserCommand) -> Result<(), Failure> {
             dept,
             opts,
         } => {
-            let store = open_store(&settings(&opts)?).await?;
+            let (store, _) = open_store(&settings(&opts)?).await?;
             let user = NewUser {
                 profile: User {
                     nick: nick.unwrap_or_else(|| name.clone()),
@@ -52,11 +52,10 @@ pub(crate) async fn user(command: UserCommand) -> Result<(), Failure> {
                 },
                 credentials: Credentials::from_plain(&password, &random_salt()?),
             };
-            let id = match &store {
-                AnyStore::Sqlite(s) => s.add_user(&user, SystemClock.now()).await,
-                AnyStore::Mysql(s) => s.add_user(&user, SystemClock.now()).await,
-            }
-            .map_err(add_error)?;
+            let id = store
+                .add_user(&user, SystemClock.now())
+                .await
+                .map_err(add_error)?;
             println!("user {} added with id {}", user.profile.name, id.0);
             Ok(())
         }
@@ -68,12 +67,9 @@ pub(crate) async fn user(command: UserCommand) -> Result<(), Failure> {
             dept,
             opts,
         } => {
-            let store = open_store(&settings(&opts)?).await?;
+            let (store, _) = open_store(&settings(&opts)?).await?;
             let started = std::time::Instant::now();
-            let added = match store {
-                AnyStore::Sqlite(s) => add_many(s, &prefix, first, count, &password, dept).await,
-                AnyStore::Mysql(s) => add_many(s, &prefix, first, count, &password, dept).await,
-            }?;
+            let added = add_many(store, &prefix, first, count, &password, dept).await?;
             println!(
                 "{} users added ({prefix}{first} … {prefix}{}) in {:.1} s",
                 added.added,
@@ -90,17 +86,9 @@ pub(crate) async fn user(command: UserCommand) -> Result<(), Failure> {
             Ok(())
         }
         UserCommand::List { all, opts } => {
-            let store = open_store(&settings(&opts)?).await?;
-            let users = match &store {
-                AnyStore::Sqlite(s) => list_users(s, all).await,
-                AnyStore::Mysql(s) => list_users(s, all).await,
-            }
-            .map_err(run_error)?;
-            let every = match &store {
-                AnyStore::Sqlite(s) => list_users(s, true).await,
-                AnyStore::Mysql(s) => list_users(s, true).await,
-            }
-            .map_err(run_error)?;
+            let (store, _) = open_store(&settings(&opts)?).await?;
+            let users = list_users(&store, all).await.map_err(run_error)?;
+            let every = list_users(&store, true).await.map_err(run_error)?;
             let shared = shared_names(&every);
             println!(
                 "{:>8}  {:<20}  {:<20}  {:>6}  status",
@@ -154,11 +142,8 @@ pub(crate) async fn user(command: UserCommand) -> Result<(), Failure> {
 
 /// `user passwd|disable|enable|set NAME`: applies `change` to the user, says what was done.
 async fn change(name: String, change: UserChange, opts: &Options) -> Result<(), Failure> {
-    let store = open_store(&settings(opts)?).await?;
-    let done = match &store {
-        AnyStore::Sqlite(s) => change_user(s, &name, &change).await,
-        AnyStore::Mysql(s) => change_user(s, &name, &change).await,
-    }?;
+    let (store, _) = open_store(&settings(opts)?).await?;
+    let done = change_user(&store, &name, &change).await?;
     println!("{done}");
     Ok(())
 }
@@ -167,27 +152,25 @@ async fn change(name: String, change: UserChange, opts: &Options) -> Result<(), 
 pub(crate) async fn dept(command: DeptCommand) -> Result<(), Failure> {
     match command {
         DeptCommand::Add { name, parent, opts } => {
-            let store = open_store(&settings(&opts)?).await?;
+            let (store, _) = open_store(&settings(&opts)?).await?;
             let dept = NewDepartment {
                 name,
                 priority: 0,
                 parent: DepartmentId(parent),
             };
-            let id = match &store {
-                AnyStore::Sqlite(s) => s.add_department(&dept, SystemClock.now()).await,
-                AnyStore::Mysql(s) => s.add_department(&dept, SystemClock.now()).await,
-            }
-            .map_err(run_error)?;
+            let id = store
+                .add_department(&dept, SystemClock.now())
+                .await
+                .map_err(run_error)?;
             println!("department {} added with id {}", dept.name, id.0);
             Ok(())
         }
         DeptCommand::List { opts } => {
-            let store = open_store(&settings(&opts)?).await?;
-            let departments = match &store {
-                AnyStore::Sqlite(s) => s.departments_changed_since(Timestamp(0)).await,
-                AnyStore::Mysql(s) => s.departments_changed_since(Timestamp(0)).await,
-            }
-            .map_err(run_error)?;
+            let (store, _) = open_store(&settings(&opts)?).await?;
+            let departments = store
+                .departments_changed_since(Timestamp(0))
+                .await
+                .map_err(run_error)?;
             println!("{:>8}  {:<30}  {:>6}", "id", "name", "parent");
             for dept in departments.iter().filter(|d| d.status == 0) {
                 println!("{:>8}  {:<30}  {:>6}", dept.id.0, dept.name, dept.parent.0);
