@@ -44,8 +44,7 @@ fn delivered(world: &World, acked: &Acked, step: &str) {
         if !receiver.logged_in {
             continue; // not connected throughout
         }
-        let promised = receiver.server == origin
-            || (routes_up && (!acked.sent.group || other_db));
+        let promised = receiver.server == origin || (routes_up && (!acked.sent.group || other_db));
         if promised {
             assert!(
                 receiver.received.contains(&acked.sent.tag),
@@ -104,10 +103,16 @@ fn connections(world: &World, step: &str) {
 /// linked to (a msg_server without a route link is unknown to it).
 fn presence(world: &World, step: &str) {
     let presence = world.hub.presence();
-    let visible = |c: &&crate::world::Client| c.logged_in && world.servers[c.server].route.is_some();
+    let visible =
+        |c: &&crate::world::Client| c.logged_in && world.servers[c.server].route.is_some();
     let mut online = 0;
     for &user in &world.user_ids {
-        let mine: Vec<_> = world.clients.iter().filter(visible).filter(|c| c.user == user).collect();
+        let mine: Vec<_> = world
+            .clients
+            .iter()
+            .filter(visible)
+            .filter(|c| c.user == user)
+            .collect();
         if !mine.is_empty() {
             online += 1;
         }
@@ -116,7 +121,9 @@ fn presence(world: &World, step: &str) {
             presence.has_pc(user),
             pc,
             "{step}: route_server's PC presence of {user:?} is wrong (connections: {:?})",
-            mine.iter().map(|c| (c.server, c.conn, c.client_type)).collect::<Vec<_>>()
+            mine.iter()
+                .map(|c| (c.server, c.conn, c.client_type))
+                .collect::<Vec<_>>()
         );
     }
     assert_eq!(

@@ -31,7 +31,12 @@ use world::{World, USERS};
 enum Op {
     /// A client connects to `server` and logs in (a second login of a user in the same device
     /// class kicks the older ones).
-    Login { user: usize, client: usize, server: usize, status: i32 },
+    Login {
+        user: usize,
+        client: usize,
+        server: usize,
+        status: i32,
+    },
     /// A client logs out.
     Logout { who: usize },
     /// A client closes its socket.
@@ -101,7 +106,12 @@ fn pick(world: &World, who: usize) -> Option<usize> {
 
 fn apply(world: &mut World, op: &Op) {
     match *op {
-        Op::Login { user, client, server, status } => {
+        Op::Login {
+            user,
+            client,
+            server,
+            status,
+        } => {
             world.login(user, CLIENT_TYPES[client], server, status);
         }
         Op::Logout { who } => {

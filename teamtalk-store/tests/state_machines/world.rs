@@ -14,7 +14,9 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use teamtalk_core::domain::{ClientType, GroupType, ManualClock, MsgType, Timestamp, UserId};
-use teamtalk_core::msg_server::{Action, ConnId, DbRange, LinkId, MsgServer, MsgServerConfig, Upstream};
+use teamtalk_core::msg_server::{
+    Action, ConnId, DbRange, LinkId, MsgServer, MsgServerConfig, Upstream,
+};
 use teamtalk_core::proto::{login, message};
 use teamtalk_core::routing::{RouteHub, RouteLink};
 use teamtalk_core::service::{DbProxy, DbProxyConfig, Handler};
@@ -216,7 +218,13 @@ impl World {
 
     /// A client of `user` with `client_type` connects to `server` and asks to log in with
     /// `status`; returns its index.
-    pub(crate) fn login(&mut self, user: usize, client_type: ClientType, server: usize, status: i32) -> usize {
+    pub(crate) fn login(
+        &mut self,
+        user: usize,
+        client_type: ClientType,
+        server: usize,
+        status: i32,
+    ) -> usize {
         let conn = self.servers[server].ms.handle_client_opened(self.now, None);
         let index = self.clients.len();
         self.clients.push(Client {
@@ -271,9 +279,7 @@ impl World {
         };
         let receivers = (0..self.clients.len())
             .filter(|&i| {
-                i != client
-                    && self.clients[i].logged_in
-                    && audience.contains(&self.clients[i].user)
+                i != client && self.clients[i].logged_in && audience.contains(&self.clients[i].user)
             })
             .collect();
         let kind = if group {
@@ -337,7 +343,9 @@ impl World {
                 let _ = self.answer(&request);
             }
         }
-        self.servers[server].ms.handle_upstream_closed(self.now, link);
+        self.servers[server]
+            .ms
+            .handle_upstream_closed(self.now, link);
     }
 
     /// db_proxy stops answering `server` (its requests wait) or answers again.
@@ -351,7 +359,9 @@ impl World {
     pub(crate) fn route_open(&mut self, server: usize) {
         if self.servers[server].route.is_none() {
             let hub_side = self.hub.handle_link_opened(self.now);
-            let ms_side = self.servers[server].ms.handle_upstream_opened(self.now, Upstream::Route);
+            let ms_side = self.servers[server]
+                .ms
+                .handle_upstream_opened(self.now, Upstream::Route);
             self.servers[server].route = Some((ms_side, hub_side));
         }
     }
@@ -360,7 +370,9 @@ impl World {
     pub(crate) fn route_drop(&mut self, server: usize) {
         if let Some((ms_side, hub_side)) = self.servers[server].route.take() {
             self.hub.handle_link_closed(self.now, hub_side);
-            self.servers[server].ms.handle_upstream_closed(self.now, ms_side);
+            self.servers[server]
+                .ms
+                .handle_upstream_closed(self.now, ms_side);
         }
     }
 
@@ -424,13 +436,17 @@ impl World {
                 moved = true;
                 self.count();
                 let Some(s) = (0..2).find(|&s| {
-                    self.servers[s].route.is_some_and(|(_, hub)| hub == transmit.link)
+                    self.servers[s]
+                        .route
+                        .is_some_and(|(_, hub)| hub == transmit.link)
                 }) else {
                     continue;
                 };
                 let pdu = decode_frame(&transmit.frame);
                 let (link, _) = self.servers[s].route.unwrap();
-                self.servers[s].ms.handle_upstream_frame(self.now, link, pdu);
+                self.servers[s]
+                    .ms
+                    .handle_upstream_frame(self.now, link, pdu);
             }
             for s in 0..2 {
                 if self.servers[s].db_stalled {
@@ -438,8 +454,11 @@ impl World {
                 }
                 while let Some(request) = self.servers[s].db_queue.pop_front() {
                     moved = true;
-                    if let (Some(answer), Some(link)) = (self.answer(&request), self.servers[s].db) {
-                        self.servers[s].ms.handle_upstream_frame(self.now, link, answer);
+                    if let (Some(answer), Some(link)) = (self.answer(&request), self.servers[s].db)
+                    {
+                        self.servers[s]
+                            .ms
+                            .handle_upstream_frame(self.now, link, answer);
                     }
                 }
             }
@@ -515,10 +534,16 @@ impl World {
                     if ms_side == link {
                         self.hub.handle_frame(self.now, hub_side, &frame.pdu());
                     } else {
-                        assert!(link == server.login, "a frame for a link that is not open: {link:?}");
+                        assert!(
+                            link == server.login,
+                            "a frame for a link that is not open: {link:?}"
+                        );
                     }
                 } else {
-                    assert!(link == server.login, "a frame for a link that is not open: {link:?}");
+                    assert!(
+                        link == server.login,
+                        "a frame for a link that is not open: {link:?}"
+                    );
                 }
             }
             Action::PauseReading(conn) => {
@@ -567,5 +592,8 @@ impl World {
 /// A frame the route_server wrote, read back as a PDU.
 fn decode_frame(frame: &Bytes) -> Pdu {
     let mut buffer = BytesMut::from(&frame[..]);
-    PduDecoder::new(1 << 20).decode(&mut buffer).unwrap().unwrap()
+    PduDecoder::new(1 << 20)
+        .decode(&mut buffer)
+        .unwrap()
+        .unwrap()
 }
