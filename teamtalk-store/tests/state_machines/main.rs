@@ -150,8 +150,8 @@ fn apply(world: &mut World, op: &Op) {
     }
 }
 
-/// Runs `ops` from a fresh world, checking the invariants after each.
-fn run(ops: &[Op]) {
+/// Runs `ops` from a fresh world, checking the invariants after each; returns the world.
+fn run(ops: &[Op]) -> World {
     let mut world = World::new();
     invariants::check(&world, "start");
     for (i, op) in ops.iter().enumerate() {
@@ -161,6 +161,7 @@ fn run(ops: &[Op]) {
         invariants::check(&world, &format!("step {i} {op:?}"));
     }
     invariants::check_end(&world);
+    world
 }
 
 fn config() -> ProptestConfig {
@@ -183,4 +184,92 @@ proptest! {
     fn random_interleavings_keep_the_invariants(ops in proptest::collection::vec(op(), 1..40)) {
         run(&ops);
     }
+}
+
+/// The generated runs do exercise the machines: over the cases of the property, messages
+/// are acknowledged and delivered, users are kicked and connections closed by the servers.
+#[test]
+fn the_runs_exercise_the_machines() {
+    use std::cell::Cell;
+    let total = Cell::new(world::Stats::default());
+    let mut runner = proptest::test_runner::TestRunner::new(config());
+    runner
+        .run(&proptest::collection::vec(op(), 1..40), |ops| {
+            let s = run(&ops).stats;
+            let mut t = total.get();
+            t.logins += s.logins;
+            t.acks += s.acks;
+            t.deliveries += s.deliveries;
+            t.kicks += s.kicks;
+            t.server_closes += s.server_closes;
+            total.set(t);
+            Ok(())
+        })
+        .unwrap();
+    let t = total.get();
+    eprintln!("over the cases: {t:?}");
+    assert!(t.logins > 50 && t.acks > 20 && t.deliveries > 20, "{t:?}");
+    assert!(t.kicks > 5 && t.server_closes > 20, "{t:?}");
+}
+
+/// A message between clients of the two msg_servers: stored, acknowledged, delivered through
+/// the route_server; a message while db_proxy is away is held and goes out when it is back.
+#[test]
+fn across_servers_and_held_messages() {
+    let mut w = World::new();
+    let alice = w.login(0, ClientType::Windows, 0, 1);
+    let bob = w.login(1, ClientType::Android, 1, 1);
+    w.run();
+    assert!(w.clients[alice].logged_in && w.clients[bob].logged_in);
+    w.begin();
+    w.send_message(alice, 1, false);
+    w.run();
+    assert_eq!(w.acked_now.len(), 1);
+    assert_eq!(
+        w.clients[bob].received.len(),
+        1,
+        "delivered on the other server"
+    );
+    invariants::check(&w, "first message");
+
+    w.db_drop(0, false);
+    w.begin();
+    w.send_message(alice, 1, false);
+    w.run();
+    assert!(w.acked_now.is_empty(), "no ack while db_proxy is away");
+    w.begin();
+    w.db_open(0);
+    w.run();
+    assert_eq!(w.acked_now.len(), 1, "held, then stored and acknowledged");
+    assert_eq!(w.clients[bob].received.len(), 2);
+    invariants::check(&w, "held message");
+}
+
+/// A second PC login of a user on the other msg_server kicks the first; the user's mobile
+/// client kicks the remaining PC; presence follows.
+#[test]
+fn kicks_across_servers() {
+    let mut w = World::new();
+    let first = w.login(0, ClientType::Windows, 0, 1);
+    w.run();
+    let second = w.login(0, ClientType::Mac, 1, 1);
+    w.run();
+    assert!(
+        !w.clients[first].live,
+        "the older PC connection is kicked and closed"
+    );
+    assert!(w.clients[second].logged_in);
+    assert!(w.hub.presence().has_pc(w.user_ids[0]));
+    let phone = w.login(0, ClientType::Ios, 0, 1);
+    w.run();
+    let user_id = w.user_ids[0].0;
+    w.send(phone, &login::ImKickPcClientReq { user_id });
+    w.run();
+    assert!(
+        !w.clients[second].live,
+        "the phone kicked the PC on the other server"
+    );
+    assert!(!w.hub.presence().has_pc(w.user_ids[0]));
+    assert_eq!(w.stats.kicks, 2);
+    invariants::check(&w, "kicks");
 }

@@ -111,6 +111,21 @@ pub(crate) struct Server {
     closing: Vec<ConnId>,
 }
 
+/// What happened in a run, to show that the runs exercise the machines.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Stats {
+    /// Successful logins.
+    pub(crate) logins: usize,
+    /// Acknowledged messages.
+    pub(crate) acks: usize,
+    /// `CID_MSG_DATA` frames clients received.
+    pub(crate) deliveries: usize,
+    /// `CID_LOGIN_KICK_USER` frames clients received.
+    pub(crate) kicks: usize,
+    /// Connections the servers closed (kicks, logouts, timeouts, refusals).
+    pub(crate) server_closes: usize,
+}
+
 /// The whole deployment.
 pub(crate) struct World {
     /// The moment of the next input.
@@ -133,6 +148,8 @@ pub(crate) struct World {
     pub(crate) acked_now: Vec<Acked>,
     /// Every message acknowledged so far.
     pub(crate) acked: Vec<Acked>,
+    /// What happened so far.
+    pub(crate) stats: Stats,
     next_tag: u32,
     actions: usize,
 }
@@ -190,6 +207,7 @@ impl World {
             by_conn: HashMap::new(),
             acked_now: Vec::new(),
             acked: Vec::new(),
+            stats: Stats::default(),
             next_tag: 0,
             actions: 0,
         };
@@ -520,6 +538,7 @@ impl World {
                     "server {s} closed {conn:?} twice"
                 );
                 self.servers[s].closing.push(conn);
+                self.stats.server_closes += 1;
                 let index = self.by_conn[&(s, conn)];
                 let c = &mut self.clients[index];
                 c.live = false;
@@ -565,6 +584,7 @@ impl World {
             if res.result_code == 0 {
                 assert!(c.live, "a login answer to a closed client");
                 c.logged_in = true;
+                self.stats.logins += 1;
             }
         } else if command == CommandId::MSG_DATA_ACK {
             let ack: message::ImMsgDataAck = pdu.decode_body().unwrap();
@@ -580,11 +600,15 @@ impl World {
                 sender: index,
                 msg_id: ack.msg_id,
             };
+            self.stats.acks += 1;
             self.acked_now.push(acked.clone());
             self.acked.push(acked);
         } else if command == CommandId::MSG_DATA {
             let data: message::ImMsgData = pdu.decode_body().unwrap();
+            self.stats.deliveries += 1;
             self.clients[index].received.insert(data.msg_data);
+        } else if command == CommandId::LOGIN_KICK_USER {
+            self.stats.kicks += 1;
         }
     }
 }
