@@ -274,9 +274,12 @@ impl RouteHub {
         };
         match message {
             AnyMessage::OnlineUserInfo(info) => {
+                // Every entry is a logged-in connection, whatever online status its client
+                // chose at login: one that chose OFFLINE (2, "invisible") is still counted,
+                // as its login's status update counted it (docs/compatibility.md Q-73).
                 let connections = info.user_stat_list.iter().filter_map(|stat| {
                     let client = ClientType::from_wire(stat.client_type)?;
-                    Some((UserId(stat.user_id), status_u32(stat.status), client))
+                    Some((UserId(stat.user_id), STATUS_ONLINE, client))
                 });
                 self.presence.load(link, connections);
             }
@@ -382,10 +385,6 @@ impl Machine for RouteHub {
 
 fn wire_status(status: u32) -> i32 {
     i32::try_from(status).unwrap_or(i32::MAX)
-}
-
-fn status_u32(status: i32) -> u32 {
-    u32::try_from(status).unwrap_or(STATUS_OFFLINE)
 }
 
 #[cfg(test)]

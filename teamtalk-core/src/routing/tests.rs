@@ -212,3 +212,46 @@ fn a_closed_link_gets_nothing_more() {
     assert_eq!(drain(&mut hub), vec![], "its late frames are ignored");
     assert_eq!(hub.links(), 1);
 }
+
+/// Found by the state-machine properties (teamtalk-store/tests/state_machines): a client
+/// logged in with online status OFFLINE (2) is counted by its login's status update (sent as
+/// ONLINE), so the list its msg_server sends when the route link comes back must count it
+/// too, or the user vanishes from presence while connected (docs/compatibility.md Q-73).
+#[test]
+fn online_user_info_counts_connections_whatever_their_chosen_status() {
+    let now = Now::from_ms(0);
+    let mut hub = RouteHub::new();
+    let link = hub.handle_link_opened(now);
+    let info = server::ImOnlineUserInfo {
+        user_stat_list: vec![
+            base_define::ServerUserStat {
+                user_id: 7,
+                status: STATUS_OFFLINE as i32,
+                client_type: ClientType::Windows.to_wire(),
+            },
+            base_define::ServerUserStat {
+                user_id: 8,
+                status: 3, // LEAVE
+                client_type: ClientType::Mac.to_wire(),
+            },
+        ],
+    };
+    hub.handle_frame(now, link, &Pdu::encode_message(&info, 0));
+    assert!(
+        hub.presence().has_pc(UserId(7)),
+        "an invisible PC client is connected"
+    );
+    assert!(hub.presence().has_pc(UserId(8)));
+    assert_eq!(hub.presence().online_users(), 2);
+    let offline = server::ImUserStatusUpdate {
+        user_status: STATUS_OFFLINE,
+        user_id: 7,
+        client_type: ClientType::Windows.to_wire(),
+    };
+    hub.handle_frame(now, link, &Pdu::encode_message(&offline, 0));
+    assert!(
+        !hub.presence().has_pc(UserId(7)),
+        "and its logout takes it away"
+    );
+    assert_eq!(hub.presence().online_users(), 1);
+}
