@@ -1,4 +1,4 @@
-//! The msg_server as a state machine (spec/servers.md §3, flows §8): client connections,
+//! The msg_server as a state machine (docs/protocol.md § msg_server): client connections,
 //! logged-in users and the upstream links to db_proxy, route_server and login_server.
 //!
 //! The shell reports what happens — a client connected, a frame arrived from a client or an
