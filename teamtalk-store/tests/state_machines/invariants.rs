@@ -83,8 +83,15 @@ fn stored(world: &World, acked: &Acked, step: &str) {
     );
 }
 
-/// Each msg_server counts exactly the connections its clients saw logged in.
+/// Each msg_server counts exactly the connections its clients saw logged in, and a kicked
+/// connection is closed by the operation that kicked it.
 fn connections(world: &World, step: &str) {
+    for (i, c) in world.clients.iter().enumerate() {
+        assert!(
+            !(c.kicked && c.live),
+            "{step}: client {i} was kicked and its connection left open"
+        );
+    }
     for (s, server) in world.servers.iter().enumerate() {
         let expected = world
             .clients

@@ -5,7 +5,7 @@
 //! - an acknowledged message is stored, and delivered to the receivers the protocol promises
 //!   it to (`invariants.rs` states the promise);
 //! - no connection is served after the server closed it (kick, logout, timeout) or its
-//!   socket went away, and none is closed twice;
+//!   socket went away, none is closed twice, and a kicked one is closed;
 //! - route_server's presence matches the logged-in connections of both msg_servers, and each
 //!   msg_server counts the connections its clients see logged in;
 //! - nothing panics and one operation causes a bounded number of actions.
@@ -272,4 +272,23 @@ fn kicks_across_servers() {
     assert!(!w.hub.presence().has_pc(w.user_ids[0]));
     assert_eq!(w.stats.kicks, 2);
     invariants::check(&w, "kicks");
+}
+
+/// The case the property shrank to (docs/compatibility.md Q-73): a PC client logged in with
+/// online status OFFLINE (2), then its msg_server's route_server link drops and comes back.
+/// The msg_server lists the connection with status 2; route_server must still count it.
+#[test]
+fn invisible_login_survives_a_route_reconnect() {
+    let ops = [
+        Op::Login {
+            user: 0,
+            client: 0,
+            server: 0,
+            status: 2,
+        },
+        Op::RouteDrop { server: 0 },
+        Op::RouteOpen { server: 0 },
+    ];
+    let w = run(&ops);
+    assert!(w.hub.presence().has_pc(w.user_ids[0]));
 }

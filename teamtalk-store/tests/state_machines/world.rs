@@ -90,6 +90,8 @@ pub(crate) struct Client {
     pub(crate) pending: HashMap<u16, Sent>,
     /// Payloads of every `CID_MSG_DATA` received.
     pub(crate) received: BTreeSet<Bytes>,
+    /// It received `CID_LOGIN_KICK_USER`.
+    pub(crate) kicked: bool,
 }
 
 /// One msg_server with its links.
@@ -257,6 +259,7 @@ impl World {
             next_seq: 1,
             pending: HashMap::new(),
             received: BTreeSet::new(),
+            kicked: false,
         });
         self.by_conn.insert((server, conn), index);
         let request = login::ImLoginReq {
@@ -609,6 +612,7 @@ impl World {
             self.clients[index].received.insert(data.msg_data);
         } else if command == CommandId::LOGIN_KICK_USER {
             self.stats.kicks += 1;
+            self.clients[index].kicked = true;
         }
     }
 }
