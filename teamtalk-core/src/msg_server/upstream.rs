@@ -63,9 +63,12 @@ impl MsgServer {
                 for (user, entry) in &self.users {
                     for conn in &entry.conns {
                         if let Some(c) = self.conns.get(conn) {
+                            // Listed ONLINE, as its login announced it, whatever
+                            // status the client chose: an original route_server drops
+                            // entries listed OFFLINE (docs/compatibility.md Q-73).
                             list.push(bd::ServerUserStat {
                                 user_id: user.0,
-                                status: c.status,
+                                status: STATUS_ONLINE as i32,
                                 client_type: c.client.map_or(0, ClientType::to_wire),
                             });
                         }
