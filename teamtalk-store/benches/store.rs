@@ -1,10 +1,13 @@
 //! Storage benchmarks through the db_proxy services: sending single and group messages and
-//! reading unread counts, on the memory and SQLite backends.
+//! reading unread counts, on the memory and SQLite backends; and `store_call`, the cost of one
+//! store call with static dispatch against the same call through `Arc<dyn Store>`.
 //!
 //! `cargo bench -p teamtalk-store --bench store`; results in docs/benchmarks.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use teamtalk_core::domain::{GroupId, ManualClock, Timestamp, UserId};
 use teamtalk_core::proto::{group, message};
 use teamtalk_core::service::{DbProxy, DbProxyConfig};
-use teamtalk_core::store::{Credentials, NewUser, Store, User};
+use teamtalk_core::store::{Credentials, NewUser, Store, User, UserStore};
 use teamtalk_store::sqlite::Durability;
 use teamtalk_store::{MemoryStore, SqliteConfig, SqliteStore};
 use tokio::runtime::Runtime;
@@ -160,6 +163,60 @@ fn bench_backend<S: Store + 'static>(c: &mut Criterion, rt: &Runtime, name: &str
     g.finish();
 }
 
+/// Polls a future that completes without waiting (the memory store's), with a no-op waker:
+/// no runtime in the measurement.
+fn ready<T>(f: impl Future<Output = T>) -> T {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(value) => value,
+        std::task::Poll::Pending => panic!("the memory store does not wait"),
+    }
+}
+
+/// One store call (`users(&[1])`, a read by primary key) with static dispatch (`S`) and
+/// through `Arc<dyn Store>`, on the memory store (the call alone) and on SQLite (a real
+/// round trip to the database); and what the boxed future of an `#[async_trait]` method costs
+/// by itself.
+fn dispatch(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("store_call");
+    g.bench_function("boxed_future/plain", |b| b.iter(|| ready(async { 1u32 })));
+    g.bench_function("boxed_future/boxed", |b| {
+        b.iter(|| {
+            let boxed: Pin<Box<dyn Future<Output = u32> + Send>> = Box::pin(async { 1u32 });
+            ready(boxed)
+        })
+    });
+
+    let (memory, _) = rt.block_on(setup(Arc::new(MemoryStore::new())));
+    let memory: Arc<MemoryStore> = memory.store().clone();
+    let erased: Arc<dyn Store> = memory.clone();
+    let ids = [UserId(1)];
+    let direct: &MemoryStore = &memory;
+    g.bench_function("memory/static", |b| {
+        b.iter(|| ready(direct.users(&ids)).unwrap())
+    });
+    g.bench_function("memory/dyn_store", |b| {
+        b.iter(|| ready(erased.users(&ids)).unwrap())
+    });
+
+    let (sqlite, dir) = sqlite(&rt, Durability::ProcessCrash);
+    let (proxy, _) = rt.block_on(setup(Arc::new(sqlite)));
+    let sqlite: Arc<SqliteStore> = proxy.store().clone();
+    let erased: Arc<dyn Store> = sqlite.clone();
+    let direct: &SqliteStore = &sqlite;
+    g.bench_function("sqlite/static", |b| {
+        b.iter(|| rt.block_on(direct.users(&ids)).unwrap())
+    });
+    g.bench_function("sqlite/dyn_store", |b| {
+        b.iter(|| rt.block_on(erased.users(&ids)).unwrap())
+    });
+    g.finish();
+    drop((proxy, erased, sqlite));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn benches(c: &mut Criterion) {
     let rt = runtime();
     bench_backend(c, &rt, "memory", MemoryStore::new());
@@ -171,5 +228,5 @@ fn benches(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-criterion_group!(store_benches, benches);
+criterion_group!(store_benches, dispatch, benches);
 criterion_main!(store_benches);

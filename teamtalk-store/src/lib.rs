@@ -6,14 +6,19 @@
 //! | [`sqlite::SqliteStore`] (feature `sqlite`, default) | the embedded default: one file, no server | survives a process crash; optionally power loss |
 //! | [`mysql::MysqlRedisStore`] (feature `mysql`, default) | existing TeamTalk deployments: the original tables and Redis keys | as configured for MySQL and Redis |
 //!
-//! Every backend passes the same conformance suite (`tests/conformance.rs`).
+//! Every backend passes the same conformance kit (module `conformance`, feature `conformance`), which
+//! a third-party backend can run from its own tests (docs/storage.md, "Writing your own
+//! backend").
 //!
 //! # Layout
 //!
 //! - [`memory`]: the in-memory backend.
 //! - [`sqlite`]: the embedded SQLite backend.
 //! - [`mysql`]: the MySQL + Redis backend on the original schema and keys.
+//! - `conformance` (feature `conformance`): the checks every backend must pass.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod memory;
 #[cfg(feature = "mysql")]
 pub mod mysql;

@@ -162,6 +162,8 @@ impl Conversation {
     }
 }
 
+#[async_trait::async_trait]
+
 impl UserStore for MemoryStore {
     async fn login_candidate(&self, name: &str) -> StoreResult<Option<(User, Credentials)>> {
         let key = login_name_key(name);
@@ -340,6 +342,8 @@ impl UserStore for MemoryStore {
     }
 }
 
+#[async_trait::async_trait]
+
 impl SessionStore for MemoryStore {
     async fn relation(
         &self,
@@ -457,6 +461,8 @@ impl SessionStore for MemoryStore {
     }
 }
 
+#[async_trait::async_trait]
+
 impl MessageStore for MemoryStore {
     async fn append_single(
         &self,
@@ -515,7 +521,10 @@ impl MessageStore for MemoryStore {
 }
 
 /// The default (one call per effect) is already a single lock each.
+#[async_trait::async_trait]
 impl RecordMessage for MemoryStore {}
+
+#[async_trait::async_trait]
 
 impl UnreadStore for MemoryStore {
     async fn add_unread(&self, owner: UserId, peer: UserId) -> StoreResult<()> {
@@ -575,6 +584,8 @@ impl UnreadStore for MemoryStore {
         }))
     }
 }
+
+#[async_trait::async_trait]
 
 impl GroupStore for MemoryStore {
     async fn create_group(&self, group: &NewGroup, now: Timestamp) -> StoreResult<GroupId> {
@@ -720,6 +731,8 @@ impl GroupStore for MemoryStore {
     }
 }
 
+#[async_trait::async_trait]
+
 impl DeviceStore for MemoryStore {
     async fn set_device_token(
         &self,
@@ -782,6 +795,8 @@ impl DeviceStore for MemoryStore {
             .collect())
     }
 }
+
+#[async_trait::async_trait]
 
 impl FileStore for MemoryStore {
     async fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>> {

@@ -6,9 +6,7 @@ use teamtalk_proto::server::{ImGetDeviceTokenReq, ImGetDeviceTokenRsp};
 
 use super::DbProxy;
 use crate::domain::{ClientType, Clock, Timestamp, UserId};
-use crate::store::{
-    DeviceStore, GroupStore, MessageStore, SessionStore, StoreResult, UnreadStore, UserStore,
-};
+use crate::store::{DeviceStore, GroupStore, StoreResult, UnreadStore, UserStore};
 
 /// Quiet hours for iOS pushes of do-not-disturb users: 22:00 to 07:59 local time.
 fn in_quiet_hours(now: Timestamp, utc_offset_secs: i32) -> bool {
@@ -17,11 +15,7 @@ fn in_quiet_hours(now: Timestamp, utc_offset_secs: i32) -> bool {
     hour >= 22 || hour <= 7
 }
 
-impl<S, C> DbProxy<S, C>
-where
-    S: DeviceStore + UserStore + SessionStore + MessageStore + UnreadStore + GroupStore,
-    C: Clock,
-{
+impl<S: DeviceStore, C: Clock> DbProxy<S, C> {
     /// CID_LOGIN_REQ_DEVICETOKEN: registers (or, with an empty token, clears) the push token
     /// of the user's device.
     pub async fn set_device_token(&self, req: ImDeviceTokenReq) -> StoreResult<ImDeviceTokenRsp> {
@@ -34,7 +28,9 @@ where
             attach_data: req.attach_data,
         })
     }
+}
 
+impl<S: DeviceStore + UserStore + UnreadStore + GroupStore, C: Clock> DbProxy<S, C> {
     /// CID_OTHER_GET_DEVICE_TOKEN_REQ (msg_server, before pushing): the iOS and Android tokens
     /// of the requested users (at most [`super::Limits::push_targets`]) with their total unread
     /// count as badge. iOS tokens of do-not-disturb users are left out during quiet hours

@@ -15,11 +15,7 @@ use crate::store::{
     DeviceStore, Group, GroupStore, NewGroup, SessionStore, StoreResult, UnreadStore,
 };
 
-impl<S, C> DbProxy<S, C>
-where
-    S: GroupStore + SessionStore + UnreadStore + DeviceStore,
-    C: Clock,
-{
+impl<S: GroupStore, C: Clock> DbProxy<S, C> {
     /// CID_GROUP_NORMAL_LIST_REQUEST: the fixed (normal) groups the user is a member of, with
     /// their versions, most recently created first. Temporary groups are not listed (clients
     /// learn them from sessions).
@@ -48,7 +44,9 @@ where
             attach_data: req.attach_data,
         })
     }
+}
 
+impl<S: GroupStore + DeviceStore, C: Clock> DbProxy<S, C> {
     /// CID_GROUP_INFO_REQUEST: details of the requested valid groups whose version is newer
     /// than the one the requester holds (at most 100 groups), most recently created first.
     /// Only for members (the original answered anyone, Q-07); msg_server's internal fan-out
@@ -113,7 +111,9 @@ where
             attach_data: req.attach_data,
         })
     }
+}
 
+impl<S: GroupStore, C: Clock> DbProxy<S, C> {
     /// CID_GROUP_CREATE_REQUEST: creates a group with the de-duplicated member list (the
     /// creator is not added implicitly). Result 1 for an empty name, no members, or more than
     /// [`super::Limits::group_members`]; no answer for an invalid group type, as the original.
@@ -149,7 +149,9 @@ where
             attach_data: req.attach_data,
         }))
     }
+}
 
+impl<S: GroupStore + SessionStore + UnreadStore, C: Clock> DbProxy<S, C> {
     /// CID_GROUP_CHANGE_MEMBER_REQUEST: adds or removes members; no answer for an invalid
     /// change type or group, as the original.
     ///
@@ -228,7 +230,9 @@ where
         };
         Ok(Some(answer))
     }
+}
 
+impl<S: GroupStore + DeviceStore, C: Clock> DbProxy<S, C> {
     /// CID_GROUP_SHIELD_GROUP_REQUEST: sets the requester's push shield for a group; result 1
     /// when not a member; no answer for an invalid group, as the original.
     pub async fn set_group_shield(
@@ -286,7 +290,9 @@ where
             attach_data: req.attach_data,
         }))
     }
+}
 
+impl<S: GroupStore + SessionStore, C: Clock> DbProxy<S, C> {
     /// The group-session sync (the original's SyncCenter thread): every group with a message
     /// at or after `since` gets its members' sessions refreshed to its last chat time (a
     /// member without a session gets a new visible one; hidden sessions stay hidden, Q-54).

@@ -17,11 +17,7 @@ use crate::store::{
 /// Audio payloads start with a 4-byte duration and must carry audio after it.
 const AUDIO_HEADER_LEN: usize = 4;
 
-impl<S, C> DbProxy<S, C>
-where
-    S: UserStore + SessionStore + MessageStore + RecordMessage + UnreadStore + GroupStore,
-    C: Clock,
-{
+impl<S: UserStore + GroupStore + RecordMessage, C: Clock> DbProxy<S, C> {
     /// CID_MSG_DATA: stores a message and answers the request with `msg_id` set (0 when it
     /// was not stored: empty or invalid payload, unknown type or receiver, message to oneself).
     /// A group message from a non-member (or to an unknown group) is not stored and answered
@@ -85,7 +81,9 @@ where
             }
         }
     }
+}
 
+impl<S: SessionStore + MessageStore + GroupStore, C: Clock> DbProxy<S, C> {
     /// CID_MSG_LIST_REQUEST: a history page, newest first: messages with id ≤ `msg_id_begin`
     /// (0: from the newest), at most `msg_cnt` (clamped to [`super::Limits::messages_per_page`]).
     /// Group history only for members, and only from their join time on.
@@ -164,7 +162,9 @@ where
             attach_data: req.attach_data,
         })
     }
+}
 
+impl<S: SessionStore + MessageStore + UnreadStore + GroupStore, C: Clock> DbProxy<S, C> {
     /// CID_MSG_UNREAD_CNT_REQUEST: single sessions with unread messages (peers ordered as
     /// decimal strings, as the original), then the user's groups with unread messages (most
     /// recently joined first), each with its newest message; `total_cnt` is their sum.
@@ -203,7 +203,9 @@ where
             attach_data: req.attach_data,
         })
     }
+}
 
+impl<S: UnreadStore, C: Clock> DbProxy<S, C> {
     /// CID_MSG_READ_ACK: the whole session is read ("session read" semantics, Q-51; `msg_id`
     /// is not used). No answer.
     pub async fn read_ack(&self, req: ImMsgDataReadAck) -> StoreResult<()> {
@@ -213,7 +215,9 @@ where
         }
         Ok(())
     }
+}
 
+impl<S: SessionStore + MessageStore + UnreadStore + GroupStore, C: Clock> DbProxy<S, C> {
     fn unread_info(
         &self,
         peer: Peer,
@@ -231,7 +235,9 @@ where
             latest_msg_from_user_id: from.0,
         }
     }
+}
 
+impl<S: SessionStore + MessageStore + GroupStore, C: Clock> DbProxy<S, C> {
     /// Reads messages of `user`'s conversation with (`session_type`, `session_id`); the query
     /// gets the oldest creation time `user` may read (their join time for groups). Empty for
     /// an invalid session type, a user pair without messages, or a non-member.
@@ -281,7 +287,7 @@ impl<S: UnreadStore + GroupStore, C: Clock> DbProxy<S, C> {
     }
 }
 
-impl<S: SessionStore + MessageStore + UnreadStore, C: Clock> DbProxy<S, C> {
+impl<S: SessionStore + MessageStore, C: Clock> DbProxy<S, C> {
     /// The newest message of `user`'s conversation with `peer` (groups: regardless of join
     /// time, as the original's session and unread lists).
     pub(crate) async fn latest_message(
@@ -303,7 +309,9 @@ impl<S: SessionStore + MessageStore + UnreadStore, C: Clock> DbProxy<S, C> {
         };
         Ok(messages.into_iter().next())
     }
+}
 
+impl<S: UnreadStore, C: Clock> DbProxy<S, C> {
     /// Marks `user`'s conversation with `peer` as read.
     pub(crate) async fn mark_read(&self, user: UserId, peer: Peer) -> StoreResult<()> {
         match peer {
@@ -311,7 +319,9 @@ impl<S: SessionStore + MessageStore + UnreadStore, C: Clock> DbProxy<S, C> {
             Peer::Group(group) => self.store.catch_up(user, group).await,
         }
     }
+}
 
+impl<S, C: Clock> DbProxy<S, C> {
     /// The payload shown as a conversation's latest message: audio is replaced by the
     /// encrypted `"[语音]"` text.
     pub(crate) fn preview(&self, message: &StoredMessage) -> Bytes {

@@ -25,6 +25,7 @@
 //! /// A read-only directory: (user, plain password).
 //! struct Directory(Vec<(User, &'static str)>);
 //!
+//! #[async_trait::async_trait]
 //! impl UserStore for Directory {
 //!     async fn login_candidate(&self, name: &str) -> StoreResult<Option<(User, Credentials)>> {
 //!         // Names compare as the trait says: trailing spaces do not count.

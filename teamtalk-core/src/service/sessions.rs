@@ -9,7 +9,7 @@ use super::DbProxy;
 use crate::domain::{Clock, SessionKind, Timestamp, UserId};
 use crate::store::{MessageStore, Peer, SessionStore, StoreResult, UnreadStore};
 
-impl<S: SessionStore + MessageStore + UnreadStore, C: Clock> DbProxy<S, C> {
+impl<S: SessionStore + MessageStore, C: Clock> DbProxy<S, C> {
     /// CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST: visible sessions updated after
     /// `latest_update_time`, newest first, at most 100, each with its newest message; sessions
     /// without a message are left out. For single sessions `latest_msg_from_user_id` is the
@@ -53,7 +53,9 @@ impl<S: SessionStore + MessageStore + UnreadStore, C: Clock> DbProxy<S, C> {
             attach_data: req.attach_data,
         })
     }
+}
 
+impl<S: SessionStore + UnreadStore, C: Clock> DbProxy<S, C> {
     /// CID_BUDDY_LIST_REMOVE_SESSION_REQ: hides a visible session and marks it read; result 1
     /// when there was none (or the session type is invalid).
     pub async fn remove_session(&self, req: ImRemoveSessionReq) -> StoreResult<ImRemoveSessionRsp> {

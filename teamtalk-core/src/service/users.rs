@@ -253,6 +253,8 @@ mod tests {
     /// Two accounts, looked up the way MySQL compares IMUser.name (trailing spaces ignored).
     struct Directory(Vec<User>);
 
+    #[async_trait::async_trait]
+
     impl UserStore for Directory {
         async fn login_candidate(&self, name: &str) -> StoreResult<Option<(User, Credentials)>> {
             Ok(self

@@ -1,7 +1,6 @@
 //! Push tokens and group push shields.
 
 use core::fmt;
-use std::future::Future;
 
 use crate::domain::{ClientType, GroupId, UserId};
 use crate::store::StoreResult;
@@ -31,35 +30,29 @@ impl fmt::Debug for DeviceToken {
 ///
 /// Invariant: a token belongs to at most one user; registering it for another user takes it
 /// away from the first.
+#[async_trait::async_trait]
 pub trait DeviceStore: Send + Sync {
     /// Registers `token` as the push token of `user`'s device of `client_type`; an empty token
     /// unregisters (logout). Only iOS and Android tokens are pushed to.
-    fn set_device_token(
+    async fn set_device_token(
         &self,
         user: UserId,
         client_type: Option<ClientType>,
         token: &str,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> StoreResult<()>;
 
     /// The iOS and Android tokens of `users`, in the order of `users`; users without one are
     /// skipped.
-    fn device_tokens(
-        &self,
-        users: &[UserId],
-    ) -> impl Future<Output = StoreResult<Vec<DeviceToken>>> + Send;
+    async fn device_tokens(&self, users: &[UserId]) -> StoreResult<Vec<DeviceToken>>;
 
     /// Sets whether `user` gets push notifications for `group` (`true` = shielded, no push).
-    fn set_group_shield(
+    async fn set_group_shield(
         &self,
         group: GroupId,
         user: UserId,
         shielded: bool,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> StoreResult<()>;
 
     /// The shield flags of `users` for `group`, in the order of `users` (unset = `false`).
-    fn group_shields(
-        &self,
-        group: GroupId,
-        users: &[UserId],
-    ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send;
+    async fn group_shields(&self, group: GroupId, users: &[UserId]) -> StoreResult<Vec<bool>>;
 }

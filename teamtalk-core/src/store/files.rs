@@ -1,7 +1,5 @@
 //! Offline file records.
 
-use std::future::Future;
-
 use crate::domain::{Timestamp, UserId};
 use crate::store::StoreResult;
 
@@ -23,21 +21,19 @@ pub struct OfflineFile {
 }
 
 /// Offline file records.
+#[async_trait::async_trait]
 pub trait FileStore: Send + Sync {
     /// Files waiting for `to`, oldest first.
-    fn offline_files(
-        &self,
-        to: UserId,
-    ) -> impl Future<Output = StoreResult<Vec<OfflineFile>>> + Send;
+    async fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>>;
 
     /// Records a file waiting for its receiver.
-    fn add_offline_file(&self, file: &OfflineFile) -> impl Future<Output = StoreResult<()>> + Send;
+    async fn add_offline_file(&self, file: &OfflineFile) -> StoreResult<()>;
 
     /// Deletes the record of `task_id` from `from` to `to`; `false` when there was none.
-    fn remove_offline_file(
+    async fn remove_offline_file(
         &self,
         from: UserId,
         to: UserId,
         task_id: &str,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    ) -> StoreResult<bool>;
 }

@@ -1,7 +1,5 @@
 //! Groups and membership.
 
-use std::future::Future;
-
 use crate::domain::{GroupId, GroupType, Timestamp, UserId};
 use crate::store::StoreResult;
 
@@ -55,55 +53,45 @@ pub struct NewGroup {
 /// Invariants: a group's version starts at 1 and grows by one with every call that changes its
 /// membership; the member count (IMGroup.userCnt) equals the number of members (quirks.md
 /// Q-59); a group with no member set is not a valid group (as the original's missing Redis hash).
+#[async_trait::async_trait]
 pub trait GroupStore: Send + Sync {
     /// Creates a group (version 1, members joined at `now`, message ids and counters starting
     /// afresh) and returns its id.
-    fn create_group(
-        &self,
-        group: &NewGroup,
-        now: Timestamp,
-    ) -> impl Future<Output = StoreResult<GroupId>> + Send;
+    async fn create_group(&self, group: &NewGroup, now: Timestamp) -> StoreResult<GroupId>;
 
     /// The group, `None` when unknown. Groups whose stored type is not 1 or 2 are `None`.
-    fn group(&self, group: GroupId) -> impl Future<Output = StoreResult<Option<Group>>> + Send;
+    async fn group(&self, group: GroupId) -> StoreResult<Option<Group>>;
 
     /// Current members in ascending user order, `None` when the group is not valid.
-    fn members(
-        &self,
-        group: GroupId,
-    ) -> impl Future<Output = StoreResult<Option<Vec<Member>>>> + Send;
+    async fn members(&self, group: GroupId) -> StoreResult<Option<Vec<Member>>>;
 
     /// `user`'s membership of `group`, `None` when not a member (or the group is not valid).
-    fn member(
-        &self,
-        group: GroupId,
-        user: UserId,
-    ) -> impl Future<Output = StoreResult<Option<Member>>> + Send;
+    async fn member(&self, group: GroupId, user: UserId) -> StoreResult<Option<Member>>;
 
     /// Adds those of `users` who are not members yet (joined at `now`); returns them, in the
     /// order given. The version grows by one when anybody was added.
-    fn add_members(
+    async fn add_members(
         &self,
         group: GroupId,
         users: &[UserId],
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<Vec<UserId>>> + Send;
+    ) -> StoreResult<Vec<UserId>>;
 
     /// Removes those of `users` who are members; returns them, in the order given. The version
     /// grows by one when anybody was removed.
-    fn remove_members(
+    async fn remove_members(
         &self,
         group: GroupId,
         users: &[UserId],
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<Vec<UserId>>> + Send;
+    ) -> StoreResult<Vec<UserId>>;
 
     /// Groups `user` is a member of, most recently joined first.
-    fn groups_of(&self, user: UserId) -> impl Future<Output = StoreResult<Vec<GroupId>>> + Send;
+    async fn groups_of(&self, user: UserId) -> StoreResult<Vec<GroupId>>;
 
     /// Groups with a message at or after `since`: (group, last chat time).
-    fn groups_chatted_since(
+    async fn groups_chatted_since(
         &self,
         since: Timestamp,
-    ) -> impl Future<Output = StoreResult<Vec<(GroupId, Timestamp)>>> + Send;
+    ) -> StoreResult<Vec<(GroupId, Timestamp)>>;
 }

@@ -1,7 +1,6 @@
 //! Messages and their per-conversation ids.
 
 use core::fmt;
-use std::future::Future;
 
 use bytes::Bytes;
 
@@ -90,85 +89,79 @@ pub enum MessageQuery {
 /// and are never reused, also across restarts and with concurrent callers: `append_*` allocates
 /// the next id and stores the message as one step. (A failed append may leave a gap; it never
 /// hands out an id twice.)
+#[async_trait::async_trait]
 pub trait MessageStore: Send + Sync {
     /// Stores a single-chat message between `message.from` and `to` under the next id of
     /// `relation`, and returns that id.
-    fn append_single(
+    async fn append_single(
         &self,
         relation: RelationId,
         to: UserId,
         message: &NewMessage,
-    ) -> impl Future<Output = StoreResult<MsgId>> + Send;
+    ) -> StoreResult<MsgId>;
 
     /// Stores a group message under the next id of `group`, records `message.created` as the
     /// group's last chat time, and returns the id.
-    fn append_group(
-        &self,
-        group: GroupId,
-        message: &NewMessage,
-    ) -> impl Future<Output = StoreResult<MsgId>> + Send;
+    async fn append_group(&self, group: GroupId, message: &NewMessage) -> StoreResult<MsgId>;
 
     /// Messages of a single conversation.
-    fn single_messages(
+    async fn single_messages(
         &self,
         relation: RelationId,
         query: &MessageQuery,
-    ) -> impl Future<Output = StoreResult<Vec<StoredMessage>>> + Send;
+    ) -> StoreResult<Vec<StoredMessage>>;
 
     /// Messages of a group.
-    fn group_messages(
+    async fn group_messages(
         &self,
         group: GroupId,
         query: &MessageQuery,
-    ) -> impl Future<Output = StoreResult<Vec<StoredMessage>>> + Send;
+    ) -> StoreResult<Vec<StoredMessage>>;
 }
 
 /// Recording a sent message with its bookkeeping: the hot path of a chat server.
 ///
 /// The default methods are the narrow calls in order (append, then counters and sessions), so
-/// any store gets them with an empty `impl RecordMessage for MyStore {}`. A backend that can do
+/// any store gets them with an empty `#[async_trait] impl RecordMessage for MyStore {}`. A backend that can do
 /// the whole step at once (one transaction, one round trip) overrides them; the effects must be
 /// the same.
+#[async_trait::async_trait]
 pub trait RecordMessage: MessageStore + UnreadStore + SessionStore {
     /// A single message from `message.from` to `to`: stored under the relation's next id, one
     /// more unread message for `to`, both users' sessions created or refreshed (`now`).
-    fn record_single(
+    async fn record_single(
         &self,
         relation: RelationId,
         to: UserId,
         message: &NewMessage,
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<MsgId>> + Send {
-        async move {
-            let from = message.from;
-            let id = self.append_single(relation, to, message).await?;
-            futures_util::try_join!(
-                self.add_unread(to, from),
-                self.touch_session(from, Peer::User(to), now),
-                self.touch_session(to, Peer::User(from), now),
-            )?;
-            Ok(id)
-        }
+    ) -> StoreResult<MsgId> {
+        let from = message.from;
+        let id = self.append_single(relation, to, message).await?;
+        futures_util::try_join!(
+            self.add_unread(to, from),
+            self.touch_session(from, Peer::User(to), now),
+            self.touch_session(to, Peer::User(from), now),
+        )?;
+        Ok(id)
     }
 
     /// A group message from `message.from`: stored under the group's next id, the group's
     /// message count grows, the sender catches up (after the count grew) and their session is
     /// refreshed (`now`).
-    fn record_group(
+    async fn record_group(
         &self,
         group: GroupId,
         message: &NewMessage,
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<MsgId>> + Send {
-        async move {
-            let from = message.from;
-            let id = self.append_group(group, message).await?;
-            self.add_group_message(group).await?;
-            futures_util::try_join!(
-                self.catch_up(from, group),
-                self.touch_session(from, Peer::Group(group), now),
-            )?;
-            Ok(id)
-        }
+    ) -> StoreResult<MsgId> {
+        let from = message.from;
+        let id = self.append_group(group, message).await?;
+        self.add_group_message(group).await?;
+        futures_util::try_join!(
+            self.catch_up(from, group),
+            self.touch_session(from, Peer::Group(group), now),
+        )?;
+        Ok(id)
     }
 }

@@ -16,19 +16,42 @@
 //! them. Backends live in `teamtalk-store` (memory, SQLite, MySQL + Redis); a third party can
 //! bring its own by implementing the traits.
 //!
-//! Methods return `impl Future + Send`, so implementations may be written as `async fn` and
-//! the services can run on a multi-threaded runtime. Every method is a single logical
-//! operation: a backend that answers `Ok` has made the effect durable to the degree its
-//! configuration promises (see each backend's documentation).
+//! The traits are object-safe: their methods are `async fn`s turned by [`async_trait`] into
+//! methods returning a boxed `Future + Send`, so a backend chosen at run time is an
+//! `Arc<dyn Store>` (or a `&dyn UserStore`, …) and the services can run on a multi-threaded
+//! runtime. Implementations are written as `async fn` under `#[async_trait]` (re-exported here,
+//! so a backend needs no extra dependency). `&T`, `Box<T>` and `Arc<T>` (also of an unsized
+//! `T` such as `dyn Store`) implement every trait `T` implements, handing the call on without
+//! a second allocation. docs/benchmarks.md measures what the boxed future costs per call.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use teamtalk_core::store::{Store, UserStore};
+//!
+//! /// Any backend, chosen at run time: one type for the servers.
+//! fn erase<S: Store + 'static>(store: S) -> Arc<dyn Store> {
+//!     Arc::new(store)
+//! }
+//! /// Takes a static type or a trait object alike.
+//! fn needs_users<U: UserStore + ?Sized>(_: &U) {}
+//! # fn check(store: Arc<dyn Store>) { needs_users(&store); needs_users(&*store); }
+//! ```
+//!
+//! Every method is a single logical operation: a backend that answers `Ok` has made the effect
+//! durable to the degree its configuration promises (see each backend's documentation).
 
 mod devices;
 mod files;
+mod forward;
 mod groups;
 mod messages;
 mod sessions;
 mod unread;
 mod users;
 
+/// The attribute that turns a backend's `async fn`s into the traits' boxed futures; put it on
+/// every `impl UserStore for …` (and the other traits).
+pub use async_trait::async_trait;
 pub use devices::{DeviceStore, DeviceToken};
 pub use files::{FileStore, OfflineFile};
 pub use groups::{Group, GroupStore, Member, NewGroup};
@@ -72,7 +95,10 @@ impl StoreError {
 /// Result of a storage operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Every storage concern of a db_proxy: what [`crate::service::DbProxy`] needs.
+/// Every storage concern of a db_proxy: what [`crate::service::DbProxy`]'s
+/// [`Handler`](crate::service::Handler) needs. Object-safe: `Arc<dyn Store>` is a `Store`
+/// too, so a backend picked at run time is `Arc::new(backend) as Arc<dyn Store>`.
+#[async_trait::async_trait]
 pub trait Store:
     UserStore
     + SessionStore

@@ -1,7 +1,5 @@
 //! User pairs (relations) and recent sessions.
 
-use std::future::Future;
-
 use crate::domain::{GroupId, RelationId, SessionKind, Timestamp, UserId};
 use crate::store::StoreResult;
 
@@ -54,58 +52,45 @@ pub struct RecentSession {
 /// Invariants: a pair has at most one active relation and an owner at most one session per
 /// peer, also when called concurrently (quirks.md Q-61); a relation id, once given to a pair,
 /// stays that pair's.
+#[async_trait::async_trait]
 pub trait SessionStore: Send + Sync {
     /// The relation of users `a` and `b` (order irrelevant). With `create`, a missing relation
     /// is created (or a removed one re-activated); otherwise `None` when there is none.
-    fn relation(
-        &self,
-        a: UserId,
-        b: UserId,
-        create: bool,
-    ) -> impl Future<Output = StoreResult<Option<RelationId>>> + Send;
+    async fn relation(&self, a: UserId, b: UserId, create: bool)
+        -> StoreResult<Option<RelationId>>;
 
     /// Creates the session of `owner` with `peer`, or re-activates it, with `updated = now`.
-    fn touch_session(
-        &self,
-        owner: UserId,
-        peer: Peer,
-        now: Timestamp,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    async fn touch_session(&self, owner: UserId, peer: Peer, now: Timestamp) -> StoreResult<()>;
 
     /// Visible sessions of `owner` with `updated > since`, newest first (ties: newest created
     /// first), at most `limit`.
-    fn recent_sessions(
+    async fn recent_sessions(
         &self,
         owner: UserId,
         since: Timestamp,
         limit: usize,
-    ) -> impl Future<Output = StoreResult<Vec<RecentSession>>> + Send;
+    ) -> StoreResult<Vec<RecentSession>>;
 
     /// Hides the session of `owner` with `peer` (`updated = now`). `false` when there was no
     /// visible session.
-    fn remove_session(
-        &self,
-        owner: UserId,
-        peer: Peer,
-        now: Timestamp,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    async fn remove_session(&self, owner: UserId, peer: Peer, now: Timestamp) -> StoreResult<bool>;
 
     /// Hides the sessions of `users` with `group` (members removed from it).
-    fn remove_group_sessions(
+    async fn remove_group_sessions(
         &self,
         group: GroupId,
         users: &[UserId],
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> StoreResult<()>;
 
     /// The group-session sync: for every member, an existing session with `group` (visible or
     /// not) gets `updated = last_chated`; a member without one gets a new visible session
     /// (`updated = now`).
-    fn refresh_group_sessions(
+    async fn refresh_group_sessions(
         &self,
         group: GroupId,
         members: &[UserId],
         last_chated: Timestamp,
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> StoreResult<()>;
 }

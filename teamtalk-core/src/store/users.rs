@@ -1,7 +1,6 @@
 //! Users and departments.
 
 use core::fmt;
-use std::future::Future;
 
 use crate::domain::{DepartmentId, Timestamp, UserId};
 use crate::store::StoreResult;
@@ -145,103 +144,86 @@ pub fn login_name_key(name: &str) -> &str {
 /// but a database written by the original may hold several, and the lookups then pick the
 /// highest id; every `updated` change is at least the `now` passed in, so incremental syncs
 /// see it.
+#[async_trait::async_trait]
 pub trait UserStore: Send + Sync {
     /// The active (status 0) user named `name` (names compared as [`login_name_key`] says),
     /// with credentials. When several rows match, the one with the highest id.
-    fn login_candidate(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = StoreResult<Option<(User, Credentials)>>> + Send;
+    async fn login_candidate(&self, name: &str) -> StoreResult<Option<(User, Credentials)>>;
 
     /// The user named `name` (compared as [`login_name_key`] says), any status
     /// (administration: closed accounts too). When several rows match, the one with the
     /// highest id.
-    fn user_named(&self, name: &str) -> impl Future<Output = StoreResult<Option<User>>> + Send;
+    async fn user_named(&self, name: &str) -> StoreResult<Option<User>>;
 
     /// The users with these ids, any status, in ascending id order; unknown ids are skipped.
-    fn users(&self, ids: &[UserId]) -> impl Future<Output = StoreResult<Vec<User>>> + Send;
+    async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>>;
 
     /// Whether a user with this id exists (any status). Users are never deleted (resigning
     /// sets status 3), so a backend may cache positive answers.
-    fn user_exists(&self, user: UserId) -> impl Future<Output = StoreResult<bool>> + Send;
+    async fn user_exists(&self, user: UserId) -> StoreResult<bool>;
 
     /// Users changed since `since`: with `since` = 0 every user whose status is not
     /// [`STATUS_RESIGNED`] (first full sync), otherwise every user with `updated >= since`
     /// (any status). Ascending id order.
-    fn users_changed_since(
-        &self,
-        since: Timestamp,
-    ) -> impl Future<Output = StoreResult<Vec<User>>> + Send;
+    async fn users_changed_since(&self, since: Timestamp) -> StoreResult<Vec<User>>;
 
     /// Departments with `updated > since` and status 0 or 1, ascending id order.
-    fn departments_changed_since(
-        &self,
-        since: Timestamp,
-    ) -> impl Future<Output = StoreResult<Vec<Department>>> + Send;
+    async fn departments_changed_since(&self, since: Timestamp) -> StoreResult<Vec<Department>>;
 
     /// Sets the signature of `user` and `updated = now`. `false` when the user does not exist.
-    fn set_sign_info(
+    async fn set_sign_info(
         &self,
         user: UserId,
         sign_info: &str,
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    ) -> StoreResult<bool>;
 
     /// Sets the do-not-disturb flag of `user` and `updated = now`. `false` when the user does
     /// not exist.
-    fn set_push_shield(
+    async fn set_push_shield(
         &self,
         user: UserId,
         shield: bool,
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    ) -> StoreResult<bool>;
 
     /// The do-not-disturb flag of `user`, `None` when the user does not exist.
-    fn push_shield(&self, user: UserId) -> impl Future<Output = StoreResult<Option<bool>>> + Send;
+    async fn push_shield(&self, user: UserId) -> StoreResult<Option<bool>>;
 
     /// Replaces the password hash and salt of `user` (`updated = now`). `false` when the user
     /// does not exist.
-    fn set_credentials(
+    async fn set_credentials(
         &self,
         user: UserId,
         credentials: &Credentials,
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    ) -> StoreResult<bool>;
 
     /// Sets the status of `user` (`updated = now`): [`STATUS_RESIGNED`] closes the account (no
     /// more logins; clients hide the user at their next sync), [`STATUS_ACTIVE`] opens it again.
     /// `false` when the user does not exist.
-    fn set_status(
-        &self,
-        user: UserId,
-        status: u32,
-        now: Timestamp,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    async fn set_status(&self, user: UserId, status: u32, now: Timestamp) -> StoreResult<bool>;
 
     /// Changes the profile fields `change` names (`updated = now`, so clients pick the change
     /// up at their next sync). `false` when the user does not exist.
-    fn update_profile(
+    async fn update_profile(
         &self,
         user: UserId,
         change: &ProfileChange,
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    ) -> StoreResult<bool>;
 
     /// Creates a user (`updated = created = now`) and returns its id. Fails with
     /// [`StoreError::NameTaken`](crate::store::StoreError::NameTaken) when a user of any status
     /// has an equal name ([`login_name_key`]); the check and the insertion are one atomic
     /// step, also against concurrent calls (of this process; for MySQL also of other
     /// teamtalk-rs processes on the same database).
-    fn add_user(
-        &self,
-        user: &NewUser,
-        now: Timestamp,
-    ) -> impl Future<Output = StoreResult<UserId>> + Send;
+    async fn add_user(&self, user: &NewUser, now: Timestamp) -> StoreResult<UserId>;
 
     /// Creates a department (status 0, `updated = now`) and returns its id.
-    fn add_department(
+    async fn add_department(
         &self,
         department: &NewDepartment,
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<DepartmentId>> + Send;
+    ) -> StoreResult<DepartmentId>;
 }

@@ -433,6 +433,8 @@ const GROUP_MAX_ID: [&str; 8] = sharded!(
     " WHERE groupId = ?"
 );
 
+#[async_trait::async_trait]
+
 impl UserStore for MysqlRedisStore {
     async fn login_candidate(&self, name: &str) -> StoreResult<Option<(User, Credentials)>> {
         let row = sqlx::query(
@@ -1033,6 +1035,8 @@ impl MysqlRedisStore {
     }
 }
 
+#[async_trait::async_trait]
+
 impl SessionStore for MysqlRedisStore {
     async fn relation(
         &self,
@@ -1212,6 +1216,8 @@ impl SessionStore for MysqlRedisStore {
     }
 }
 
+#[async_trait::async_trait]
+
 impl MessageStore for MysqlRedisStore {
     async fn append_single(
         &self,
@@ -1335,6 +1341,7 @@ fn parse_u32(value: &str) -> u32 {
 
 /// The original's effects in its order (the MySQL rows, then the Redis counters), with the
 /// MySQL writes of concurrent messages committed together (`writer.rs`).
+#[async_trait::async_trait]
 impl RecordMessage for MysqlRedisStore {
     async fn record_single(
         &self,
@@ -1367,6 +1374,8 @@ impl RecordMessage for MysqlRedisStore {
         Ok(id)
     }
 }
+
+#[async_trait::async_trait]
 
 impl UnreadStore for MysqlRedisStore {
     async fn add_unread(&self, owner: UserId, peer: UserId) -> StoreResult<()> {
@@ -1445,6 +1454,8 @@ impl UnreadStore for MysqlRedisStore {
         ))
     }
 }
+
+#[async_trait::async_trait]
 
 impl GroupStore for MysqlRedisStore {
     async fn create_group(&self, group: &NewGroup, now: Timestamp) -> StoreResult<GroupId> {
@@ -1696,6 +1707,8 @@ impl MysqlRedisStore {
     }
 }
 
+#[async_trait::async_trait]
+
 impl DeviceStore for MysqlRedisStore {
     async fn set_device_token(
         &self,
@@ -1837,6 +1850,8 @@ impl DeviceStore for MysqlRedisStore {
             .collect())
     }
 }
+
+#[async_trait::async_trait]
 
 impl FileStore for MysqlRedisStore {
     async fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>> {

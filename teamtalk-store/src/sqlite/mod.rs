@@ -351,6 +351,8 @@ const USER_NAMED: &str = named_like!("SELECT * FROM users", " ORDER BY id DESC L
 pub(super) const USER_ID_NAMED: &str =
     named_like!("SELECT id FROM users", " ORDER BY id DESC LIMIT 1");
 
+#[async_trait::async_trait]
+
 impl UserStore for SqliteStore {
     async fn login_candidate(&self, name: &str) -> StoreResult<Option<(User, Credentials)>> {
         let row = sqlx::query(LOGIN_CANDIDATE)
@@ -535,6 +537,8 @@ impl UserStore for SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
+
 impl SessionStore for SqliteStore {
     async fn relation(
         &self,
@@ -653,6 +657,8 @@ impl SessionStore for SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
+
 impl MessageStore for SqliteStore {
     async fn append_single(
         &self,
@@ -745,6 +751,7 @@ impl SqliteStore {
 
 /// One writer operation per message: its append joins the batch's bulk insert and its
 /// counters and sessions the batch's bulk statements, all in one commit.
+#[async_trait::async_trait]
 impl RecordMessage for SqliteStore {
     async fn record_single(
         &self,
@@ -778,6 +785,8 @@ impl RecordMessage for SqliteStore {
         .await
     }
 }
+
+#[async_trait::async_trait]
 
 impl UnreadStore for SqliteStore {
     async fn add_unread(&self, owner: UserId, peer: UserId) -> StoreResult<()> {
@@ -849,6 +858,8 @@ fn group_from(row: &SqliteRow) -> Result<Option<Group>, sqlx::Error> {
         last_chated: Timestamp(row.try_get("last_chated")?),
     }))
 }
+
+#[async_trait::async_trait]
 
 impl GroupStore for SqliteStore {
     async fn create_group(&self, group: &NewGroup, now: Timestamp) -> StoreResult<GroupId> {
@@ -963,6 +974,8 @@ impl GroupStore for SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
+
 impl DeviceStore for SqliteStore {
     async fn set_device_token(
         &self,
@@ -1047,6 +1060,8 @@ impl DeviceStore for SqliteStore {
             .collect())
     }
 }
+
+#[async_trait::async_trait]
 
 impl FileStore for SqliteStore {
     async fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>> {
