@@ -5,6 +5,8 @@ use crate::crypt::MessageKey;
 use crate::domain::MsgType;
 use crate::proto::message::ImMsgData;
 
+use super::*;
+
 /// Alerts longer than this many bytes are cut (on a character boundary, quirks.md Q-29) and
 /// get "..." appended.
 pub const ALERT_BYTES: usize = 37;
@@ -63,6 +65,91 @@ pub fn custom_data(message: &ImMsgData) -> String {
             "{{\"msg_type\":{},\"from_id\":{}}}",
             message.msg_type, message.from_user_id
         )
+    }
+}
+
+impl<C: Clock> MsgServer<C> {
+    /// db_proxy gave the push tokens of a message's receivers: push to those whose phone is
+    /// not connected here; receivers on other msg_servers are looked up on route_server first
+    /// (their push is silent while a PC of theirs is online).
+    pub(super) fn push_tokens(
+        &mut self,
+        answer: server::ImGetDeviceTokenRsp,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(message) = answer
+            .attach_data
+            .as_ref()
+            .and_then(|a| <message::ImMsgData as prost::Message>::decode(a.clone()).ok())
+        else {
+            return;
+        };
+        let from = UserId(message.from_user_id);
+        let nick = self
+            .users
+            .get(&from)
+            .map(|u| u.nick.clone())
+            .filter(|n| !n.is_empty());
+        let Some(flash) = push::alert(&message, nick.as_deref(), &self.key) else {
+            return;
+        };
+        let data = push::custom_data(&message);
+        let (mut local, mut remote) = (Vec::new(), Vec::new());
+        for mut token in answer.user_token_info {
+            let user = UserId(token.user_id);
+            if user == from {
+                continue; // never push a sender their own message
+            }
+            match self.users.get(&user) {
+                Some(entry) => {
+                    let phone_here = self.has_class_here(entry, true);
+                    if phone_here {
+                        continue; // the phone got the message itself
+                    }
+                    let pc_here = self.has_class_here(entry, false);
+                    token.push_type = crate::kick::push_type(entry.pc_online || pc_here);
+                    local.push(token);
+                }
+                None => remote.push(token),
+            }
+        }
+        if !local.is_empty() {
+            let request = server::ImPushToUserReq {
+                flash: flash.clone(),
+                data: data.clone(),
+                user_token_list: local,
+            };
+            self.to_push(Pdu::encode_message(&request, 0), out);
+        }
+        if !remote.is_empty() {
+            let mut users: Vec<u32> = remote.iter().map(|t| t.user_id).collect();
+            users.sort_unstable();
+            users.dedup();
+            let prepared = server::ImPushToUserReq {
+                flash,
+                data,
+                user_token_list: remote,
+            };
+            let query = buddy::ImUsersStatReq {
+                user_id: 0,
+                user_id_list: users,
+                attach_data: Some(
+                    PduAttach::new(
+                        AttachType::PDU_FOR_PUSH,
+                        0,
+                        prost::Message::encode_to_vec(&prepared).into(),
+                    )
+                    .to_bytes(),
+                ),
+            };
+            self.to_master_route(Pdu::encode_message(&query, 0), out);
+        }
+    }
+
+    pub(super) fn to_push(&self, pdu: Pdu, out: &mut Vec<Action>) {
+        if let Some(&link) = self.pushes.last() {
+            out.push(Action::ToUpstream(link, pdu));
+        }
     }
 }
 
