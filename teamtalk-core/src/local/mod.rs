@@ -157,10 +157,16 @@ impl Node {
             db.insert(link, DbLink::default());
         }
         let route_link = self.hub.handle_link_opened(now);
-        let route = (server.handle_upstream_opened(now, Upstream::Route), route_link);
+        let route = (
+            server.handle_upstream_opened(now, Upstream::Route),
+            route_link,
+        );
         self.route_links.insert(route_link, (id, route.0));
         let login_link = self.registry.handle_link_opened(now);
-        let login = (server.handle_upstream_opened(now, Upstream::Login), login_link);
+        let login = (
+            server.handle_upstream_opened(now, Upstream::Login),
+            login_link,
+        );
         self.servers.push(Local {
             server,
             db,
@@ -179,7 +185,9 @@ impl Node {
 
     /// The msg_servers, in the order they were added.
     pub fn msg_servers(&self) -> impl Iterator<Item = (ServerId, &MsgServer)> {
-        (0u16..).zip(&self.servers).map(|(i, l)| (ServerId(i), &l.server))
+        (0u16..)
+            .zip(&self.servers)
+            .map(|(i, l)| (ServerId(i), &l.server))
     }
 
     /// The route hub (presence of every user of the system).
@@ -358,7 +366,11 @@ impl Node {
             let mut moved = false;
             for index in 0..self.servers.len() {
                 let server = ServerId(u16::try_from(index).unwrap_or(u16::MAX));
-                while let Some(action) = self.servers.get_mut(index).and_then(|l| l.server.poll_output()) {
+                while let Some(action) = self
+                    .servers
+                    .get_mut(index)
+                    .and_then(|l| l.server.poll_output())
+                {
                     moved = true;
                     self.perform(now, server, action);
                 }
@@ -502,4 +514,20 @@ fn pdu_of_frame(frame: &Bytes) -> Option<Pdu> {
         header,
         body: frame.slice(HEADER_LEN..),
     })
+}
+
+/// Answers one [`LocalOutput::Db`] request as db_proxy_server does: decodes it, lets
+/// `handler` answer it and gives the answer the request's `seq_num`; `None` when the body
+/// does not decode or the handler sends no answer. Hand the result to
+/// [`Node::handle_db_answer`].
+pub async fn answer_db<H: crate::service::Handler>(handler: &H, pdu: &Pdu) -> Option<Pdu> {
+    let request = match pdu.decode_any() {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::debug!(command = %pdu.command(), %error, "undecodable db request, no answer");
+            return None;
+        }
+    };
+    let reply = handler.handle(request).await?;
+    Some(reply.to_pdu(pdu.seq_num()))
 }

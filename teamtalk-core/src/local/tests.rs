@@ -37,7 +37,12 @@ fn to_client(out: &[LocalOutput], server: ServerId, conn: ConnId) -> Vec<Pdu> {
         .collect()
 }
 
-fn answer<M: PduMessage>(node: &mut Node, request: DbRequest, message: &M, seq: u16) -> Vec<LocalOutput> {
+fn answer<M: PduMessage>(
+    node: &mut Node,
+    request: DbRequest,
+    message: &M,
+    seq: u16,
+) -> Vec<LocalOutput> {
     node.handle_db_answer(at(0), request, Some(Pdu::encode_message(message, seq)));
     drain(node)
 }
