@@ -1303,7 +1303,7 @@ async fn run_role(role: &str, path: &Path) -> Result<(), Failure> {
                 tls_dial(&conf, path, &mut settings.upstream_link)?;
                 let listening = role_listen(&conf, path, 1, false)?;
                 let listener = bind_all(&listen, role, &listening).await?;
-                msg_server::run(settings, listener, SystemClock, shutdown.clone())
+                msg_server::run(settings, listener, shutdown.clone())
                     .await
                     .map_err(run_error)
             }

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use teamtalk_core::domain::Clock;
 use teamtalk_core::msg_server::{
     Action, ConnId, DbRange, LinkId, MsgServer, MsgServerConfig, Upstream,
 };
+use teamtalk_core::time::{Epoch, Machine};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -77,17 +77,22 @@ impl Default for MsgServerSettings {
 /// First reconnect delay of db_proxy links.
 pub const DB_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 
+/// Who a link task reports for: a client connection, or one dialled upstream (an index into
+/// the dial list; every time it connects, the core gives it a new [`LinkId`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Peer {
     Client(ConnId),
-    Up(LinkId),
+    Up(usize),
 }
 
 /// Serves clients accepted on `listener` until `shutdown`, keeping the upstream links up.
-pub async fn run<C: Clock + 'static>(
+///
+/// One loop owns the core: after every input (an accepted client, a link event, a due
+/// deadline) it drains [`Machine::poll_output`] fully, then sleeps until the next input or
+/// [`Machine::poll_timeout`].
+pub async fn run(
     settings: MsgServerSettings,
     listener: impl Into<Listeners>,
-    clock: C,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let listener: Listeners = listener.into();
@@ -102,13 +107,12 @@ pub async fn run<C: Clock + 'static>(
     }
     info!(addr = ?listener.local_addrs(), max_conn_cnt = listener.limits().max_total, "msg_server listening");
     let (events_tx, mut events) = mpsc::channel::<LinkEvent<Peer>>(8192);
-    let mut core = MsgServer::new(settings.core.clone(), clock);
-    let mut kinds = HashMap::new();
-    let mut next_link = 0u32;
+    let mut core = MsgServer::new(settings.core.clone());
+    // What each dialled link leads to, and the core's id of its current connection.
+    let mut kinds: Vec<Upstream> = Vec::new();
     let mut dial = |addr: SocketAddr, kind: Upstream| {
-        next_link += 1;
-        let id = LinkId(next_link);
-        kinds.insert(id, kind);
+        let index = kinds.len();
+        kinds.push(kind);
         let backoff = match kind {
             Upstream::Db(_) => Backoff::capped(
                 settings.db_reconnect_delay.min(settings.reconnect_delay),
@@ -118,7 +122,7 @@ pub async fn run<C: Clock + 'static>(
         };
         tokio::spawn(link::dial(
             addr,
-            Peer::Up(id),
+            Peer::Up(index),
             settings.upstream_link.clone(),
             backoff,
             events_tx.clone(),
@@ -150,69 +154,85 @@ pub async fn run<C: Clock + 'static>(
         dial(*addr, Upstream::File);
     }
 
-    let started = Instant::now();
-    let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let epoch = Epoch::start();
     let mut clients: HashMap<ConnId, Outbox> = HashMap::new();
     let mut upstreams: HashMap<LinkId, Outbox> = HashMap::new();
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut out = Vec::new();
+    let mut current: HashMap<usize, LinkId> = HashMap::new();
     loop {
+        let wake = core.poll_timeout().map(|ms| epoch.instant_at(ms));
         tokio::select! {
             (stream, peer) = link::accept(&listener) => {
-                let conn = core.client_opened_from(now_ms(), Some(peer.ip()));
+                let conn = core.handle_client_opened(epoch.now(), Some(peer.ip()));
                 link::spawn_serve("client", stream, peer, Peer::Client(conn), settings.client_link.clone(), events_tx.clone(), shutdown.clone());
             }
             Some(event) = events.recv() => {
+                let now = epoch.now();
                 match event {
                     LinkEvent::Opened(Peer::Client(conn), outbox) => {
                         clients.insert(conn, outbox);
                     }
-                    LinkEvent::Opened(Peer::Up(id), outbox) => {
-                        upstreams.insert(id, outbox);
-                        if let Some(&kind) = kinds.get(&id) {
+                    LinkEvent::Opened(Peer::Up(index), outbox) => {
+                        if let Some(&kind) = kinds.get(index) {
                             info!(?kind, "upstream link up");
-                            core.upstream_opened(id, kind, &mut out);
+                            if let Some(old) = current.remove(&index) {
+                                upstreams.remove(&old);
+                                core.handle_upstream_closed(now, old);
+                            }
+                            let id = core.handle_upstream_opened(now, kind);
+                            current.insert(index, id);
+                            upstreams.insert(id, outbox);
                         }
                     }
-                    LinkEvent::Frame(Peer::Client(conn), pdu) => core.client_frame(conn, pdu, now_ms(), &mut out),
-                    LinkEvent::Frame(Peer::Up(id), pdu) => {
-                        if let Some(&kind) = kinds.get(&id) {
-                            core.upstream_frame(id, kind, pdu, &mut out);
+                    LinkEvent::Frame(Peer::Client(conn), pdu) => core.handle_client_frame(now, conn, pdu),
+                    LinkEvent::Frame(Peer::Up(index), pdu) => {
+                        if let Some(&id) = current.get(&index) {
+                            core.handle_upstream_frame(now, id, pdu);
                         }
                     }
                     LinkEvent::Closed(Peer::Client(conn)) => {
                         clients.remove(&conn);
-                        core.client_closed(conn, &mut out);
+                        core.handle_client_closed(now, conn);
                     }
-                    LinkEvent::Closed(Peer::Up(id)) => {
-                        upstreams.remove(&id);
-                        info!(kind = ?kinds.get(&id), "upstream link down");
-                        core.upstream_closed(id, &mut out);
+                    LinkEvent::Closed(Peer::Up(index)) => {
+                        info!(kind = ?kinds.get(index), "upstream link down");
+                        if let Some(id) = current.remove(&index) {
+                            upstreams.remove(&id);
+                            core.handle_upstream_closed(now, id);
+                        }
                     }
                 }
-                perform(&mut out, &mut clients, &upstreams);
             }
-            _ = ticker.tick() => {
-                core.tick(now_ms(), &mut out);
-                perform(&mut out, &mut clients, &upstreams);
+            () = sleep_until(wake), if wake.is_some() => {
+                core.handle_timeout(epoch.now());
             }
             _ = shutdown.wait() => break,
         }
+        perform(&mut core, &mut clients, &upstreams);
     }
     Ok(())
 }
 
+/// Sleeps until `at` (never returns without one; the caller guards with `if`).
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drains the core's actions fully and performs them.
 fn perform(
-    out: &mut Vec<Action>,
+    core: &mut MsgServer,
     clients: &mut HashMap<ConnId, Outbox>,
     upstreams: &HashMap<LinkId, Outbox>,
 ) {
-    for action in out.drain(..) {
+    while let Some(action) = core.poll_output() {
         match action {
-            Action::ToClient(conn, pdu) => {
+            // A frame is encoded once in the core; every recipient's outbox takes a clone of
+            // the same `Bytes` (no copy, no serializing here).
+            Action::ToClient(conn, frame) => {
                 if let Some(outbox) = clients.get(&conn) {
-                    if let Err(error) = outbox.send_pdu(&pdu) {
+                    if let Err(error) = outbox.send(frame.wire().clone()) {
                         debug!(conn = conn.0, %error, "client does not keep up, disconnecting");
                         // Dropping the outbox closes the link; its Closed event tells the core.
                         clients.remove(&conn);
@@ -232,10 +252,10 @@ fn perform(
                     outbox.pause_reading(false);
                 }
             }
-            Action::ToUpstream(link, pdu) => match upstreams.get(&link) {
+            Action::ToUpstream(link, frame) => match upstreams.get(&link) {
                 Some(outbox) => {
-                    if let Err(error) = outbox.send_pdu(&pdu) {
-                        warn!(link = link.0, %error, command = %pdu.command(), "upstream frame dropped");
+                    if let Err(error) = outbox.send(frame.wire().clone()) {
+                        warn!(link = link.0, %error, command = %frame.command(), "upstream frame dropped");
                     }
                 }
                 None => debug!(link = link.0, "upstream gone, frame dropped"),

@@ -516,12 +516,7 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
             upstream_link: guard.link(settings.upstream_link.clone()),
             ..settings
         };
-        tasks.spawn(crate::msg_server::run(
-            settings,
-            listener,
-            SystemClock,
-            shutdown.clone(),
-        ));
+        tasks.spawn(crate::msg_server::run(settings, listener, shutdown.clone()));
     }
     Ok(running)
 }

@@ -7,7 +7,6 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use teamtalk_servers::clock::SystemClock;
 use teamtalk_servers::link::{ListenConfig, Listeners};
 use teamtalk_servers::shutdown::{self, ShutdownTrigger};
 use teamtalk_servers::{login_server, msfs, msg_server};
@@ -82,7 +81,7 @@ async fn msg_server_holds_at_most_max_conn_cnt_clients() {
     let addr = listener.local_addr().unwrap();
     let mut settings = msg_server::MsgServerSettings::default();
     settings.core.max_conn_cnt = 2;
-    let _stop = spawn(move |s| msg_server::run(settings, listener, SystemClock, s));
+    let _stop = spawn(move |s| msg_server::run(settings, listener, s));
 
     let mut first = TcpStream::connect(addr).await.unwrap();
     let mut second = TcpStream::connect(addr).await.unwrap();

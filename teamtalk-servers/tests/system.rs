@@ -266,10 +266,7 @@ async fn start<S: Store + 'static>(store: S) -> System<S> {
         };
         settings.core.port = u32::from(addr.port());
         settings.core.max_msgs_per_sec = 1000;
-        msg.push((
-            addr,
-            spawn_role(move |s| msg_server::run(settings, l, SystemClock, s)),
-        ));
+        msg.push((addr, spawn_role(move |s| msg_server::run(settings, l, s))));
     }
     System {
         proxy,

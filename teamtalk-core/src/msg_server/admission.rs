@@ -3,19 +3,12 @@
 
 use super::*;
 
-impl<C: Clock> MsgServer<C> {
+impl MsgServer {
     /// Serves a request of a logged-in connection now, or keeps it waiting when the
     /// connection's or the total budget of requests in flight is used up ([`budget`]).
-    pub(super) fn admit(
-        &mut self,
-        conn: ConnId,
-        user: UserId,
-        pdu: Pdu,
-        now_ms: u64,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn admit(&mut self, conn: ConnId, user: UserId, pdu: Pdu, now_ms: u64) {
         if !budget::counts(pdu.command()) {
-            return self.serve(conn, user, pdu, now_ms, out);
+            return self.serve(conn, user, pdu, now_ms);
         }
         let max = self.config.max_requests_in_flight;
         let room = self.turns.in_flight < self.config.max_requests_in_flight_total.max(1)
@@ -24,35 +17,40 @@ impl<C: Clock> MsgServer<C> {
             return;
         };
         match c.budget.admit(pdu, max, room) {
-            budget::Admit::Go(pdu) => self.serve(conn, user, pdu, now_ms, out),
+            budget::Admit::Go(pdu) => self.serve(conn, user, pdu, now_ms),
             budget::Admit::Wait { pause } => {
                 if pause {
-                    out.push(Action::PauseReading(conn));
+                    self.out.push_back(Action::PauseReading(conn));
                 }
                 // Its turn may be now: connections ahead may be waiting on their own budget
                 // only (they leave the turns until their next answer).
                 self.turns.enqueue(conn);
-                self.release(out);
+                self.release();
             }
             budget::Admit::Overflow => {
                 tracing::debug!(?conn, "too many requests waiting, closing");
-                self.close(conn, out);
+                self.close(conn);
             }
         }
     }
 
     /// A request of `conn` was sent upstream.
     pub(super) fn request_sent(&mut self, conn: ConnId) {
-        let now = self.now_ms;
+        let now = self.now.ms;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.budget.sent(now);
             self.turns.in_flight += 1;
+            self.timers.arm(
+                now.saturating_add(budget::REQUEST_TIMEOUT_MS),
+                conn,
+                timers::Timer::Request,
+            );
         }
     }
 
     /// An answer for `conn` came back: its request stops counting, and waiting requests
     /// may go.
-    pub(super) fn request_answered(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+    pub(super) fn request_answered(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             if c.budget.answered() {
                 self.turns.in_flight = self.turns.in_flight.saturating_sub(1);
@@ -61,12 +59,12 @@ impl<C: Clock> MsgServer<C> {
                 self.turns.enqueue(conn);
             }
         }
-        self.release(out);
+        self.release();
     }
 
     /// Serves waiting requests while the total budget has room, one per connection in turn;
     /// a connection left with nothing waiting is read again.
-    pub(super) fn release(&mut self, out: &mut Vec<Action>) {
+    pub(super) fn release(&mut self) {
         let max = self.config.max_requests_in_flight;
         let total = self.config.max_requests_in_flight_total;
         // A connection at its own budget is skipped (its next answer gives it a turn again),
@@ -84,10 +82,10 @@ impl<C: Clock> MsgServer<C> {
             if c.budget.has_waiting() {
                 self.turns.enqueue(conn);
             } else if c.budget.resume() {
-                out.push(Action::ResumeReading(conn));
+                self.out.push_back(Action::ResumeReading(conn));
             }
-            let now = self.now_ms;
-            self.serve(conn, user, pdu, now, out);
+            let now = self.now.ms;
+            self.serve(conn, user, pdu, now);
         }
     }
 

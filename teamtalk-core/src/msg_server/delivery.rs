@@ -4,7 +4,7 @@
 use super::requests::handle_of;
 use super::*;
 
-impl<C: Clock> MsgServer<C> {
+impl MsgServer {
     pub(super) fn client_message(
         &mut self,
         conn: ConnId,
@@ -12,7 +12,6 @@ impl<C: Clock> MsgServer<C> {
         mut data: message::ImMsgData,
         seq: u16,
         now_ms: u64,
-        out: &mut Vec<Action>,
     ) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -35,7 +34,7 @@ impl<C: Clock> MsgServer<C> {
         if single && data.to_session_id == user.0 {
             return; // self-addressed (compared with the authenticated id, Q-34)
         }
-        data.create_time = self.clock.now().0;
+        data.create_time = self.now.unix.0;
         data.attach_data = Some(DbAttach::new(AttachType::HANDLE, conn.0).to_bytes());
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -46,10 +45,15 @@ impl<C: Clock> MsgServer<C> {
             since_ms: now_ms,
         };
         if let Err(refusal) = c.outgoing.push(pending) {
-            self.refuse_messages(conn, refusal, out);
+            self.refuse_messages(conn, refusal);
             return;
         }
-        self.dispatch_message(conn, out);
+        self.timers.arm(
+            now_ms.saturating_add(hold::HOLD_MS),
+            conn,
+            timers::Timer::Hold,
+        );
+        self.dispatch_message(conn);
     }
 
     /// Sends the connection's next held message to db_proxy when none is in flight and a
@@ -57,7 +61,7 @@ impl<C: Clock> MsgServer<C> {
     /// link, or the hold bound). One at a time per connection keeps a sender's messages in
     /// order: db_proxy answers requests concurrently, in any order. Without a link the
     /// messages stay held (hold.rs).
-    pub(super) fn dispatch_message(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+    pub(super) fn dispatch_message(&mut self, conn: ConnId) {
         if !self.conns.get(&conn).is_some_and(|c| c.outgoing.ready()) {
             return;
         }
@@ -72,30 +76,25 @@ impl<C: Clock> MsgServer<C> {
         else {
             return;
         };
-        out.push(Action::ToUpstream(
+        self.out.push_back(Action::ToUpstream(
             link,
-            Pdu::encode_message(&next.data, next.seq),
+            Frame::from(Pdu::encode_message(&next.data, next.seq)),
         ));
     }
 
     /// The connection's message in flight is settled; the next held one goes.
-    pub(super) fn message_done(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+    pub(super) fn message_done(&mut self, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.outgoing.done();
-        self.dispatch_message(conn, out);
+        self.dispatch_message(conn);
     }
 
     /// A message of `conn` cannot be stored in time or not held: the connection is closed,
     /// the one negative signal every client notices (its unacknowledged messages stay
     /// unsent; docs/compatibility.md). Its other held messages go with it.
-    pub(super) fn refuse_messages(
-        &mut self,
-        conn: ConnId,
-        refusal: hold::Refusal,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn refuse_messages(&mut self, conn: ConnId, refusal: hold::Refusal) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -107,11 +106,11 @@ impl<C: Clock> MsgServer<C> {
             waiting,
             "messages cannot be stored: closing the connection"
         );
-        self.close(conn, out);
+        self.close(conn);
     }
 
     /// Sends the held messages of every connection that has some (a db_proxy link is up).
-    pub(super) fn dispatch_held(&mut self, out: &mut Vec<Action>) {
+    pub(super) fn dispatch_held(&mut self) {
         let mut ready: Vec<ConnId> = self
             .conns
             .iter()
@@ -120,16 +119,16 @@ impl<C: Clock> MsgServer<C> {
             .collect();
         ready.sort_unstable();
         for conn in ready {
-            self.dispatch_message(conn, out);
+            self.dispatch_message(conn);
         }
     }
 
     /// db_proxy stored a message (msg_id set, 0 = failure): acknowledge it to the sender,
     /// pass it to the other msg_servers and deliver it here.
-    pub(super) fn stored(&mut self, mut data: message::ImMsgData, seq: u16, out: &mut Vec<Action>) {
+    pub(super) fn stored(&mut self, mut data: message::ImMsgData, seq: u16) {
         let sender = data.attach_data.take().as_deref().and_then(handle_of);
         if let Some(conn) = sender {
-            self.message_done(conn, out);
+            self.message_done(conn);
         }
         if data.msg_id == 0 {
             return;
@@ -148,31 +147,34 @@ impl<C: Clock> MsgServer<C> {
                     msg_id: data.msg_id,
                     session_type: kind.to_wire(),
                 };
-                out.push(Action::ToClient(conn, Pdu::encode_message(&ack, seq)));
+                self.out.push_back(Action::ToClient(
+                    conn,
+                    Frame::from(Pdu::encode_message(&ack, seq)),
+                ));
             }
         }
-        let relay = Pdu::encode_message(&data, 0);
-        self.to_master_route(relay.clone(), out);
+        let relay = Frame::from(Pdu::encode_message(&data, 0));
+        self.send_to_master_route(relay.clone());
         match kind {
             crate::domain::SessionKind::Single => {
-                self.to_user(from, sender, &relay, out);
+                self.send_to_user(from, sender, &relay);
                 let to = UserId(data.to_session_id);
                 if to != from {
-                    self.to_user(to, None, &relay, out);
+                    self.send_to_user(to, None, &relay);
                     if !self.pushes.is_empty() {
                         let request = server::ImGetDeviceTokenReq {
                             user_id: vec![to.0],
                             attach_data: Some(prost::Message::encode_to_vec(&data).into()),
                         };
-                        self.send_db(DbRange::Other, Pdu::encode_message(&request, 0), out);
+                        self.send_db(DbRange::Other, Pdu::encode_message(&request, 0));
                     }
                 }
             }
-            crate::domain::SessionKind::Group => self.ask_group_members(data, sender, out),
+            crate::domain::SessionKind::Group => self.ask_group_members(data, sender),
         }
     }
 
-    pub(super) fn route_message(&mut self, pdu: Pdu, out: &mut Vec<Action>) {
+    pub(super) fn route_message(&mut self, pdu: Pdu) {
         let seq = pdu.seq_num();
         let message = match pdu.decode_any() {
             Ok(message) => message,
@@ -187,16 +189,16 @@ impl<C: Clock> MsgServer<C> {
                 if let Some(client) = ClientType::from_wire(kick.client_type) {
                     let reason = i32::try_from(kick.reason).unwrap_or(KICK_REASON_DUPLICATE_USER);
                     let pc_only = reason == KICK_REASON_MOBILE_KICK;
-                    self.kick_local(UserId(kick.user_id), client, reason, pc_only, out);
+                    self.kick_local(UserId(kick.user_id), client, reason, pc_only);
                 }
             }
             M::UserStatNotify(notify) => {
-                let pdu = Pdu::encode_message(&notify, 0);
-                self.to_everyone(&pdu, true, out);
+                let pdu = Frame::from(Pdu::encode_message(&notify, 0));
+                self.send_to_everyone(&pdu, true);
             }
             M::SignInfoChangedNotify(notify) => {
-                let pdu = Pdu::encode_message(&notify, 0);
-                self.to_everyone(&pdu, false, out);
+                let pdu = Frame::from(Pdu::encode_message(&notify, 0));
+                self.send_to_everyone(&pdu, false);
             }
             M::UsersStatRsp(mut answer) => {
                 let attach = answer.attach_data.take();
@@ -205,7 +207,7 @@ impl<C: Clock> MsgServer<C> {
                     .and_then(|a| DbAttach::decode(a).ok())
                     .map(|a| a.attach_type);
                 if kind == Some(AttachType::HANDLE) {
-                    self.route_back(answer.user_id, attach, M::UsersStatRsp(answer), seq, out);
+                    self.route_back(answer.user_id, attach, M::UsersStatRsp(answer), seq);
                 } else if kind == Some(AttachType::HANDLE_AND_PDU_FOR_FILE) {
                     // An ONLINE file request to a user elsewhere: online only if route_server
                     // sees them online.
@@ -222,7 +224,7 @@ impl<C: Clock> MsgServer<C> {
                         if !online {
                             prepared.trans_mode = bd::TransferFileType::FileTypeOffline as i32;
                         }
-                        self.to_file_server(Pdu::encode_message(&prepared, seq), out);
+                        self.send_to_file_server(Pdu::encode_message(&prepared, seq));
                     }
                 } else if kind == Some(AttachType::PDU_FOR_PUSH) {
                     // The receivers' presence decides silent (PC online) or normal pushes.
@@ -239,38 +241,38 @@ impl<C: Clock> MsgServer<C> {
                             });
                             token.push_type = crate::kick::push_type(online);
                         }
-                        self.to_push(Pdu::encode_message(&prepared, 0), out);
+                        self.send_to_push(Pdu::encode_message(&prepared, 0));
                     }
                 }
             }
             M::MsgDataReadNotify(notify) => {
-                let pdu = Pdu::encode_message(&notify, 0);
-                self.to_user(UserId(notify.user_id), None, &pdu, out);
+                let pdu = Frame::from(Pdu::encode_message(&notify, 0));
+                self.send_to_user(UserId(notify.user_id), None, &pdu);
             }
             M::MsgData(mut data) => {
                 data.attach_data = None;
                 match crate::domain::MsgType::from_wire(data.msg_type).map(|t| t.session_kind()) {
                     Some(crate::domain::SessionKind::Single) => {
-                        let pdu = Pdu::encode_message(&data, 0);
+                        let pdu = Frame::from(Pdu::encode_message(&data, 0));
                         let (from, to) = (UserId(data.from_user_id), UserId(data.to_session_id));
-                        self.to_user(from, None, &pdu, out);
+                        self.send_to_user(from, None, &pdu);
                         if to != from {
-                            self.to_user(to, None, &pdu, out);
+                            self.send_to_user(to, None, &pdu);
                         }
                     }
                     Some(crate::domain::SessionKind::Group) if self.has_group_audience() => {
-                        self.ask_group_members(data, None, out);
+                        self.ask_group_members(data, None);
                     }
                     Some(crate::domain::SessionKind::Group) => {}
                     None => {}
                 }
             }
             M::P2pCmdMsg(command) => {
-                let pdu = Pdu::encode_message(&command, 0);
+                let pdu = Frame::from(Pdu::encode_message(&command, 0));
                 let (from, to) = (UserId(command.from_user_id), UserId(command.to_user_id));
-                self.to_user(from, None, &pdu, out);
+                self.send_to_user(from, None, &pdu);
                 if to != from {
-                    self.to_user(to, None, &pdu, out);
+                    self.send_to_user(to, None, &pdu);
                 }
             }
             M::ServerPcLoginStatusNotify(notify) => {
@@ -284,23 +286,23 @@ impl<C: Clock> MsgServer<C> {
                 } else {
                     STATUS_OFFLINE
                 };
-                let pdu = Pdu::encode_message(
+                let pdu = Frame::from(Pdu::encode_message(
                     &buddy::ImpcLoginStatusNotify {
                         user_id: user.0,
                         login_stat: status as i32,
                     },
                     0,
-                );
-                self.to_user_class(user, true, &pdu, out);
+                ));
+                self.send_to_user_class(user, true, &pdu);
             }
             M::RemoveSessionNotify(notify) => {
-                let pdu = Pdu::encode_message(&notify, 0);
-                self.to_user(UserId(notify.user_id), None, &pdu, out);
+                let pdu = Frame::from(Pdu::encode_message(&notify, 0));
+                self.send_to_user(UserId(notify.user_id), None, &pdu);
             }
-            M::GroupChangeMemberNotify(notify) => self.member_change_notify(&notify, None, out),
+            M::GroupChangeMemberNotify(notify) => self.member_change_notify(&notify, None),
             M::FileNotify(notify) => {
-                let pdu = Pdu::encode_message(&notify, 0);
-                self.to_user_pcs(UserId(notify.to_user_id), &pdu, out);
+                let pdu = Frame::from(Pdu::encode_message(&notify, 0));
+                self.send_to_user_pcs(UserId(notify.to_user_id), &pdu);
             }
             other => tracing::debug!(command = %other.command(), "route_server message ignored"),
         }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl<C: Clock> MsgServer<C> {
+impl MsgServer {
     /// Whether `conn` is a mobile client (`false` when unknown or not logged in yet).
     pub(super) fn is_mobile(&self, conn: ConnId) -> bool {
         self.conns
@@ -23,45 +23,33 @@ impl<C: Clock> MsgServer<C> {
     }
 
     /// To every logged-in connection of `user` except `except`.
-    pub(super) fn to_user(
-        &self,
-        user: UserId,
-        except: Option<ConnId>,
-        pdu: &Pdu,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn send_to_user(&mut self, user: UserId, except: Option<ConnId>, frame: &Frame) {
         if let Some(entry) = self.users.get(&user) {
             for &conn in &entry.conns {
                 if Some(conn) != except {
-                    out.push(Action::ToClient(conn, pdu.clone()));
+                    self.out.push_back(Action::ToClient(conn, frame.clone()));
                 }
             }
         }
     }
 
     /// To the logged-in connections of `user` of one class (mobile or PC).
-    pub(super) fn to_user_class(
-        &self,
-        user: UserId,
-        mobile: bool,
-        pdu: &Pdu,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn send_to_user_class(&mut self, user: UserId, mobile: bool, frame: &Frame) {
         if let Some(entry) = self.users.get(&user) {
             for &conn in &entry.conns {
                 if self.is_mobile(conn) == mobile {
-                    out.push(Action::ToClient(conn, pdu.clone()));
+                    self.out.push_back(Action::ToClient(conn, frame.clone()));
                 }
             }
         }
     }
 
-    pub(super) fn to_user_pcs(&self, user: UserId, pdu: &Pdu, out: &mut Vec<Action>) {
-        self.to_user_class(user, false, pdu, out);
+    pub(super) fn send_to_user_pcs(&mut self, user: UserId, frame: &Frame) {
+        self.send_to_user_class(user, false, frame);
     }
 
     /// To every logged-in connection here (only PC ones when `pc_only`).
-    pub(super) fn to_everyone(&self, pdu: &Pdu, pc_only: bool, out: &mut Vec<Action>) {
+    pub(super) fn send_to_everyone(&mut self, frame: &Frame, pc_only: bool) {
         let mut conns: Vec<ConnId> = self
             .users
             .values()
@@ -69,6 +57,10 @@ impl<C: Clock> MsgServer<C> {
             .filter(|&c| !pc_only || !self.is_mobile(c))
             .collect();
         conns.sort_unstable();
-        out.extend(conns.into_iter().map(|c| Action::ToClient(c, pdu.clone())));
+        self.out.extend(
+            conns
+                .into_iter()
+                .map(|c| Action::ToClient(c, frame.clone())),
+        );
     }
 }

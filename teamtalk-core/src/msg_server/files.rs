@@ -3,7 +3,7 @@
 use super::requests::handle_of;
 use super::*;
 
-impl<C: Clock> MsgServer<C> {
+impl MsgServer {
     /// The addresses clients reach a file_server at (the first one that told us).
     pub(super) fn file_addresses(&self) -> Vec<bd::IpAddr> {
         self.files
@@ -13,7 +13,7 @@ impl<C: Clock> MsgServer<C> {
             .unwrap_or_default()
     }
 
-    pub(super) fn to_file_server(&self, pdu: Pdu, out: &mut Vec<Action>) {
+    pub(super) fn send_to_file_server(&mut self, pdu: Pdu) {
         let link = self
             .files
             .iter()
@@ -21,7 +21,8 @@ impl<C: Clock> MsgServer<C> {
             .or_else(|| self.files.first())
             .map(|(l, _)| *l);
         if let Some(link) = link {
-            out.push(Action::ToUpstream(link, pdu));
+            self.out
+                .push_back(Action::ToUpstream(link, Frame::from(pdu)));
         }
     }
 
@@ -33,7 +34,6 @@ impl<C: Clock> MsgServer<C> {
         user: UserId,
         request: file::ImFileReq,
         seq: u16,
-        out: &mut Vec<Action>,
     ) {
         let to = UserId(request.to_user_id);
         let mut transfer = server::ImFileTransferReq {
@@ -66,17 +66,17 @@ impl<C: Clock> MsgServer<C> {
                             .to_bytes(),
                         ),
                     };
-                    self.to_master_route(Pdu::encode_message(&query, seq), out);
+                    self.send_to_master_route(Pdu::encode_message(&query, seq));
                     return;
                 }
                 None => transfer.trans_mode = bd::TransferFileType::FileTypeOffline as i32,
             }
         }
-        self.to_file_server(Pdu::encode_message(&transfer, seq), out);
+        self.send_to_file_server(Pdu::encode_message(&transfer, seq));
     }
 
     /// What a file_server says: its addresses, or a registered transfer for a client.
-    pub(super) fn file_answer(&mut self, link: LinkId, pdu: Pdu, out: &mut Vec<Action>) {
+    pub(super) fn file_answer(&mut self, link: LinkId, pdu: Pdu) {
         let seq = pdu.seq_num();
         match pdu.decode_any() {
             Ok(AnyMessage::FileServerIpRsp(answer)) => {
@@ -112,7 +112,10 @@ impl<C: Clock> MsgServer<C> {
                     ip_addr_list: addrs.clone(),
                     trans_mode: mode,
                 };
-                out.push(Action::ToClient(conn, Pdu::encode_message(&response, seq)));
+                self.out.push_back(Action::ToClient(
+                    conn,
+                    Frame::from(Pdu::encode_message(&response, seq)),
+                ));
                 if answer.result_code == 0 {
                     let notify = file::ImFileNotify {
                         from_user_id: answer.from_user_id,
@@ -124,9 +127,9 @@ impl<C: Clock> MsgServer<C> {
                         trans_mode: mode,
                         offline_ready: 0,
                     };
-                    let notify = Pdu::encode_message(&notify, 0);
-                    self.to_user_pcs(UserId(answer.to_user_id), &notify, out);
-                    self.to_master_route(notify, out);
+                    let notify = Frame::from(Pdu::encode_message(&notify, 0));
+                    self.send_to_user_pcs(UserId(answer.to_user_id), &notify);
+                    self.send_to_master_route(notify);
                 }
             }
             _ => tracing::debug!(command = %pdu.command(), "file_server message ignored"),

@@ -2,14 +2,9 @@
 
 use super::*;
 
-impl<C: Clock> MsgServer<C> {
+impl MsgServer {
     /// Asks db_proxy for the members of a group message's group, embedding the message.
-    pub(super) fn ask_group_members(
-        &mut self,
-        data: message::ImMsgData,
-        sender: Option<ConnId>,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn ask_group_members(&mut self, data: message::ImMsgData, sender: Option<ConnId>) {
         let request = group::ImGroupInfoListReq {
             user_id: data.from_user_id,
             group_version_list: vec![bd::GroupVersionInfo {
@@ -25,15 +20,10 @@ impl<C: Clock> MsgServer<C> {
                 .to_bytes(),
             ),
         };
-        self.send_db(DbRange::Other, Pdu::encode_message(&request, 0), out);
+        self.send_db(DbRange::Other, Pdu::encode_message(&request, 0));
     }
 
-    pub(super) fn group_fan_out(
-        &mut self,
-        info: &group::ImGroupInfoListRsp,
-        attach: PduAttach,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn group_fan_out(&mut self, info: &group::ImGroupInfoListRsp, attach: PduAttach) {
         let Ok(mut data) = <message::ImMsgData as prost::Message>::decode(attach.pdu.clone())
         else {
             return;
@@ -49,13 +39,13 @@ impl<C: Clock> MsgServer<C> {
             return;
         }
         data.attach_data = None;
-        let pdu = Pdu::encode_message(&data, 0);
+        let pdu = Frame::from(Pdu::encode_message(&data, 0));
         let origin = (attach.head.handle != 0).then_some(ConnId(attach.head.handle));
         let mut members = group.group_member_list.clone();
         members.sort_unstable();
         members.dedup();
         for &member in &members {
-            self.to_user(UserId(member), origin, &pdu, out);
+            self.send_to_user(UserId(member), origin, &pdu);
         }
         // The msg_server the message was sent on asks for the pushes (once, not every one).
         if origin.is_some() && !self.pushes.is_empty() {
@@ -67,7 +57,7 @@ impl<C: Clock> MsgServer<C> {
                     .collect(),
                 attach_data: Some(prost::Message::encode_to_vec(&data).into()),
             };
-            self.send_db(DbRange::Other, Pdu::encode_message(&request, 0), out);
+            self.send_db(DbRange::Other, Pdu::encode_message(&request, 0));
         }
     }
 
@@ -75,9 +65,8 @@ impl<C: Clock> MsgServer<C> {
         &mut self,
         notify: &group::ImGroupChangeMemberNotify,
         except: Option<ConnId>,
-        out: &mut Vec<Action>,
     ) {
-        let pdu = Pdu::encode_message(notify, 0);
+        let pdu = Frame::from(Pdu::encode_message(notify, 0));
         let mut users: Vec<u32> = notify
             .chg_user_id_list
             .iter()
@@ -87,7 +76,7 @@ impl<C: Clock> MsgServer<C> {
         users.sort_unstable();
         users.dedup();
         for user in users {
-            self.to_user(UserId(user), except, &pdu, out);
+            self.send_to_user(UserId(user), except, &pdu);
         }
     }
 

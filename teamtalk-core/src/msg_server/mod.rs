@@ -2,10 +2,11 @@
 //! logged-in users and the upstream links to db_proxy, route_server and login_server.
 //!
 //! The shell reports what happens — a client connected, a frame arrived from a client or an
-//! upstream, a link opened or closed, a second passed — and performs the [`Action`]s returned:
-//! send a frame to a client or an upstream, close a client. No sockets, no clock reads: the
-//! monotonic time in milliseconds is passed in, and Unix time comes from the injected
-//! [`Clock`].
+//! upstream, a link opened or closed, a deadline passed — each with its [`Now`](crate::time::Now),
+//! then drains the [`Action`]s ([`Machine::poll_output`](crate::time::Machine::poll_output))
+//! and sleeps until [`Machine::poll_timeout`](crate::time::Machine::poll_timeout): send a frame
+//! to a client or an upstream, close a client, pause or resume its reading. No sockets, no
+//! clock reads: monotonic milliseconds and Unix time both come with the inputs.
 //!
 //! Departures from the original, all compatible with its clients and servers:
 //! - only HEARTBEAT and LOGIN are accepted before login; anything else closes the connection
@@ -23,6 +24,7 @@
 //!
 //! Layout (one `impl MsgServer` block per concern):
 //! - this file: the types, the settings, the state and the client-side inputs;
+//! - `timers.rs`: the deadlines as data, [`Machine`](crate::time::Machine) for `MsgServer`;
 //! - `session.rs`: login, its validation answer, refusals, kicks, closing;
 //! - `admission.rs`: requests against the request budgets ([`budget`]);
 //! - `requests.rs`: serving client requests, forwarding them to db_proxy and routing the
@@ -45,26 +47,29 @@ pub mod identity;
 pub mod push;
 mod requests;
 mod session;
+mod timers;
 mod upstream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
 use crate::attach::{AttachType, DbAttach, PduAttach};
 use crate::command::AnyMessage;
-use crate::domain::{ClientType, Clock, UserId};
+use crate::domain::{ClientType, UserId};
 use crate::ids::CommandId;
 use crate::kick::{self, KICK_REASON_DUPLICATE_USER, KICK_REASON_MOBILE_KICK};
 use crate::pdu::Pdu;
 use crate::proto::{base_define as bd, buddy, file, group, login, message, server};
 use crate::routing::{STATUS_OFFLINE, STATUS_ONLINE};
+use crate::time::Now;
 
 /// A client connection; its value is the handle carried in attach data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u32);
 
-/// An upstream link (to a db_proxy, route_server or login_server), named by the shell.
+/// An upstream link (to a db_proxy, route_server, login_server, push_server or
+/// file_server), allocated by [`MsgServer::handle_upstream_opened`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LinkId(pub u32);
 
@@ -92,15 +97,63 @@ pub enum Upstream {
     File,
 }
 
+/// A PDU encoded for the wire once: every recipient of a fan-out gets a clone of the same
+/// [`Frame`], which shares one allocation of header and body ([`Frame::wire`]), so the shell
+/// writes the bytes as they are, without serializing per recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    header: crate::pdu::PduHeader,
+    wire: Bytes,
+}
+
+impl Frame {
+    /// Encodes `pdu` (header and body, [`Pdu::to_bytes`]).
+    pub fn new(pdu: &Pdu) -> Frame {
+        Frame {
+            header: pdu.header,
+            wire: pdu.to_bytes(),
+        }
+    }
+
+    /// The frame as written on the wire: the 16-byte header, then the body.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+
+    /// The frame's command.
+    pub fn command(&self) -> CommandId {
+        self.header.command_id
+    }
+
+    /// The PDU again, its body a view into [`Frame::wire`] (no copy).
+    pub fn pdu(&self) -> Pdu {
+        let body = if self.wire.len() >= crate::pdu::HEADER_LEN {
+            self.wire.slice(crate::pdu::HEADER_LEN..)
+        } else {
+            Bytes::new()
+        };
+        Pdu {
+            header: self.header,
+            body,
+        }
+    }
+}
+
+impl From<Pdu> for Frame {
+    fn from(pdu: Pdu) -> Frame {
+        Frame::new(&pdu)
+    }
+}
+
 /// Something for the shell to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send a frame to a client.
-    ToClient(ConnId, Pdu),
+    ToClient(ConnId, Frame),
     /// Close a client connection after the frames queued before this action.
     Close(ConnId),
     /// Send a frame on an upstream link.
-    ToUpstream(LinkId, Pdu),
+    ToUpstream(LinkId, Frame),
     /// Stop reading the client connection: its requests in flight are at the budget
     /// ([`budget`]); its further requests wait in its TCP window.
     PauseReading(ConnId),
@@ -179,7 +232,6 @@ struct Conn {
     state: ConnState,
     client: Option<ClientType>,
     status: i32,
-    opened_ms: u64,
     last_received_ms: u64,
     rate_second: u64,
     rate_count: u32,
@@ -210,16 +262,30 @@ struct DbLink {
     usable: bool,
 }
 
-/// The state of one msg_server.
+/// The state of one msg_server, a sans-IO [`Machine`](crate::time::Machine): every input carries its [`Now`], the
+/// [`Action`]s it decides are drained with [`Machine::poll_output`](crate::time::Machine::poll_output) after every input, and
+/// [`Machine::poll_timeout`](crate::time::Machine::poll_timeout) says when
+/// [`Machine::handle_timeout`](crate::time::Machine::handle_timeout) is due next (login
+/// timeouts, idle timeouts, held messages' 10 s bound, unanswered requests).
+///
+/// Links a login needs: a login is refused at once (and the connection closed) with
+/// `REFUSE_REASON_NO_DB_SERVER` unless a usable db_proxy link is open (one not stopped by
+/// `CID_OTHER_STOP_RECV_PACKET`), with `REFUSE_REASON_NO_LOGIN_SERVER` unless a login_server
+/// link is open, and with `REFUSE_REASON_NO_ROUTE_SERVER` unless a route_server link is open
+/// (checked in that order). A login waiting for its check on a db_proxy link that closes is
+/// refused with `REFUSE_REASON_NO_DB_SERVER`. push_server and file_server links are optional:
+/// without them pushes are not sent and file requests fail.
 #[derive(Debug)]
-pub struct MsgServer<C> {
+pub struct MsgServer {
     config: MsgServerConfig,
-    clock: C,
     next_conn: u32,
     conns: HashMap<ConnId, Conn>,
-    /// The latest time the shell reported (ms).
-    now_ms: u64,
+    /// The latest moment an input carried.
+    now: Now,
     users: HashMap<UserId, LocalUser>,
+    /// The kind of every open upstream link (the core allocates the ids).
+    links: HashMap<LinkId, Upstream>,
+    next_link: u32,
     db: Vec<DbLink>,
     db_turn: usize,
     /// Open route_server links, oldest first: the first is the master.
@@ -232,22 +298,27 @@ pub struct MsgServer<C> {
     key: crate::crypt::MessageKey,
     /// Client requests in flight upstream, all connections, and whose turn is next.
     turns: budget::Turns,
+    /// What the shell is to do, in order ([`Machine::poll_output`](crate::time::Machine::poll_output)).
+    out: VecDeque<Action>,
+    /// Deadlines of the connections ([`timers`]).
+    timers: timers::Timers,
 }
 
-impl<C: Clock> MsgServer<C> {
+impl MsgServer {
     /// A msg_server without connections or links.
-    pub fn new(config: MsgServerConfig, clock: C) -> MsgServer<C> {
+    pub fn new(config: MsgServerConfig) -> MsgServer {
         let key = crate::crypt::MessageKey::new(&config.aes_key).unwrap_or_else(|_| {
             tracing::warn!("aesKey is not 32 characters; push alerts use the default key");
             crate::crypt::MessageKey::default_key()
         });
         MsgServer {
             config,
-            clock,
             next_conn: 0,
             conns: HashMap::new(),
-            now_ms: 0,
+            now: Now::default(),
             users: HashMap::new(),
+            links: HashMap::new(),
+            next_link: 0,
             db: Vec::new(),
             db_turn: 0,
             routes: Vec::new(),
@@ -256,6 +327,8 @@ impl<C: Clock> MsgServer<C> {
             files: Vec::new(),
             key,
             turns: budget::Turns::default(),
+            out: VecDeque::new(),
+            timers: timers::Timers::default(),
         }
     }
 
@@ -274,16 +347,18 @@ impl<C: Clock> MsgServer<C> {
         self.users.values().map(|u| u.conns.len()).sum()
     }
 
-    /// A client connected at `now_ms`; returns its handle. Its address is unknown: prefer
-    /// [`MsgServer::client_opened_from`].
-    pub fn client_opened(&mut self, now_ms: u64) -> ConnId {
-        self.client_opened_from(now_ms, None)
+    /// Time moves to `now` (never backwards on the monotonic scale).
+    fn advance(&mut self, now: Now) {
+        self.now = Now::new(self.now.ms.max(now.ms), now.unix);
     }
 
-    /// A client connected from `peer_ip` at `now_ms`; returns its handle. The address goes
-    /// to db_proxy with the login check, which counts failed logins per source
-    /// ([`crate::attach::ValidateAttach`]).
-    pub fn client_opened_from(&mut self, now_ms: u64, peer_ip: Option<std::net::IpAddr>) -> ConnId {
+    // ---- client side -------------------------------------------------------------------
+
+    /// A client connected from `peer_ip` (`None`: unknown) at `now`; returns its handle. The
+    /// address goes to db_proxy with the login check, which counts failed logins per source
+    /// ([`crate::attach::ValidateAttach`]). It must log in within `login_timeout_ms`.
+    pub fn handle_client_opened(&mut self, now: Now, peer_ip: Option<std::net::IpAddr>) -> ConnId {
+        self.advance(now);
         let id = loop {
             self.next_conn = self.next_conn.wrapping_add(1).max(1);
             let id = ConnId(self.next_conn);
@@ -297,8 +372,7 @@ impl<C: Clock> MsgServer<C> {
                 state: ConnState::New,
                 client: None,
                 status: STATUS_ONLINE as i32,
-                opened_ms: now_ms,
-                last_received_ms: now_ms,
+                last_received_ms: now.ms,
                 rate_second: 0,
                 rate_count: 0,
                 outgoing: hold::Outgoing::default(),
@@ -306,103 +380,59 @@ impl<C: Clock> MsgServer<C> {
                 budget: budget::RequestBudget::default(),
             },
         );
+        self.timers.arm(
+            now.ms.saturating_add(self.config.login_timeout_ms),
+            id,
+            timers::Timer::Login,
+        );
         id
     }
 
-    /// The client connection closed (by the peer, an error, or after [`Action::Close`]).
-    pub fn client_closed(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+    /// The client connection closed at `now` (by the peer, an error, or after
+    /// [`Action::Close`]).
+    pub fn handle_client_closed(&mut self, now: Now, conn: ConnId) {
+        self.advance(now);
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
         self.forget_budget(conn, &c.budget);
         // A connection closed by us forgot its login in `close` already.
         if let ConnState::Open(user) = c.state {
-            self.forget_login(conn, user, c.client, out);
+            self.forget_login(conn, user, c.client);
         }
     }
 
-    /// A frame from a client at `now_ms`.
-    pub fn client_frame(&mut self, conn: ConnId, pdu: Pdu, now_ms: u64, out: &mut Vec<Action>) {
+    /// A frame from a client at `now`.
+    ///
+    /// Before login only `CID_OTHER_HEARTBEAT` (echoed) and one `CID_LOGIN_REQ_USERLOGIN`
+    /// are accepted; anything else closes the connection. The login is refused unless a
+    /// usable db_proxy link, a login_server link and a route_server link are open (see
+    /// [`MsgServer`]); otherwise its check goes to db_proxy (a `Login`-range link first).
+    /// After login, requests are served within the request budgets ([`budget`]).
+    pub fn handle_client_frame(&mut self, now: Now, conn: ConnId, pdu: Pdu) {
+        self.advance(now);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.last_received_ms = now_ms;
-        self.now_ms = self.now_ms.max(now_ms);
+        c.last_received_ms = now.ms;
         let command = pdu.command();
         if command == CommandId::OTHER_HEARTBEAT {
-            out.push(Action::ToClient(conn, pdu));
+            self.out.push_back(Action::ToClient(conn, Frame::from(pdu)));
             return;
         }
         match c.state.clone() {
             ConnState::Closing => {}
             ConnState::New if command == CommandId::LOGIN_REQ_USERLOGIN => {
-                self.login(conn, &pdu, out);
+                self.login(conn, &pdu);
             }
             ConnState::New | ConnState::Validating(..) => {
                 if command != CommandId::LOGIN_REQ_USERLOGIN {
                     tracing::debug!(?conn, %command, "command before login: closing");
-                    self.close(conn, out);
+                    self.close(conn);
                 }
                 // A second login request on the connection is ignored.
             }
-            ConnState::Open(user) => self.admit(conn, user, pdu, now_ms, out),
-        }
-    }
-
-    /// Once a second: closes connections that did not log in in time and idle ones, and
-    /// connections with a message not stored within 10 s of its arrival (no db_proxy link
-    /// came back, or db_proxy did not answer): the protocol has no negative answer to a
-    /// message, so closing is how the sender learns that its unacknowledged messages were
-    /// not sent (docs/compatibility.md).
-    pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Action>) {
-        self.now_ms = self.now_ms.max(now_ms);
-        let mut stuck: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.state != ConnState::Closing && c.outgoing.check(now_ms).is_err())
-            .map(|(id, _)| *id)
-            .collect();
-        stuck.sort_unstable();
-        for conn in stuck {
-            self.refuse_messages(conn, hold::Refusal::Expired, out);
-        }
-        let mut waiting = Vec::new();
-        for (&id, c) in &mut self.conns {
-            let expired = c.budget.expire(now_ms);
-            self.turns.in_flight = self.turns.in_flight.saturating_sub(expired);
-            if c.budget.has_waiting() {
-                waiting.push(id);
-            }
-        }
-        waiting.sort_unstable();
-        for conn in waiting {
-            self.turns.enqueue(conn);
-        }
-        self.release(out);
-        let mut expired = Vec::new();
-        for (&id, c) in &self.conns {
-            let late = match c.state {
-                ConnState::New | ConnState::Validating(..) => {
-                    now_ms.saturating_sub(c.opened_ms) >= self.config.login_timeout_ms
-                }
-                ConnState::Open(_) => {
-                    let timeout = if c.client.is_some_and(ClientType::is_mobile) {
-                        self.config.mobile_timeout_ms
-                    } else {
-                        self.config.pc_timeout_ms
-                    };
-                    now_ms.saturating_sub(c.last_received_ms) >= timeout
-                }
-                ConnState::Closing => false,
-            };
-            if late {
-                expired.push(id);
-            }
-        }
-        expired.sort();
-        for id in expired {
-            tracing::debug!(conn = ?id, "client timed out");
-            self.close(id, out);
+            ConnState::Open(user) => self.admit(conn, user, pdu, now.ms),
         }
     }
 }

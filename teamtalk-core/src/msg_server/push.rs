@@ -68,15 +68,11 @@ pub fn custom_data(message: &ImMsgData) -> String {
     }
 }
 
-impl<C: Clock> MsgServer<C> {
+impl MsgServer {
     /// db_proxy gave the push tokens of a message's receivers: push to those whose phone is
     /// not connected here; receivers on other msg_servers are looked up on route_server first
     /// (their push is silent while a PC of theirs is online).
-    pub(super) fn push_tokens(
-        &mut self,
-        answer: server::ImGetDeviceTokenRsp,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn push_tokens(&mut self, answer: server::ImGetDeviceTokenRsp) {
         let Some(message) = answer
             .attach_data
             .as_ref()
@@ -119,7 +115,7 @@ impl<C: Clock> MsgServer<C> {
                 data: data.clone(),
                 user_token_list: local,
             };
-            self.to_push(Pdu::encode_message(&request, 0), out);
+            self.send_to_push(Pdu::encode_message(&request, 0));
         }
         if !remote.is_empty() {
             let mut users: Vec<u32> = remote.iter().map(|t| t.user_id).collect();
@@ -142,13 +138,14 @@ impl<C: Clock> MsgServer<C> {
                     .to_bytes(),
                 ),
             };
-            self.to_master_route(Pdu::encode_message(&query, 0), out);
+            self.send_to_master_route(Pdu::encode_message(&query, 0));
         }
     }
 
-    pub(super) fn to_push(&self, pdu: Pdu, out: &mut Vec<Action>) {
+    pub(super) fn send_to_push(&mut self, pdu: Pdu) {
         if let Some(&link) = self.pushes.last() {
-            out.push(Action::ToUpstream(link, pdu));
+            self.out
+                .push_back(Action::ToUpstream(link, Frame::from(pdu)));
         }
     }
 }

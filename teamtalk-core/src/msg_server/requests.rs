@@ -3,16 +3,9 @@
 
 use super::*;
 
-impl<C: Clock> MsgServer<C> {
+impl MsgServer {
     /// A client request of a logged-in connection.
-    pub(super) fn serve(
-        &mut self,
-        conn: ConnId,
-        user: UserId,
-        pdu: Pdu,
-        now_ms: u64,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn serve(&mut self, conn: ConnId, user: UserId, pdu: Pdu, now_ms: u64) {
         let seq = pdu.seq_num();
         let mut message = match pdu.decode_any() {
             Ok(message) => message,
@@ -34,11 +27,14 @@ impl<C: Clock> MsgServer<C> {
                         client_type: client.map(ClientType::to_wire),
                         attach_data: None,
                     };
-                    self.send_db(DbRange::Other, Pdu::encode_message(&clear, seq), out);
+                    self.send_db(DbRange::Other, Pdu::encode_message(&clear, seq));
                 }
                 let answer = login::ImLogoutRsp { result_code: 0 };
-                out.push(Action::ToClient(conn, Pdu::encode_message(&answer, seq)));
-                self.close(conn, out);
+                self.out.push_back(Action::ToClient(
+                    conn,
+                    Frame::from(Pdu::encode_message(&answer, seq)),
+                ));
+                self.close(conn);
             }
             M::DeviceTokenReq(mut request) => {
                 if !is_mobile {
@@ -48,49 +44,58 @@ impl<C: Clock> MsgServer<C> {
                     user_id: user.0,
                     attach_data: None,
                 };
-                out.push(Action::ToClient(conn, Pdu::encode_message(&answer, seq)));
+                self.out.push_back(Action::ToClient(
+                    conn,
+                    Frame::from(Pdu::encode_message(&answer, seq)),
+                ));
                 request.client_type = client.map(ClientType::to_wire);
                 request.attach_data = None;
-                self.send_db(DbRange::Other, Pdu::encode_message(&request, seq), out);
+                self.send_db(DbRange::Other, Pdu::encode_message(&request, seq));
             }
             M::KickPcClientReq(_) => {
                 if !is_mobile {
                     return;
                 }
-                self.kick_local(user, ClientType::Mac, KICK_REASON_MOBILE_KICK, true, out);
+                self.kick_local(user, ClientType::Mac, KICK_REASON_MOBILE_KICK, true);
                 let kick = server::ImServerKickUser {
                     user_id: user.0,
                     client_type: ClientType::Mac.to_wire(),
                     reason: KICK_REASON_MOBILE_KICK as u32,
                 };
-                self.to_master_route(Pdu::encode_message(&kick, 0), out);
+                self.send_to_master_route(Pdu::encode_message(&kick, 0));
                 let answer = login::ImKickPcClientRsp {
                     user_id: user.0,
                     result_code: 0,
                 };
-                out.push(Action::ToClient(conn, Pdu::encode_message(&answer, seq)));
+                self.out.push_back(Action::ToClient(
+                    conn,
+                    Frame::from(Pdu::encode_message(&answer, seq)),
+                ));
             }
-            M::MsgData(data) => self.client_message(conn, user, data, seq, now_ms, out),
+            M::MsgData(data) => self.client_message(conn, user, data, seq, now_ms),
             M::MsgDataAck(_) => {
                 // Delivery acks only fed a statistic in the original: nothing to do.
             }
             M::MsgDataReadAck(ack) => {
-                self.send_db(DbRange::Other, Pdu::encode_message(&ack, seq), out);
+                self.send_db(DbRange::Other, Pdu::encode_message(&ack, seq));
                 let notify = message::ImMsgDataReadNotify {
                     user_id: user.0,
                     session_id: ack.session_id,
                     msg_id: ack.msg_id,
                     session_type: ack.session_type,
                 };
-                let notify = Pdu::encode_message(&notify, 0);
-                self.to_user(user, Some(conn), &notify, out);
-                self.to_master_route(notify, out);
+                let notify = Frame::from(Pdu::encode_message(&notify, 0));
+                self.send_to_user(user, Some(conn), &notify);
+                self.send_to_master_route(notify);
             }
             M::ClientTimeReq(_) => {
                 let answer = message::ImClientTimeRsp {
-                    server_time: self.clock.now().0,
+                    server_time: self.now.unix.0,
                 };
-                out.push(Action::ToClient(conn, Pdu::encode_message(&answer, seq)));
+                self.out.push_back(Action::ToClient(
+                    conn,
+                    Frame::from(Pdu::encode_message(&answer, seq)),
+                ));
             }
             M::RemoveSessionReq(request) => {
                 let (kind, peer) = (request.session_type, request.session_id);
@@ -100,7 +105,6 @@ impl<C: Clock> MsgServer<C> {
                     seq,
                     DbRange::Other,
                     false,
-                    out,
                 );
                 if kind == bd::SessionType::Single as i32 {
                     let notify = buddy::ImRemoveSessionNotify {
@@ -108,9 +112,9 @@ impl<C: Clock> MsgServer<C> {
                         session_type: kind,
                         session_id: peer,
                     };
-                    let notify = Pdu::encode_message(&notify, 0);
-                    self.to_user(user, Some(conn), &notify, out);
-                    self.to_master_route(notify, out);
+                    let notify = Frame::from(Pdu::encode_message(&notify, 0));
+                    self.send_to_user(user, Some(conn), &notify);
+                    self.send_to_master_route(notify);
                 }
             }
             M::UsersStatReq(mut request) => {
@@ -119,16 +123,16 @@ impl<C: Clock> MsgServer<C> {
                 if !self.routes.is_empty() {
                     self.request_sent(conn);
                 }
-                self.to_master_route(Pdu::encode_message(&request, seq), out);
+                self.send_to_master_route(Pdu::encode_message(&request, seq));
             }
             M::P2pCmdMsg(command) => {
                 let to = UserId(command.to_user_id);
-                let relay = Pdu::encode_message(&command, 0);
-                self.to_user(user, Some(conn), &relay, out);
+                let relay = Frame::from(Pdu::encode_message(&command, 0));
+                self.send_to_user(user, Some(conn), &relay);
                 if to != user {
-                    self.to_user(to, None, &relay, out);
+                    self.send_to_user(to, None, &relay);
                 }
-                self.to_master_route(relay, out);
+                self.send_to_master_route(relay);
             }
             M::GroupCreateReq(request) => {
                 if request.group_type == bd::GroupType::Normal as i32 {
@@ -141,20 +145,16 @@ impl<C: Clock> MsgServer<C> {
                         user_id_list: Vec::new(),
                         attach_data: None,
                     };
-                    out.push(Action::ToClient(conn, Pdu::encode_message(&answer, seq)));
-                } else {
-                    self.forward(
+                    self.out.push_back(Action::ToClient(
                         conn,
-                        M::GroupCreateReq(request),
-                        seq,
-                        DbRange::Other,
-                        false,
-                        out,
-                    );
+                        Frame::from(Pdu::encode_message(&answer, seq)),
+                    ));
+                } else {
+                    self.forward(conn, M::GroupCreateReq(request), seq, DbRange::Other, false);
                 }
             }
             M::FileReq(request) if !self.files.is_empty() => {
-                self.file_request(conn, user, request, seq, out)
+                self.file_request(conn, user, request, seq)
             }
             M::FileReq(request) => {
                 // No file_server is connected to this msg_server: the request fails at once.
@@ -167,7 +167,10 @@ impl<C: Clock> MsgServer<C> {
                     ip_addr_list: Vec::new(),
                     trans_mode: request.trans_mode,
                 };
-                out.push(Action::ToClient(conn, Pdu::encode_message(&answer, seq)));
+                self.out.push_back(Action::ToClient(
+                    conn,
+                    Frame::from(Pdu::encode_message(&answer, seq)),
+                ));
             }
             M::FileAddOfflineReq(request) => {
                 let notify = file::ImFileNotify {
@@ -180,29 +183,29 @@ impl<C: Clock> MsgServer<C> {
                     trans_mode: bd::TransferFileType::FileTypeOffline as i32,
                     offline_ready: 1,
                 };
-                self.send_db(DbRange::Other, Pdu::encode_message(&request, seq), out);
-                let notify = Pdu::encode_message(&notify, 0);
-                self.to_user_pcs(UserId(request.to_user_id), &notify, out);
-                self.to_master_route(notify, out);
+                self.send_db(DbRange::Other, Pdu::encode_message(&request, seq));
+                let notify = Frame::from(Pdu::encode_message(&notify, 0));
+                self.send_to_user_pcs(UserId(request.to_user_id), &notify);
+                self.send_to_master_route(notify);
             }
             M::FileDelOfflineReq(request) => {
                 // Only the sender or the receiver of the file may delete its record.
                 if request.from_user_id == user.0 || request.to_user_id == user.0 {
-                    self.send_db(DbRange::Other, Pdu::encode_message(&request, seq), out);
+                    self.send_db(DbRange::Other, Pdu::encode_message(&request, seq));
                 }
             }
             request @ (M::PushShieldReq(_)
             | M::QueryPushShieldReq(_)
             | M::ChangeSignInfoReq(_)
             | M::GroupInfoListReq(_)) => {
-                self.forward(conn, request, seq, DbRange::Other, true, out);
+                self.forward(conn, request, seq, DbRange::Other, true);
             }
             request @ (M::GetMsgListReq(_)
             | M::GetMsgByIdReq(_)
             | M::UnreadMsgCntReq(_)
             | M::RecentContactSessionReq(_)
             | M::UsersInfoReq(_)) => {
-                self.forward(conn, request, seq, DbRange::Login, false, out);
+                self.forward(conn, request, seq, DbRange::Login, false);
             }
             request @ (M::GetLatestMsgIdReq(_)
             | M::AllUserReq(_)
@@ -212,7 +215,7 @@ impl<C: Clock> MsgServer<C> {
             | M::GroupChangeMemberReq(_)
             | M::GroupShieldReq(_)
             | M::FileHasOfflineReq(_)) => {
-                self.forward(conn, request, seq, DbRange::Other, false, out);
+                self.forward(conn, request, seq, DbRange::Other, false);
             }
             other => {
                 tracing::debug!(?conn, command = %other.command(), "client command ignored");
@@ -230,7 +233,6 @@ impl<C: Clock> MsgServer<C> {
         seq: u16,
         range: DbRange,
         long_attach: bool,
-        out: &mut Vec<Action>,
     ) {
         let attach = if long_attach {
             PduAttach::new(AttachType::HANDLE, conn.0, Bytes::new()).to_bytes()
@@ -239,7 +241,7 @@ impl<C: Clock> MsgServer<C> {
         };
         set_attach(&mut request, attach);
         if self.pick_db(range).is_some() {
-            self.send_db(range, request.to_pdu(seq), out);
+            self.send_db(range, request.to_pdu(seq));
             self.request_sent(conn);
             return;
         }
@@ -248,11 +250,12 @@ impl<C: Clock> MsgServer<C> {
             if let Some((_, attach)) = identity::reply_route(&mut answer) {
                 *attach = None;
             }
-            out.push(Action::ToClient(conn, answer.to_pdu(seq)));
+            self.out
+                .push_back(Action::ToClient(conn, Frame::from(answer.to_pdu(seq))));
         }
     }
 
-    pub(super) fn db_answer(&mut self, link: LinkId, pdu: Pdu, out: &mut Vec<Action>) {
+    pub(super) fn db_answer(&mut self, link: LinkId, pdu: Pdu) {
         let seq = pdu.seq_num();
         let message = match pdu.decode_any() {
             Ok(message) => message,
@@ -269,8 +272,8 @@ impl<C: Clock> MsgServer<C> {
                     l.usable = false;
                 }
             }
-            M::ValidateRsp(answer) => self.validated(answer, seq, out),
-            M::MsgData(data) => self.stored(data, seq, out),
+            M::ValidateRsp(answer) => self.validated(answer, seq),
+            M::MsgData(data) => self.stored(data, seq),
             M::GroupInfoListRsp(mut info) => {
                 let fan_out = info
                     .attach_data
@@ -280,11 +283,11 @@ impl<C: Clock> MsgServer<C> {
                         a.head.attach_type == AttachType::HANDLE_AND_PDU && !a.pdu.is_empty()
                     });
                 match fan_out {
-                    Some(attach) => self.group_fan_out(&info, attach, out),
+                    Some(attach) => self.group_fan_out(&info, attach),
                     None => {
                         let user = info.user_id;
                         let attach = info.attach_data.take();
-                        self.route_back(user, attach, M::GroupInfoListRsp(info), seq, out);
+                        self.route_back(user, attach, M::GroupInfoListRsp(info), seq);
                     }
                 }
             }
@@ -295,10 +298,10 @@ impl<C: Clock> MsgServer<C> {
                         sign_info: answer.sign_info.clone().unwrap_or_default(),
                     };
                     // route_server relays it to every msg_server, this one included.
-                    self.to_master_route(Pdu::encode_message(&notify, 0), out);
+                    self.send_to_master_route(Pdu::encode_message(&notify, 0));
                 }
                 let (user, attach) = (answer.user_id, answer.attach_data.take());
-                self.route_back(user, attach, M::ChangeSignInfoRsp(answer), seq, out);
+                self.route_back(user, attach, M::ChangeSignInfoRsp(answer), seq);
             }
             M::GroupChangeMemberRsp(mut answer) => {
                 let handle = answer.attach_data.as_deref().and_then(handle_of);
@@ -310,20 +313,20 @@ impl<C: Clock> MsgServer<C> {
                         cur_user_id_list: answer.cur_user_id_list.clone(),
                         chg_user_id_list: answer.chg_user_id_list.clone(),
                     };
-                    self.member_change_notify(&notify, handle, out);
-                    self.to_master_route(Pdu::encode_message(&notify, 0), out);
+                    self.member_change_notify(&notify, handle);
+                    self.send_to_master_route(Pdu::encode_message(&notify, 0));
                 }
                 let (user, attach) = (answer.user_id, answer.attach_data.take());
-                self.route_back(user, attach, M::GroupChangeMemberRsp(answer), seq, out);
+                self.route_back(user, attach, M::GroupChangeMemberRsp(answer), seq);
             }
             M::ChangeAvatarRsp(answer) => {
                 // Sent to every connection of the user, but it answers one request: that
                 // request no longer counts against its connection's budget.
                 let requester = answer.attach_data.as_deref().and_then(handle_of);
-                let pdu = Pdu::encode_message(&answer, 0);
-                self.to_user(UserId(answer.user_id), None, &pdu, out);
+                let pdu = Frame::from(Pdu::encode_message(&answer, 0));
+                self.send_to_user(UserId(answer.user_id), None, &pdu);
                 if let Some(conn) = requester {
-                    self.request_answered(conn, out);
+                    self.request_answered(conn);
                 }
             }
             M::DeviceTokenRsp(_) => {} // token writes need no answer
@@ -339,19 +342,19 @@ impl<C: Clock> MsgServer<C> {
                         user_id: users,
                         attach_data: answer.attach_data,
                     };
-                    self.send_db(DbRange::Other, Pdu::encode_message(&request, 0), out);
+                    self.send_db(DbRange::Other, Pdu::encode_message(&request, 0));
                 }
             }
-            M::GetDeviceTokenRsp(answer) => self.push_tokens(answer, out),
+            M::GetDeviceTokenRsp(answer) => self.push_tokens(answer),
             M::FileHasOfflineRsp(mut answer) => {
                 answer.ip_addr_list = self.file_addresses();
                 let (user, attach) = (answer.user_id, answer.attach_data.take());
-                self.route_back(user, attach, M::FileHasOfflineRsp(answer), seq, out);
+                self.route_back(user, attach, M::FileHasOfflineRsp(answer), seq);
             }
             mut answer => match identity::reply_route(&mut answer) {
                 Some((user, attach)) => {
                     let attach = attach.take();
-                    self.route_back(user, attach, answer, seq, out);
+                    self.route_back(user, attach, answer, seq);
                 }
                 None => tracing::debug!(command = %answer.command(), "db_proxy message ignored"),
             },
@@ -366,7 +369,6 @@ impl<C: Clock> MsgServer<C> {
         attach: Option<Bytes>,
         answer: AnyMessage,
         seq: u16,
-        out: &mut Vec<Action>,
     ) {
         let Some(conn) = attach.as_deref().and_then(handle_of) else {
             tracing::debug!(command = %answer.command(), "answer without readable attach data dropped");
@@ -374,13 +376,14 @@ impl<C: Clock> MsgServer<C> {
         };
         match self.conns.get(&conn).map(|c| &c.state) {
             Some(ConnState::Open(owner)) if owner.0 == user => {
-                out.push(Action::ToClient(conn, answer.to_pdu(seq)));
+                self.out
+                    .push_back(Action::ToClient(conn, Frame::from(answer.to_pdu(seq))));
             }
             _ => {
                 tracing::debug!(?conn, command = %answer.command(), "requester gone, answer dropped")
             }
         }
-        self.request_answered(conn, out);
+        self.request_answered(conn);
     }
 }
 

@@ -4,8 +4,8 @@
 use super::requests::handle_of;
 use super::*;
 
-impl<C: Clock> MsgServer<C> {
-    pub(super) fn login(&mut self, conn: ConnId, pdu: &Pdu, out: &mut Vec<Action>) {
+impl MsgServer {
+    pub(super) fn login(&mut self, conn: ConnId, pdu: &Pdu) {
         let seq = pdu.seq_num();
         let request: login::ImLoginReq = match pdu.decode_body() {
             Ok(request) => request,
@@ -15,7 +15,6 @@ impl<C: Clock> MsgServer<C> {
                     conn,
                     seq,
                     server_refusal(bd::ResultType::RefuseReasonDbValidateFailed),
-                    out,
                 );
                 return;
             }
@@ -31,13 +30,13 @@ impl<C: Clock> MsgServer<C> {
         };
         if let Some(code) = missing {
             tracing::info!(?conn, ?code, "login refused: a server is missing");
-            self.refuse(conn, seq, server_refusal(code), out);
+            self.refuse(conn, seq, server_refusal(code));
             return;
         }
         let Some(client) = ClientType::from_wire(request.client_type) else {
             let mut answer = server_refusal(bd::ResultType::RefuseReasonDbValidateFailed);
             answer.result_string = Some("unknown client type".to_owned());
-            self.refuse(conn, seq, answer, out);
+            self.refuse(conn, seq, answer);
             return;
         };
         let status = match request.online_status {
@@ -63,47 +62,38 @@ impl<C: Clock> MsgServer<C> {
             password: request.password,
             attach_data: Some(attach.to_bytes()),
         };
-        out.push(Action::ToUpstream(
+        self.out.push_back(Action::ToUpstream(
             link,
-            Pdu::encode_message(&validate, seq),
+            Frame::from(Pdu::encode_message(&validate, seq)),
         ));
     }
 
-    pub(super) fn refuse(
-        &mut self,
-        conn: ConnId,
-        seq: u16,
-        mut answer: login::ImLoginRes,
-        out: &mut Vec<Action>,
-    ) {
-        answer.server_time = self.clock.now().0;
-        out.push(Action::ToClient(conn, Pdu::encode_message(&answer, seq)));
-        self.close(conn, out);
+    pub(super) fn refuse(&mut self, conn: ConnId, seq: u16, mut answer: login::ImLoginRes) {
+        answer.server_time = self.now.unix.0;
+        self.out.push_back(Action::ToClient(
+            conn,
+            Frame::from(Pdu::encode_message(&answer, seq)),
+        ));
+        self.close(conn);
     }
 
     /// Marks a connection closing and asks the shell to close it. A logged-in connection
     /// stays counted until [`MsgServer::client_closed`].
-    pub(super) fn close(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+    pub(super) fn close(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             if let ConnState::Open(user) = c.state {
                 let client = c.client;
                 c.state = ConnState::Closing;
-                self.forget_login(conn, user, client, out);
+                self.forget_login(conn, user, client);
             } else {
                 c.state = ConnState::Closing;
             }
-            out.push(Action::Close(conn));
+            self.out.push_back(Action::Close(conn));
         }
     }
 
     /// Removes a logged-in connection from its user and tells the login and route servers.
-    pub(super) fn forget_login(
-        &mut self,
-        conn: ConnId,
-        user: UserId,
-        client: Option<ClientType>,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn forget_login(&mut self, conn: ConnId, user: UserId, client: Option<ClientType>) {
         if let Some(entry) = self.users.get_mut(&user) {
             entry.conns.retain(|c| *c != conn);
             if entry.conns.is_empty() {
@@ -114,23 +104,18 @@ impl<C: Clock> MsgServer<C> {
             user_action: 2,
             user_id: user.0,
         };
-        self.to_logins(&Pdu::encode_message(&count, 0), out);
+        self.send_to_logins(&Frame::from(Pdu::encode_message(&count, 0)));
         if let Some(client) = client {
             let status = server::ImUserStatusUpdate {
                 user_status: STATUS_OFFLINE,
                 user_id: user.0,
                 client_type: client.to_wire(),
             };
-            self.to_routes(&Pdu::encode_message(&status, 0), out);
+            self.send_to_routes(&Frame::from(Pdu::encode_message(&status, 0)));
         }
     }
 
-    pub(super) fn validated(
-        &mut self,
-        answer: server::ImValidateRsp,
-        seq: u16,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn validated(&mut self, answer: server::ImValidateRsp, seq: u16) {
         let Some(conn) = answer.attach_data.as_deref().and_then(handle_of) else {
             return;
         };
@@ -144,28 +129,32 @@ impl<C: Clock> MsgServer<C> {
         let user_info = answer.user_info.filter(|_| answer.result_code == 0);
         let Some((client, mut info)) = client.zip(user_info) else {
             let failure = login::ImLoginRes {
-                server_time: self.clock.now().0,
+                server_time: self.now.unix.0,
                 result_code: bd::ResultType::RefuseReasonDbValidateFailed as i32,
                 result_string: answer.result_string,
                 online_status: None,
                 user_info: None,
             };
-            out.push(Action::ToClient(conn, Pdu::encode_message(&failure, seq)));
-            self.close(conn, out);
+            self.out.push_back(Action::ToClient(
+                conn,
+                Frame::from(Pdu::encode_message(&failure, seq)),
+            ));
+            self.close(conn);
             return;
         };
         let user = UserId(info.user_id);
         // Older connections of the same device class, here and on the other msg_servers.
-        self.kick_local(user, client, KICK_REASON_DUPLICATE_USER, false, out);
+        self.kick_local(user, client, KICK_REASON_DUPLICATE_USER, false);
         let kick = server::ImServerKickUser {
             user_id: user.0,
             client_type: client.to_wire(),
             reason: KICK_REASON_DUPLICATE_USER as u32,
         };
-        self.to_master_route(Pdu::encode_message(&kick, 0), out);
+        self.send_to_master_route(Pdu::encode_message(&kick, 0));
         if let Some(c) = self.conns.get_mut(&conn) {
             c.state = ConnState::Open(user);
         }
+        self.arm_idle(conn);
         let entry = self.users.entry(user).or_default();
         entry.conns.push(conn);
         entry.nick = info.user_nick_name.clone();
@@ -173,22 +162,25 @@ impl<C: Clock> MsgServer<C> {
             user_action: 1,
             user_id: user.0,
         };
-        self.to_logins(&Pdu::encode_message(&count, 0), out);
+        self.send_to_logins(&Frame::from(Pdu::encode_message(&count, 0)));
         let online = server::ImUserStatusUpdate {
             user_status: STATUS_ONLINE,
             user_id: user.0,
             client_type: client.to_wire(),
         };
-        self.to_routes(&Pdu::encode_message(&online, 0), out);
+        self.send_to_routes(&Frame::from(Pdu::encode_message(&online, 0)));
         info.status = 0;
         let success = login::ImLoginRes {
-            server_time: self.clock.now().0,
+            server_time: self.now.unix.0,
             result_code: 0,
             result_string: Some(answer.result_string.unwrap_or_else(|| "成功".to_owned())),
             online_status: Some(status),
             user_info: Some(info),
         };
-        out.push(Action::ToClient(conn, Pdu::encode_message(&success, seq)));
+        self.out.push_back(Action::ToClient(
+            conn,
+            Frame::from(Pdu::encode_message(&success, seq)),
+        ));
     }
 
     /// Sends `CID_LOGIN_KICK_USER` to every logged-in connection of `user` in the device
@@ -199,7 +191,6 @@ impl<C: Clock> MsgServer<C> {
         client: ClientType,
         reason: i32,
         pc_only: bool,
-        out: &mut Vec<Action>,
     ) {
         let Some(entry) = self.users.get(&user) else {
             return;
@@ -213,17 +204,17 @@ impl<C: Clock> MsgServer<C> {
         } else {
             kick::kicked_by_login(client, existing)
         };
-        let notice = Pdu::encode_message(
+        let notice = Frame::from(Pdu::encode_message(
             &login::ImKickUser {
                 user_id: user.0,
                 kick_reason: reason,
             },
             0,
-        );
+        ));
         for victim in victims {
             tracing::info!(conn = ?victim, user = user.0, reason, "kicking connection");
-            out.push(Action::ToClient(victim, notice.clone()));
-            self.close(victim, out);
+            self.out.push_back(Action::ToClient(victim, notice.clone()));
+            self.close(victim);
         }
     }
 }

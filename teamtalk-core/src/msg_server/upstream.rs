@@ -4,11 +4,26 @@
 use super::session::server_refusal;
 use super::*;
 
-impl<C: Clock> MsgServer<C> {
-    /// An upstream link is up: login_servers learn about this msg_server, route_servers get
-    /// the connected users (and the master its role).
-    pub fn upstream_opened(&mut self, link: LinkId, kind: Upstream, out: &mut Vec<Action>) {
-        self.upstream_closed(link, out);
+impl MsgServer {
+    /// An upstream link of `kind` is up at `now`; returns the id the core gave it (the
+    /// shell names the link with it in [`MsgServer::handle_upstream_frame`] and
+    /// [`MsgServer::handle_upstream_closed`]; an id is never given twice while open).
+    ///
+    /// login_servers learn about this msg_server, route_servers get the connected users (and
+    /// the first one its master role), file_servers are asked for their addresses; held
+    /// messages go to a new db_proxy link. Logins need a usable db_proxy link, a
+    /// login_server link and a route_server link open ([`MsgServer`]); push_server and
+    /// file_server links are optional.
+    pub fn handle_upstream_opened(&mut self, now: Now, kind: Upstream) -> LinkId {
+        self.advance(now);
+        let link = loop {
+            self.next_link = self.next_link.wrapping_add(1).max(1);
+            let id = LinkId(self.next_link);
+            if !self.links.contains_key(&id) {
+                break id;
+            }
+        };
+        self.links.insert(link, kind);
         match kind {
             Upstream::Db(range) => {
                 self.db.push(DbLink {
@@ -16,13 +31,16 @@ impl<C: Clock> MsgServer<C> {
                     range,
                     usable: true,
                 });
-                self.dispatch_held(out);
+                self.dispatch_held();
             }
             Upstream::Push => self.pushes.push(link),
             Upstream::File => {
                 self.files.push((link, Vec::new()));
                 let ask = server::ImFileServerIpReq {};
-                out.push(Action::ToUpstream(link, Pdu::encode_message(&ask, 0)));
+                self.out.push_back(Action::ToUpstream(
+                    link,
+                    Frame::from(Pdu::encode_message(&ask, 0)),
+                ));
             }
             Upstream::Login => {
                 self.logins.push(link);
@@ -34,7 +52,10 @@ impl<C: Clock> MsgServer<C> {
                     cur_conn_cnt: u32::try_from(self.logged_in()).unwrap_or(u32::MAX),
                     host_name: self.config.host_name.clone(),
                 };
-                out.push(Action::ToUpstream(link, Pdu::encode_message(&info, 0)));
+                self.out.push_back(Action::ToUpstream(
+                    link,
+                    Frame::from(Pdu::encode_message(&info, 0)),
+                ));
             }
             Upstream::Route => {
                 self.routes.push(link);
@@ -54,20 +75,32 @@ impl<C: Clock> MsgServer<C> {
                 let info = server::ImOnlineUserInfo {
                     user_stat_list: list,
                 };
-                out.push(Action::ToUpstream(link, Pdu::encode_message(&info, 0)));
+                self.out.push_back(Action::ToUpstream(
+                    link,
+                    Frame::from(Pdu::encode_message(&info, 0)),
+                ));
                 if self.routes.len() == 1 {
                     let role = server::ImRoleSet { master: 1 };
-                    out.push(Action::ToUpstream(link, Pdu::encode_message(&role, 0)));
+                    self.out.push_back(Action::ToUpstream(
+                        link,
+                        Frame::from(Pdu::encode_message(&role, 0)),
+                    ));
                 }
             }
         }
+        link
     }
 
     /// An upstream link closed; a new route master is elected when the master went away.
     /// Logins waiting for an answer on a closed db_proxy link are refused with
     /// `REFUSE_REASON_NO_DB_SERVER` (the answer can no longer come). Messages in flight on it
-    /// are sent again on another db_proxy link, or held until one is up (hold.rs).
-    pub fn upstream_closed(&mut self, link: LinkId, out: &mut Vec<Action>) {
+    /// are sent again on another db_proxy link, or held until one is up (hold.rs). Unknown
+    /// links are ignored.
+    pub fn handle_upstream_closed(&mut self, now: Now, link: LinkId) {
+        self.advance(now);
+        if self.links.remove(&link).is_none() {
+            return;
+        }
         let mut stranded: Vec<(ConnId, u16)> = self
             .conns
             .iter()
@@ -79,7 +112,7 @@ impl<C: Clock> MsgServer<C> {
         stranded.sort_unstable();
         for (conn, seq) in stranded {
             let answer = server_refusal(bd::ResultType::RefuseReasonNoDbServer);
-            self.refuse(conn, seq, answer, out);
+            self.refuse(conn, seq, answer);
         }
         let was_db = self.db.iter().any(|l| l.id == link);
         self.db.retain(|l| l.id != link);
@@ -87,7 +120,7 @@ impl<C: Clock> MsgServer<C> {
             for c in self.conns.values_mut() {
                 c.outgoing.link_lost(link);
             }
-            self.dispatch_held(out);
+            self.dispatch_held();
         }
         self.logins.retain(|l| *l != link);
         self.pushes.retain(|l| *l != link);
@@ -97,27 +130,29 @@ impl<C: Clock> MsgServer<C> {
         if was_master {
             if let Some(&master) = self.routes.first() {
                 let role = server::ImRoleSet { master: 1 };
-                out.push(Action::ToUpstream(master, Pdu::encode_message(&role, 0)));
+                self.out.push_back(Action::ToUpstream(
+                    master,
+                    Frame::from(Pdu::encode_message(&role, 0)),
+                ));
             }
         }
     }
 
-    /// A frame from an upstream link of kind `kind`.
-    pub fn upstream_frame(
-        &mut self,
-        link: LinkId,
-        kind: Upstream,
-        pdu: Pdu,
-        out: &mut Vec<Action>,
-    ) {
+    /// A frame at `now` from the upstream link `link` (as returned by
+    /// [`MsgServer::handle_upstream_opened`]; frames of unknown links are dropped).
+    pub fn handle_upstream_frame(&mut self, now: Now, link: LinkId, pdu: Pdu) {
+        self.advance(now);
+        let Some(&kind) = self.links.get(&link) else {
+            return;
+        };
         if pdu.command() == CommandId::OTHER_HEARTBEAT {
             return;
         }
         match kind {
-            Upstream::Db(_) => self.db_answer(link, pdu, out),
-            Upstream::Route => self.route_message(pdu, out),
+            Upstream::Db(_) => self.db_answer(link, pdu),
+            Upstream::Route => self.route_message(pdu),
             Upstream::Login => {}
-            Upstream::File => self.file_answer(link, pdu, out),
+            Upstream::File => self.file_answer(link, pdu),
             Upstream::Push => {
                 if pdu.command() == CommandId::OTHER_PUSH_TO_USER_RSP {
                     tracing::debug!("push_server answered");
@@ -150,32 +185,34 @@ impl<C: Clock> MsgServer<C> {
         candidates.get(self.db_turn % candidates.len()).copied()
     }
 
-    pub(super) fn send_db(&mut self, range: DbRange, pdu: Pdu, out: &mut Vec<Action>) {
+    pub(super) fn send_db(&mut self, range: DbRange, pdu: Pdu) {
         match self.pick_db(range) {
-            Some(link) => out.push(Action::ToUpstream(link, pdu)),
+            Some(link) => self
+                .out
+                .push_back(Action::ToUpstream(link, Frame::from(pdu))),
             None => tracing::debug!(command = %pdu.command(), "no db_proxy: request dropped"),
         }
     }
 
-    pub(super) fn to_master_route(&self, pdu: Pdu, out: &mut Vec<Action>) {
+    pub(super) fn send_to_master_route(&mut self, frame: impl Into<Frame>) {
         if let Some(&master) = self.routes.first() {
-            out.push(Action::ToUpstream(master, pdu));
+            self.out.push_back(Action::ToUpstream(master, frame.into()));
         }
     }
 
-    pub(super) fn to_routes(&self, pdu: &Pdu, out: &mut Vec<Action>) {
-        out.extend(
+    pub(super) fn send_to_routes(&mut self, frame: &Frame) {
+        self.out.extend(
             self.routes
                 .iter()
-                .map(|&l| Action::ToUpstream(l, pdu.clone())),
+                .map(|&l| Action::ToUpstream(l, frame.clone())),
         );
     }
 
-    pub(super) fn to_logins(&self, pdu: &Pdu, out: &mut Vec<Action>) {
-        out.extend(
+    pub(super) fn send_to_logins(&mut self, frame: &Frame) {
+        self.out.extend(
             self.logins
                 .iter()
-                .map(|&l| Action::ToUpstream(l, pdu.clone())),
+                .map(|&l| Action::ToUpstream(l, frame.clone())),
         );
     }
 }

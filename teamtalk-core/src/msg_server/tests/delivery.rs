@@ -110,7 +110,7 @@ fn messages(out: &[Action]) -> Vec<(LinkId, u16)> {
     out.iter()
         .filter_map(|x| match x {
             Action::ToUpstream(l, p) if *l != RS && p.command() == CommandId::MSG_DATA => {
-                Some((*l, p.seq_num()))
+                Some((*l, p.pdu().seq_num()))
             }
             _ => None,
         })
@@ -122,12 +122,7 @@ fn store_on(h: &mut Harness, link: LinkId, request: &Pdu, msg_id: u32) -> Vec<Ac
     let mut stored: message::ImMsgData = request.decode_body().unwrap();
     stored.msg_id = msg_id;
     let mut out = Vec::new();
-    h.ms.upstream_frame(
-        link,
-        Upstream::Db(DbRange::Other),
-        Pdu::encode_message(&stored, request.seq_num()),
-        &mut out,
-    );
+    out.extend(h.frame_on(link, Pdu::encode_message(&stored, request.seq_num())));
     out
 }
 
@@ -145,17 +140,16 @@ fn a_message_sent_without_db_link_is_acked_once_a_link_is_back() {
     let a = h.login(1, ClientType::Windows);
     let b = h.login(2, ClientType::Mac);
     let mut out = Vec::new();
-    h.ms.upstream_closed(DB, &mut out);
+    out.extend(h.link_closed(DB));
     h.now_ms += 300;
     let out = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 5);
     assert!(messages(&out).is_empty(), "no link: held, not sent");
     assert!(!closes(&out, a));
     let mut out = Vec::new();
-    h.ms.tick(h.now_ms + 1_000, &mut out);
+    out.extend(h.tick(h.now_ms + 1_000));
     assert!(!closes(&out, a), "held within the bound");
-    let back = LinkId(9);
     let mut out = Vec::new();
-    h.ms.upstream_opened(back, Upstream::Db(DbRange::Other), &mut out);
+    let back = h.link_opened(Upstream::Db(DbRange::Other), &mut out);
     assert_eq!(messages(&out), vec![(back, 5)], "sent once a link is up");
     let request = upstream(&out, back, CommandId::MSG_DATA)[0].clone();
     let out = store_on(&mut h, back, &request, 31);
@@ -172,11 +166,10 @@ fn a_message_in_flight_on_a_lost_link_is_sent_again_in_order() {
     let second = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 2);
     assert!(messages(&second).is_empty(), "waits behind the first");
     let mut out = Vec::new();
-    h.ms.upstream_closed(DB, &mut out);
+    out.extend(h.link_closed(DB));
     assert!(messages(&out).is_empty());
-    let back = LinkId(9);
     let mut out = Vec::new();
-    h.ms.upstream_opened(back, Upstream::Db(DbRange::Other), &mut out);
+    let back = h.link_opened(Upstream::Db(DbRange::Other), &mut out);
     assert_eq!(messages(&out), vec![(back, 1)], "the lost one first");
     let request = upstream(&out, back, CommandId::MSG_DATA)[0].clone();
     let out = store_on(&mut h, back, &request, 40);
@@ -188,15 +181,15 @@ fn a_message_in_flight_on_a_lost_link_is_sent_again_in_order() {
 fn a_message_lost_with_its_db_link_goes_to_the_remaining_link() {
     let mut h = Harness::new();
     let mut out = Vec::new();
-    h.ms.upstream_opened(LinkId(8), Upstream::Db(DbRange::Other), &mut out);
+    let second = h.link_opened(Upstream::Db(DbRange::Other), &mut out);
     let a = h.login(1, ClientType::Windows);
     let first = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 1);
     let [(link, 1)] = messages(&first)[..] else {
         panic!("{first:?}")
     };
     let mut out = Vec::new();
-    h.ms.upstream_closed(link, &mut out);
-    let other = if link == DB { LinkId(8) } else { DB };
+    out.extend(h.link_closed(link));
+    let other = if link == DB { second } else { DB };
     assert_eq!(messages(&out), vec![(other, 1)], "sent again on the other");
 }
 
@@ -205,19 +198,19 @@ fn a_message_not_stored_in_time_closes_the_connection() {
     let mut h = Harness::new();
     let a = h.login(1, ClientType::Windows);
     let mut out = Vec::new();
-    h.ms.upstream_closed(DB, &mut out);
+    out.extend(h.link_closed(DB));
     h.now_ms = 2_000;
     let out = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 5);
     assert!(!closes(&out, a));
     let mut out = Vec::new();
-    h.ms.tick(2_000 + hold::HOLD_MS - 1, &mut out);
+    out.extend(h.tick(2_000 + hold::HOLD_MS - 1));
     assert!(!closes(&out, a));
-    h.ms.tick(2_000 + hold::HOLD_MS, &mut out);
+    out.extend(h.tick(2_000 + hold::HOLD_MS));
     assert!(closes(&out, a), "refused visibly: {out:?}");
     assert!(acked_seqs(&out, a).is_empty());
     // A link coming back later does not store what the client was told failed.
     let mut out = Vec::new();
-    h.ms.upstream_opened(LinkId(9), Upstream::Db(DbRange::Other), &mut out);
+    h.link_opened(Upstream::Db(DbRange::Other), &mut out);
     assert!(messages(&out).is_empty(), "{out:?}");
 
     // The same holds for a db_proxy that takes the message and never answers.
@@ -226,7 +219,7 @@ fn a_message_not_stored_in_time_closes_the_connection() {
     let out = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), 5);
     assert_eq!(messages(&out).len(), 1);
     let mut out = Vec::new();
-    h.ms.tick(hold::HOLD_MS, &mut out);
+    out.extend(h.tick(hold::HOLD_MS));
     assert!(closes(&out, a));
 }
 
@@ -236,7 +229,7 @@ fn too_many_waiting_messages_close_the_connection() {
     h.ms.config.max_msgs_per_sec = 10_000;
     let a = h.login(1, ClientType::Windows);
     let mut out = Vec::new();
-    h.ms.upstream_closed(DB, &mut out);
+    out.extend(h.link_closed(DB));
     for seq in 1..=u16::try_from(hold::MAX_HELD).unwrap() {
         let out = h.client(a, &text(1, 2, crate::domain::MsgType::SingleText), seq);
         assert!(!closes(&out, a), "message {seq} is held");

@@ -1,68 +1,103 @@
 //! The msg_server driven through a harness with fixed links (db_proxy, route_server,
-//! login_server) and a manual clock; the tests are grouped by concern.
+//! login_server) stepping a fake time; the tests are grouped by concern.
 
 use super::*;
-use crate::domain::{ManualClock, Timestamp};
+use crate::domain::Timestamp;
+use crate::time::Machine;
 use crate::PduMessage;
 
 const DB: LinkId = LinkId(1);
 const RS: LinkId = LinkId(2);
 const LS: LinkId = LinkId(3);
 
+/// The Unix time every input carries (the tests step only the monotonic scale).
+const UNIX: Timestamp = Timestamp(1_000);
+
 struct Harness {
-    ms: MsgServer<ManualClock>,
+    ms: MsgServer,
     now_ms: u64,
 }
 
 impl Harness {
     fn new() -> Harness {
-        let mut ms = MsgServer::new(
-            MsgServerConfig::default(),
-            ManualClock::new(Timestamp(1_000)),
-        );
+        let mut h = Harness {
+            ms: MsgServer::new(MsgServerConfig::default()),
+            now_ms: 0,
+        };
         let mut out = Vec::new();
-        ms.upstream_opened(DB, Upstream::Db(DbRange::Login), &mut out);
-        ms.upstream_opened(RS, Upstream::Route, &mut out);
-        ms.upstream_opened(LS, Upstream::Login, &mut out);
-        Harness { ms, now_ms: 0 }
+        assert_eq!(h.link_opened(Upstream::Db(DbRange::Login), &mut out), DB);
+        assert_eq!(h.link_opened(Upstream::Route, &mut out), RS);
+        assert_eq!(h.link_opened(Upstream::Login, &mut out), LS);
+        h
+    }
+
+    /// The moment of the next input.
+    fn now(&self) -> Now {
+        Now::new(self.now_ms, UNIX)
+    }
+
+    /// Everything the msg_server has to do after an input.
+    fn drain(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.ms.poll_output()).collect()
     }
 
     fn client<M: PduMessage>(&mut self, conn: ConnId, message: &M, seq: u16) -> Vec<Action> {
-        let mut out = Vec::new();
-        self.ms.client_frame(
-            conn,
-            Pdu::encode_message(message, seq),
-            self.now_ms,
-            &mut out,
-        );
-        out
+        let now = self.now();
+        self.ms
+            .handle_client_frame(now, conn, Pdu::encode_message(message, seq));
+        self.drain()
+    }
+
+    fn open_client(&mut self, peer_ip: Option<std::net::IpAddr>) -> ConnId {
+        let now = self.now();
+        let conn = self.ms.handle_client_opened(now, peer_ip);
+        assert!(self.drain().is_empty());
+        conn
+    }
+
+    fn client_closed(&mut self, conn: ConnId) -> Vec<Action> {
+        let now = self.now();
+        self.ms.handle_client_closed(now, conn);
+        self.drain()
+    }
+
+    /// Opens an upstream link; its actions go to `out`.
+    fn link_opened(&mut self, kind: Upstream, out: &mut Vec<Action>) -> LinkId {
+        let now = self.now();
+        let link = self.ms.handle_upstream_opened(now, kind);
+        out.extend(self.drain());
+        link
+    }
+
+    fn link_closed(&mut self, link: LinkId) -> Vec<Action> {
+        let now = self.now();
+        self.ms.handle_upstream_closed(now, link);
+        self.drain()
+    }
+
+    fn frame_on(&mut self, link: LinkId, pdu: Pdu) -> Vec<Action> {
+        let now = self.now();
+        self.ms.handle_upstream_frame(now, link, pdu);
+        self.drain()
+    }
+
+    /// Time reaches `ms` (whether or not a deadline is due then).
+    fn tick(&mut self, ms: u64) -> Vec<Action> {
+        self.ms.handle_timeout(Now::new(ms, UNIX));
+        self.drain()
     }
 
     fn db<M: PduMessage>(&mut self, message: &M, seq: u16) -> Vec<Action> {
-        let mut out = Vec::new();
-        self.ms.upstream_frame(
-            DB,
-            Upstream::Db(DbRange::Login),
-            Pdu::encode_message(message, seq),
-            &mut out,
-        );
-        out
+        self.frame_on(DB, Pdu::encode_message(message, seq))
     }
 
     fn route<M: PduMessage>(&mut self, message: &M, seq: u16) -> Vec<Action> {
-        let mut out = Vec::new();
-        self.ms.upstream_frame(
-            RS,
-            Upstream::Route,
-            Pdu::encode_message(message, seq),
-            &mut out,
-        );
-        out
+        self.frame_on(RS, Pdu::encode_message(message, seq))
     }
 
     /// Connects and logs in `name` (user id `id`) with `client`; returns the connection.
     fn login(&mut self, id: u32, client: ClientType) -> ConnId {
-        let conn = self.ms.client_opened(self.now_ms);
+        let conn = self.open_client(None);
         let request = login::ImLoginReq {
             user_name: format!("u{id}"),
             password: "md5".into(),
@@ -90,10 +125,10 @@ impl Harness {
 }
 
 fn only_upstream(out: &[Action], link: LinkId) -> Pdu {
-    let found: Vec<&Pdu> = out
+    let found: Vec<Pdu> = out
         .iter()
         .filter_map(|a| match a {
-            Action::ToUpstream(l, pdu) if *l == link => Some(pdu),
+            Action::ToUpstream(l, frame) if *l == link => Some(frame.pdu()),
             _ => None,
         })
         .collect();
@@ -104,8 +139,8 @@ fn only_upstream(out: &[Action], link: LinkId) -> Pdu {
 fn upstream(out: &[Action], link: LinkId, command: CommandId) -> Vec<Pdu> {
     out.iter()
         .filter_map(|a| match a {
-            Action::ToUpstream(l, pdu) if *l == link && pdu.command() == command => {
-                Some(pdu.clone())
+            Action::ToUpstream(l, frame) if *l == link && frame.command() == command => {
+                Some(frame.pdu())
             }
             _ => None,
         })
@@ -115,7 +150,7 @@ fn upstream(out: &[Action], link: LinkId, command: CommandId) -> Vec<Pdu> {
 fn to_client(out: &[Action], conn: ConnId) -> Vec<Pdu> {
     out.iter()
         .filter_map(|a| match a {
-            Action::ToClient(c, pdu) if *c == conn => Some(pdu.clone()),
+            Action::ToClient(c, frame) if *c == conn => Some(frame.pdu()),
             _ => None,
         })
         .collect()

@@ -121,7 +121,7 @@ fn unanswered_requests_stop_counting_after_the_timeout() {
         h.client(conn, &all, seq);
     }
     let mut out = Vec::new();
-    h.ms.tick(budget::REQUEST_TIMEOUT_MS + 1, &mut out);
+    out.extend(h.tick(budget::REQUEST_TIMEOUT_MS + 1));
     assert_eq!(
         upstream(&out, DB, CommandId::BUDDY_LIST_ALL_USER_REQUEST).len(),
         1,

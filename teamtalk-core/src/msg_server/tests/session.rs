@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn only_heartbeat_and_login_before_login() {
     let mut h = Harness::new();
-    let conn = h.ms.client_opened(0);
+    let conn = h.open_client(None);
     let out = h.client(conn, &crate::proto::other::ImHeartBeat {}, 3);
     assert_eq!(to_client(&out, conn).len(), 1, "heartbeat echoed");
     let out = h.client(conn, &text(5, 6, crate::domain::MsgType::SingleText), 4);
@@ -16,7 +16,7 @@ fn only_heartbeat_and_login_before_login() {
 #[test]
 fn login_reports_to_every_server_and_answers_with_the_seq() {
     let mut h = Harness::new();
-    let conn = h.ms.client_opened(0);
+    let conn = h.open_client(None);
     let request = login::ImLoginReq {
         user_name: "alice".into(),
         password: "x".into(),
@@ -60,7 +60,7 @@ fn login_reports_to_every_server_and_answers_with_the_seq() {
     assert_eq!(h.ms.logged_in(), 1);
 
     let mut out = Vec::new();
-    h.ms.client_closed(conn, &mut out);
+    out.extend(h.client_closed(conn));
     let gone: server::ImUserStatusUpdate = upstream(&out, RS, CommandId::OTHER_USER_STATUS_UPDATE)
         [0]
     .decode_body()
@@ -73,7 +73,7 @@ fn login_reports_to_every_server_and_answers_with_the_seq() {
 fn the_login_check_names_the_clients_address_and_its_answer_still_routes() {
     let mut h = Harness::new();
     let ip: std::net::IpAddr = "198.51.100.23".parse().unwrap();
-    let conn = h.ms.client_opened_from(0, Some(ip));
+    let conn = h.open_client(Some(ip));
     let request = login::ImLoginReq {
         user_name: "alice".into(),
         password: "x".into(),
@@ -102,7 +102,7 @@ fn the_login_check_names_the_clients_address_and_its_answer_still_routes() {
     let res: login::ImLoginRes = to_client(&out, conn)[0].decode_body().unwrap();
     assert_eq!(res.result_code, 0);
     // Without an address (client_opened), the attach data is the original's 12 bytes.
-    let other = h.ms.client_opened(0);
+    let other = h.open_client(None);
     let out = h.client(other, &request, 6);
     let validate: server::ImValidateReq = only_upstream(&out, DB).decode_body().unwrap();
     assert_eq!(validate.attach_data.unwrap().len(), 12);
@@ -111,7 +111,7 @@ fn the_login_check_names_the_clients_address_and_its_answer_still_routes() {
 #[test]
 fn bad_password_and_missing_servers_are_refused() {
     let mut h = Harness::new();
-    let conn = h.ms.client_opened(0);
+    let conn = h.open_client(None);
     let request = login::ImLoginReq {
         user_name: "alice".into(),
         password: "x".into(),
@@ -134,8 +134,8 @@ fn bad_password_and_missing_servers_are_refused() {
     assert!(closes(&out, conn));
 
     let mut out = Vec::new();
-    h.ms.upstream_closed(RS, &mut out);
-    let conn = h.ms.client_opened(0);
+    out.extend(h.link_closed(RS));
+    let conn = h.open_client(None);
     let out = h.client(conn, &request, 2);
     let res: login::ImLoginRes = to_client(&out, conn)[0].decode_body().unwrap();
     assert_eq!(
@@ -145,13 +145,11 @@ fn bad_password_and_missing_servers_are_refused() {
     assert!(closes(&out, conn));
 
     let mut out = Vec::new();
-    h.ms.upstream_frame(
+    out.extend(h.frame_on(
         DB,
-        Upstream::Db(DbRange::Login),
         Pdu::encode_message(&server::ImStopReceivePacket { result: 0 }, 0),
-        &mut out,
-    );
-    let conn = h.ms.client_opened(0);
+    ));
+    let conn = h.open_client(None);
     let out = h.client(conn, &request, 3);
     let res: login::ImLoginRes = to_client(&out, conn)[0].decode_body().unwrap();
     assert_eq!(
@@ -166,7 +164,7 @@ fn a_second_login_of_the_same_class_kicks_and_closes_the_first() {
     let mut h = Harness::new();
     let pc = h.login(5, ClientType::Windows);
     let phone = h.login(5, ClientType::Android);
-    let conn = h.ms.client_opened(0);
+    let conn = h.open_client(None);
     let request = login::ImLoginReq {
         user_name: "u5".into(),
         password: "x".into(),
@@ -210,26 +208,26 @@ fn a_second_login_of_the_same_class_kicks_and_closes_the_first() {
 #[test]
 fn timeouts_depend_on_login_and_device() {
     let mut h = Harness::new();
-    let lurker = h.ms.client_opened(0);
+    let lurker = h.open_client(None);
     let pc = h.login(1, ClientType::Windows);
     let phone = h.login(1, ClientType::Android);
     let mut out = Vec::new();
-    h.ms.tick(14_999, &mut out);
+    out.extend(h.tick(14_999));
     assert!(out.is_empty());
-    h.ms.tick(15_000, &mut out);
+    out.extend(h.tick(15_000));
     assert_eq!(out, vec![Action::Close(lurker)]);
     out.clear();
-    h.ms.tick(120_000, &mut out);
+    out.extend(h.tick(120_000));
     assert!(closes(&out, pc) && !closes(&out, phone));
     out.clear();
-    h.ms.tick(300_000, &mut out);
+    out.extend(h.tick(300_000));
     assert!(closes(&out, phone));
 }
 
 #[test]
 fn a_login_lost_with_its_db_link_is_refused() {
     let mut h = Harness::new();
-    let conn = h.ms.client_opened(0);
+    let conn = h.open_client(None);
     let request = login::ImLoginReq {
         user_name: "alice".into(),
         password: "x".into(),
@@ -240,7 +238,7 @@ fn a_login_lost_with_its_db_link_is_refused() {
     let out = h.client(conn, &request, 12);
     only_upstream(&out, DB);
     let mut out = Vec::new();
-    h.ms.upstream_closed(DB, &mut out);
+    out.extend(h.link_closed(DB));
     let res = &to_client(&out, conn)[0];
     assert_eq!(res.seq_num(), 12);
     let res: login::ImLoginRes = res.decode_body().unwrap();
@@ -249,4 +247,31 @@ fn a_login_lost_with_its_db_link_is_refused() {
         bd::ResultType::RefuseReasonNoDbServer as i32
     );
     assert!(closes(&out, conn));
+}
+
+#[test]
+fn the_next_wake_up_is_the_earliest_deadline_and_idle_time_restarts_with_each_frame() {
+    let mut h = Harness::new();
+    assert_eq!(h.ms.poll_timeout(), None, "no connection, no timer");
+    h.now_ms = 500;
+    let lurker = h.open_client(None);
+    assert_eq!(h.ms.poll_timeout(), Some(15_500), "the login deadline");
+    assert!(h.tick(15_499).is_empty());
+    assert_eq!(h.tick(15_500), vec![Action::Close(lurker)]);
+    assert_eq!(h.ms.poll_timeout(), None);
+
+    h.now_ms = 20_000;
+    let pc = h.login(1, ClientType::Windows);
+    assert_eq!(
+        h.ms.poll_timeout(),
+        Some(35_000),
+        "its login deadline, now moot"
+    );
+    assert!(h.tick(35_000).is_empty(), "an early wake-up does nothing");
+    assert_eq!(h.ms.poll_timeout(), Some(140_000), "the idle deadline");
+    h.now_ms = 100_000;
+    h.client(pc, &crate::proto::other::ImHeartBeat {}, 1);
+    assert!(h.tick(140_000).is_empty(), "heard from since");
+    assert_eq!(h.ms.poll_timeout(), Some(220_000));
+    assert!(closes(&h.tick(220_000), pc));
 }
