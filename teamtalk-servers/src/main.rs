@@ -73,6 +73,7 @@ SERVE CONFIG (TOML, every key optional):
   http_port = 8080   msg_port = 8000   login_port = 8100   route_port = 8200
   db_proxy_port = 10600   msfs_port = 8700 (files in DATA_DIR/msfs)   max_msgs_per_sec = 20
   max_requests_in_flight = 2 (per client)   max_requests_in_flight_total = 4 (all clients)
+  require_login_server = 1 (0: msg_servers accept logins with no login_server link)
   http_msg_port = 8400   http_api_key = \"…\" (default: generated into DATA_DIR/http_api_key)
   push_webhook = \"http://…\" (push notifications POSTed there; no pushes without)   push_port = 8500
   apns_key_file = \"AuthKey_KEYID.p8\"   apns_key_id = \"…\"   apns_team_id = \"…\"   apns_topic = \"…\"
@@ -889,6 +890,7 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
     {
         config.msg.max_requests_in_flight_total = max;
     }
+    config.msg.require_login_server = conf.switch("require_login_server", true).map_err(bad)?;
     config.msfs_port = port("msfs_port", 8700)?;
     let mut msfs = teamtalk_servers::msfs::MsfsConfig::new("");
     msfs.apply_upload_keys(conf, "msfs_upload_budget_mb", "msfs_upload_wait_secs")
