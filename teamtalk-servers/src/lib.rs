@@ -37,6 +37,7 @@ pub mod http_msg;
 pub mod limits;
 pub mod link;
 pub mod link_stream;
+pub mod local;
 pub mod login_server;
 pub mod msfs;
 pub mod msg_server;
