@@ -171,7 +171,7 @@ pub async fn run<H: Handler + 'static>(
     let mut current: HashMap<usize, (ServerId, LinkId)> = HashMap::new();
     let mut routes: HashMap<u64, (RouteLink, Outbox)> = HashMap::new();
     let mut route_outboxes: HashMap<RouteLink, Outbox> = HashMap::new();
-    let mut logins: HashMap<u64, MsgServerLink> = HashMap::new();
+    let mut logins: HashMap<u64, (MsgServerLink, Outbox)> = HashMap::new();
     loop {
         let wake = node
             .lock()
@@ -245,7 +245,8 @@ pub async fn run<H: Handler + 'static>(
                         routes.insert(id, (link, outbox));
                     }
                     Peer::Login(id) => {
-                        logins.insert(id, node.handle_login_link_opened(now));
+                        // The login_server sends nothing, but the link lives as long as its outbox.
+                        logins.insert(id, (node.handle_login_link_opened(now), outbox));
                     }
                 },
                 Some(Err(LinkEvent::Frame(peer, pdu))) => match peer {
@@ -261,7 +262,7 @@ pub async fn run<H: Handler + 'static>(
                         }
                     }
                     Peer::Login(id) => {
-                        if let Some(link) = logins.get(&id) {
+                        if let Some((link, _)) = logins.get(&id) {
                             node.handle_login_frame(now, *link, &pdu);
                         }
                     }
@@ -286,7 +287,7 @@ pub async fn run<H: Handler + 'static>(
                         }
                     }
                     Peer::Login(id) => {
-                        if let Some(link) = logins.remove(&id) {
+                        if let Some((link, _)) = logins.remove(&id) {
                             info!(id, %link, "login link of another process closed");
                             node.handle_login_link_closed(now, link);
                         }
