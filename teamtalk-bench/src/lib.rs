@@ -1,10 +1,4 @@
-//! teamtalk-bench: drives any TeamTalk deployment (ours or the original C++ servers) through
-//! the public protocol only, and measures it: logins, 1:1 chat throughput and latency with
-//! exact loss/duplicate/order accounting, group fan-out, memory per idle connection, and the
-//! ceiling of the machine (a relay that does nothing but forward).
-//!
-//! Every mode is a function returning a [`Report`], so tests run them in-process; the
-//! `teamtalk-bench` binary parses flags and prints the report (and writes it as JSON).
+#![doc = include_str!("../README.md")]
 
 pub mod chat;
 pub mod conn;

@@ -1,5 +1,5 @@
-//! Asking a login_server which msg_server to use: `GET /msg_server`, answered with the
-//! original JSON (`code`, `priorIP`, `backupIP`, `port` as a string, spec/servers.md §2.3).
+//! Asking a login_server which msg_server to use: `GET /msg_server`, answered with the original
+//! JSON (`code`, `priorIP`, `backupIP`, `port` as a string, docs/protocol.md § login_server).
 
 use std::time::Duration;
 

@@ -1,27 +1,4 @@
-//! An async TeamTalk client on tokio: finds a msg_server through a login_server (or connects
-//! to one directly), logs in as the original clients do (md5 of the password), keeps the
-//! connection alive, matches answers to requests, delivers what the server sends on its own
-//! as [`Event`]s, and reconnects (and logs in again) after a drop.
-//!
-//! ```no_run
-//! use teamtalk_client::{Client, ClientConfig, Event};
-//!
-//! # async fn bot() -> Result<(), teamtalk_client::Error> {
-//! let config = ClientConfig::login_url("http://127.0.0.1:8080", "bot", "secret");
-//! let (client, mut events) = Client::connect(config).await?;
-//! while let Some(event) = events.recv().await {
-//!     if let Event::Message(message) = event {
-//!         if let (false, Some(text)) = (message.is_group(), &message.text) {
-//!             client.send_text(message.from, text).await?;
-//!         }
-//!     }
-//! }
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! The request bookkeeping (sequence numbers, timeouts, heartbeats, telling answers from
-//! events) is `teamtalk_core::client`, usable from any runtime; this crate moves the bytes.
+#![doc = include_str!("../README.md")]
 
 mod connection;
 pub mod discovery;

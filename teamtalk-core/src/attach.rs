@@ -1,5 +1,5 @@
 //! attach_data (field 20) layouts: the routing context a stateless server (db_proxy, route,
-//! file) copies verbatim from a request into its response (spec/wire.md §6).
+//! file) copies verbatim from a request into its response (docs/protocol.md § attach_data).
 //!
 //! ```text
 //! DbAttach (12 bytes):   | type u32 | handle u32 | service_type u32 |
@@ -24,7 +24,7 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// What the attach data routes back to (spec/wire.md §6.3).
+/// What the attach data routes back to (docs/protocol.md § Attach types).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct AttachType(pub u32);
 

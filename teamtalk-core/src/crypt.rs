@@ -1,12 +1,12 @@
-//! The TeamTalk message encryption (spec/wire.md §7): what clients apply to text messages and
-//! what servers need for push alert text and the audio preview (`"[语音]"`).
+//! The TeamTalk message encryption (docs/protocol.md § Message encryption): what clients apply to
+//! text messages and what servers need for push alert text and the audio preview (`"[语音]"`).
 //!
 //! AES-256 in ECB mode with the 32 ASCII bytes of the deployment's `aesKey` (the default
-//! `12345678901234567890123456789012` is hard-coded in the clients). The plaintext is copied
-//! into a zeroed buffer of B × 16 bytes, B = ⌈len / 16⌉ plus one block when `len % 16` is 0 or
-//! above 12, whose last 4 bytes hold `len` big-endian; each block is encrypted on its own and
-//! the result is standard Base64 with padding. This is not real confidentiality (quirks.md
-//! Q-11); it is kept because stored messages and clients depend on it.
+//! `12345678901234567890123456789012` is hard-coded in the clients). The plaintext is copied into a
+//! zeroed buffer of B × 16 bytes, B = ⌈len / 16⌉ plus one block when `len % 16` is 0 or above 12,
+//! whose last 4 bytes hold `len` big-endian; each block is encrypted on its own and the result is
+//! standard Base64 with padding. This is not real confidentiality (docs/compatibility.md Q-11); it
+//! is kept because stored messages and clients depend on it.
 
 use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use aes::Aes256;

@@ -11,7 +11,7 @@
 
 use core::fmt;
 
-/// The `service_id` of a PDU header (spec/wire.md §10).
+/// The `service_id` of a PDU header (docs/protocol.md § Services).
 ///
 /// Every command belongs to the service in its high byte ([`CommandId::service`]); servers
 /// dispatch on the command alone, clients on both.
@@ -64,8 +64,8 @@ impl ServiceId {
     }
 }
 
-/// The `command_id` of a PDU header (spec/wire.md §11): what the body is and what to do with
-/// it. The named constants (`CommandId::MSG_DATA` …) are defined with the command table in
+/// The `command_id` of a PDU header (docs/protocol.md § Commands): what the body is and what to do
+/// with it. The named constants (`CommandId::MSG_DATA` …) are defined with the command table in
 /// [`crate::command`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct CommandId(pub u16);

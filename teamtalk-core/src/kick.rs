@@ -1,8 +1,8 @@
-//! Multi-device rules (spec/servers.md §8.7): which connections a login or a mobile's
-//! "kick my PC" request pushes out, and the push type for mobile users.
+//! Multi-device rules (docs/protocol.md § Multi-device rules): which connections a login or a
+//! mobile's "kick my PC" request pushes out, and the push type for mobile users.
 //!
-//! One PC-class and one mobile-class connection per user may coexist. The original kicked
-//! only the first matching connection per msg_server and left it open and working (quirks.md
+//! One PC-class and one mobile-class connection per user may coexist. The original kicked only the
+//! first matching connection per msg_server and left it open and working (docs/compatibility.md
 //! Q-03); these rules name every connection to kick, and the server closes them after sending
 //! `CID_LOGIN_KICK_USER`.
 

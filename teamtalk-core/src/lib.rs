@@ -140,7 +140,9 @@
 //!
 //! - [`pdu`]: the 16-byte header, [`Pdu`], the streaming [`PduDecoder`] and [`FrameError`].
 //! - [`ids`]: [`ServiceId`] and [`CommandId`], printing their original names.
-//! - [`command`]: the command table: every command, its name and its message; [`AnyMessage`].
+//! - [`command`]: the command table: every command, its name, its message and who sends it;
+//!   [`AnyMessage`]; [`command::requests`]: every request's rules (requester, route, answer,
+//!   failure reply) in one table.
 //! - [`message`]: the typed path ([`PduMessage`]) and body errors ([`DecodeError`]).
 //! - [`attach`]: the attach_data layouts servers use to route responses.
 //! - [`error`]: [`PduError`], deciding whether a failure closes the connection.
@@ -195,9 +197,10 @@ pub mod time;
 pub use teamtalk_proto as proto;
 
 pub use attach::{AttachError, AttachType, DbAttach, PduAttach, ValidateAttach};
+pub use command::AnyMessage;
 pub use error::PduError;
 pub use ids::{CommandId, ServiceId};
-pub use message::{AnyMessage, DecodeError, PduMessage};
+pub use message::{DecodeError, PduMessage};
 pub use pdu::{FrameError, Pdu, PduDecoder, PduHeader};
 
 /// The code in docs/protocol.md is compiled and run as doc tests.

@@ -1,17 +1,16 @@
-//! Typed PDU bodies: the [`PduMessage`] trait tying each protobuf message to its command, the
-//! dynamic [`AnyMessage`], and the body [`DecodeError`].
+//! Typed PDU bodies: the [`PduMessage`] trait tying each protobuf message to its command, and
+//! the body [`DecodeError`]. The dynamic [`crate::AnyMessage`] is built on them in
+//! [`crate::command`]; frames ([`crate::Pdu`]) are built on both in [`crate::pdu`], so this
+//! module depends on [`crate::ids`] alone.
 
 use bytes::Buf;
 
 use crate::ids::{CommandId, ServiceId};
-use crate::pdu::Pdu;
-
-pub use crate::command::AnyMessage;
 
 /// A protobuf message that travels as the body of one command.
 ///
 /// Implemented for every message of the command table; the hot path uses it to build and read
-/// PDUs without going through [`AnyMessage`]:
+/// PDUs without going through [`crate::AnyMessage`]:
 ///
 /// ```
 /// use teamtalk_core::{proto::message::ImMsgDataAck, CommandId, Pdu, PduMessage};
@@ -47,7 +46,7 @@ pub enum DecodeError {
         /// What protobuf decoding reported.
         source: prost::DecodeError,
     },
-    /// [`Pdu::decode_body`] was asked for a message the PDU's command does not carry.
+    /// [`crate::Pdu::decode_body`] was asked for a message the PDU's command does not carry.
     #[error("expected a {expected} PDU, got {found}")]
     UnexpectedCommand {
         /// The command of the requested message type.
@@ -63,19 +62,4 @@ pub(crate) fn decode_as<M: PduMessage>(body: impl Buf) -> Result<M, DecodeError>
         command: M::COMMAND,
         source,
     })
-}
-
-impl AnyMessage {
-    /// The protobuf encoding of the message (the PDU body) as a new vector.
-    pub fn encode_to_vec(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(self.encoded_len());
-        self.encode(&mut buf);
-        buf
-    }
-
-    /// A PDU carrying this message under its command with `seq_num` (version 1, flag 0,
-    /// reserved 0).
-    pub fn to_pdu(&self, seq_num: u16) -> Pdu {
-        Pdu::new(self.command(), seq_num, self.encode_to_vec().into())
-    }
 }

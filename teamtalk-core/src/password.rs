@@ -1,4 +1,4 @@
-//! The TeamTalk password scheme (spec/storage.md §4).
+//! The TeamTalk password scheme (docs/storage.md § Password scheme).
 //!
 //! Clients send `md5hex(plain)` (32 lowercase hex characters). IMUser stores
 //! `md5hex(md5hex(plain) ‖ salt)` with a 1–4 digit decimal salt. A login is accepted when

@@ -18,8 +18,9 @@ use core::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::command::AnyMessage;
 use crate::ids::{CommandId, ServiceId};
-use crate::message::{decode_as, AnyMessage, DecodeError, PduMessage};
+use crate::message::{decode_as, DecodeError, PduMessage};
 
 /// Size of the PDU header in bytes.
 pub const HEADER_LEN: usize = 16;
@@ -167,6 +168,14 @@ impl Pdu {
     /// Decodes the body as whatever message the PDU's command carries.
     pub fn decode_any(&self) -> Result<AnyMessage, DecodeError> {
         AnyMessage::decode(self.header.command_id, self.body.clone())
+    }
+}
+
+impl AnyMessage {
+    /// A PDU carrying this message under its command with `seq_num` (version 1, flag 0,
+    /// reserved 0).
+    pub fn to_pdu(&self, seq_num: u16) -> Pdu {
+        Pdu::new(self.command(), seq_num, self.encode_to_vec().into())
     }
 }
 

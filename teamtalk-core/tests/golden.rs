@@ -1,6 +1,6 @@
-//! Golden byte vectors, derived by hand from spec/messages.md (field tags and labels) and
-//! spec/wire.md (header layout), checked in both directions: our encoding produces exactly
-//! these bytes, and these bytes decode to the expected message.
+//! Golden byte vectors, derived by hand from the `.proto` files of teamtalk-proto (field tags and
+//! labels) and docs/protocol.md § Framing (header layout), checked in both directions: our encoding
+//! produces exactly these bytes, and these bytes decode to the expected message.
 //!
 //! Key byte = (tag << 3) | wire type (0 varint, 2 length-delimited). Varints are little-endian
 //! base-128: 300 = `ac 02`, 1700000000 = `80 e2 cf aa 06`.

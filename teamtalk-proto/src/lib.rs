@@ -1,10 +1,4 @@
-//! The TeamTalk protobuf messages, generated with [prost] from our own `.proto` files.
-//!
-//! The nine packages of the original TeamTalk protocol (`IM.BaseDefine`, `IM.Login`,
-//! `IM.Buddy`, `IM.Message`, `IM.Group`, `IM.File`, `IM.Server`, `IM.Other`,
-//! `IM.SwitchService`) are proto2 with the original message names, field tags, labels and
-//! enum values, so the bytes on the wire are what the original C++ servers and the
-//! Windows/Mac/iOS/Android clients produce and accept.
+#![doc = include_str!("../README.md")]
 //!
 //! # Wire rules worth knowing
 //!
@@ -21,7 +15,7 @@
 //!   (`ImLoginReq`, `ImValidateReq`, `ImMsgData`, `MsgInfo`, `ImPushToUserReq` …) show only the
 //!   size of those fields, so logging a decoded message is safe.
 //!
-//! # Layout
+//! # Modules
 //!
 //! - [`base_define`]: shared enums (service and command ids, result codes, client types …)
 //!   and sub-messages (`UserInfo`, `MsgInfo`, `GroupInfo` …).
@@ -31,23 +25,6 @@
 //!
 //! The Rust code under `src/generated/` is checked in; `tests/codegen.rs` regenerates it with
 //! protox + prost-build (no system `protoc` needed) and fails when it is stale.
-//!
-//! # Example
-//!
-//! ```
-//! use prost::Message;
-//! use teamtalk_proto::{base_define::{ClientType, UserStatType}, login::ImLoginReq};
-//!
-//! let req = ImLoginReq {
-//!     user_name: "alice".into(),
-//!     password: "e10adc3949ba59abbe56e057f20f883e".into(),
-//!     online_status: UserStatType::UserStatusOnline as i32,
-//!     client_type: ClientType::Android as i32,
-//!     client_version: None,
-//! };
-//! let bytes = req.encode_to_vec();
-//! assert_eq!(ImLoginReq::decode(bytes.as_slice()).unwrap(), req);
-//! ```
 
 pub use prost;
 

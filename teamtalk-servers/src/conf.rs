@@ -1,5 +1,5 @@
 //! The original servers' `.conf` files (`base/ConfigFileReader.cpp`), read so that an existing
-//! deployment's configuration can be used as it is (spec/servers.md §1).
+//! deployment's configuration can be used as it is (docs/deploy.md).
 //!
 //! One `key=value` per line; everything after `#` is a comment; spaces and tabs around key and
 //! value are trimmed; lines longer than 255 bytes are cut; a key that appears twice keeps its

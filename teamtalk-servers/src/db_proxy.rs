@@ -1,5 +1,5 @@
 //! db_proxy_server: accepts links from msg_servers (and http_msg_server) and answers their
-//! requests through a core [`Handler`] (spec/servers.md §5).
+//! requests through a core [`Handler`] (docs/protocol.md § db_proxy_server).
 //!
 //! - Many requests are in flight on one link at once (bounded per link); answers may leave in
 //!   any order, each echoing its request's `seq_num` (and `attach_data`, copied by the core).

@@ -1,4 +1,4 @@
-//! An original `dbproxyserver.conf` (spec/servers.md §5.1) as db_proxy_server settings, so an
+//! An original `dbproxyserver.conf` (docs/deploy.md) as db_proxy_server settings, so an
 //! existing deployment's file can be used as it is.
 //!
 //! | original keys | here |

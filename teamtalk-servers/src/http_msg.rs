@@ -1,5 +1,5 @@
-//! http_msg_server: the administration HTTP API (spec/servers.md §7.2), acting through
-//! db_proxy and route_server as the original does.
+//! http_msg_server: the administration HTTP API (docs/protocol.md § http_msg_server), acting
+//! through db_proxy and route_server as the original does.
 //!
 //! `POST /query/CreateGroup`, `POST /query/ChangeMembers` with the original JSON bodies and
 //! answers (`{"error_code":N,"error_msg":"…"}`, plus `group_id` for CreateGroup), and
@@ -9,7 +9,7 @@
 //! `CID_LOGIN_KICK_USER` and is closed; for an account just closed with `teamtalk user
 //! disable`).
 //!
-//! Unlike the original (quirks.md Q-09), every request needs the API key — in the
+//! Unlike the original (docs/compatibility.md Q-09), every request needs the API key — in the
 //! `X-Api-Key` header or the body's `app_key` — and the server listens on 127.0.0.1 by
 //! default. error_code: 0 成功, 1 参数错误, 2 认证失败 (ours), 10 服务器异常, 11 创建群失败,
 //! 12 更改群成员失败, 13 发送消息失败 (ours).

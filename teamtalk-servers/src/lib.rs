@@ -1,9 +1,6 @@
-//! The teamtalk-rs servers: thin tokio shells that move bytes and call `teamtalk-core`.
+#![doc = include_str!("../README.md")]
 //!
-//! Each server is a `run(config, listener, …, shutdown)` function, so tests start it in-process
-//! on an ephemeral port and binaries wire it to real sockets, signals and config files.
-//!
-//! # Layout
+//! # Modules
 //!
 //! - [`shutdown`]: the shutdown signal every server and connection watches.
 //! - [`clock`]: the wall clock handed to the core (the only place that reads it).

@@ -1,5 +1,5 @@
-//! msfs: the HTTP blob store for images, avatars and audio (spec/servers.md §7.1, storage.md
-//! §8), with the original URL scheme and on-disk layout.
+//! msfs: the HTTP blob store for images, avatars and audio (docs/protocol.md § msfs,
+//! docs/storage.md § msfs files), with the original URL scheme and on-disk layout.
 //!
 //! - `POST` (any path) with a `multipart/form-data` body: the first part with a file name is
 //!   stored as `{base}/{NNN}/{MMM}/{usec}_{n}[_{W}x{H}].{ext}` and answered with

@@ -1,5 +1,5 @@
 //! push_server: receives `CID_OTHER_PUSH_TO_USER_REQ` from msg_servers and hands every
-//! device token to a [`PushBackend`] (spec/servers.md §7.3). The original spoke Apple's
+//! device token to a [`PushBackend`] (docs/protocol.md § push_server). The original spoke Apple's
 //! retired binary APNs protocol and failed every Android token; here the delivery is
 //! pluggable, with a webhook backend (an HTTP POST of a JSON payload per notification) and,
 //! with the cargo feature `apns`, Apple's HTTP/2 provider API (module `apns`).

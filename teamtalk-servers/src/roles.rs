@@ -1,4 +1,4 @@
-//! The original servers' configuration keys (spec/servers.md §2.1, §3.1, §4.1) read into
+//! The original servers' configuration keys (docs/deploy.md) read into
 //! each role's settings, from a `.conf` file or a TOML file with the same keys.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};

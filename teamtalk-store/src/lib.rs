@@ -1,16 +1,10 @@
-//! Storage backends implementing the traits of [`teamtalk_core::store`].
+#![doc = include_str!("../README.md")]
 //!
-//! | backend | for | durability |
-//! |---|---|---|
-//! | [`memory::MemoryStore`] | tests, demos | none: everything is lost with the process |
-//! | [`sqlite::SqliteStore`] (feature `sqlite`, default) | the embedded default: one file, no server | survives a process crash; optionally power loss |
-//! | [`mysql::MysqlRedisStore`] (feature `mysql`, default) | existing TeamTalk deployments: the original tables and Redis keys | as configured for MySQL and Redis |
-//!
-//! Every backend passes the same conformance kit (module `conformance`, feature `conformance`), which
-//! a third-party backend can run from its own tests (docs/storage.md, "Writing your own
+//! Every backend passes the same conformance kit (module `conformance`, feature `conformance`),
+//! which a third-party backend can run from its own tests (docs/storage.md, "Writing your own
 //! backend").
 //!
-//! # Layout
+//! # Modules
 //!
 //! - [`memory`]: the in-memory backend.
 //! - [`sqlite`]: the embedded SQLite backend.

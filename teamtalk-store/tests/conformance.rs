@@ -96,7 +96,7 @@ async fn mysql(guards: &Mutex<Vec<MysqlGuard>>) -> Option<teamtalk_store::MysqlR
     Some(store)
 }
 
-/// A stand-in msfs speaking the original protocol (spec/servers.md §7.1): a multipart upload
+/// A stand-in msfs speaking the original protocol (docs/protocol.md § msfs): a multipart upload
 /// answered with `{"error_code":0,…,"url":…}`, and a GET of that URL. Returns its base URL.
 async fn fake_msfs() -> String {
     use std::collections::HashMap;

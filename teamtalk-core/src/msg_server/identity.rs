@@ -1,98 +1,19 @@
 //! Which field of a message names its user: forced to the authenticated user on the way in
-//! (quirks.md ), and read with the attach data on the way back.
+//! and read with the attach data on the way back. Both are columns of the
+//! request table ([`crate::command::requests`]); these are its derived functions under their
+//! msg_server names.
 
-use bytes::Bytes;
-
-use crate::command::AnyMessage;
-
-macro_rules! requester_fields {
-    ($message:expr, $user:expr; $($variant:ident . $field:ident),* $(,)?) => {
-        match $message {
-            $(AnyMessage::$variant(m) => {
-                m.$field = $user;
-                true
-            })*
-            _ => false,
-        }
-    };
-}
-
-/// Overwrites the requester field of a client request (`user_id`, or `from_user_id` of
-/// messages, P2P commands and file requests) with `user`. `false` when the message has none.
-///
-/// `IMFileDelOfflineReq` is deliberately absent: its `from_user_id` names the file's sender,
-/// who need not be the requester; the msg_server checks it instead.
-pub fn set_requester(message: &mut AnyMessage, user: u32) -> bool {
-    requester_fields!(message, user;
-        DeviceTokenReq.user_id,
-        KickPcClientReq.user_id,
-        PushShieldReq.user_id,
-        QueryPushShieldReq.user_id,
-        RecentContactSessionReq.user_id,
-        UsersInfoReq.user_id,
-        RemoveSessionReq.user_id,
-        AllUserReq.user_id,
-        UsersStatReq.user_id,
-        ChangeAvatarReq.user_id,
-        DepartmentReq.user_id,
-        ChangeSignInfoReq.user_id,
-        MsgData.from_user_id,
-        MsgDataReadAck.user_id,
-        UnreadMsgCntReq.user_id,
-        GetMsgListReq.user_id,
-        GetLatestMsgIdReq.user_id,
-        GetMsgByIdReq.user_id,
-        NormalGroupListReq.user_id,
-        GroupInfoListReq.user_id,
-        GroupCreateReq.user_id,
-        GroupChangeMemberReq.user_id,
-        GroupShieldReq.user_id,
-        FileReq.from_user_id,
-        FileHasOfflineReq.user_id,
-        FileAddOfflineReq.from_user_id,
-        P2pCmdMsg.from_user_id,
-    )
-}
-
-macro_rules! attach_fields {
-    ($message:expr; $($variant:ident),* $(,)?) => {
-        match $message {
-            $(AnyMessage::$variant(m) => Some((m.user_id, &mut m.attach_data)),)*
-            _ => None,
-        }
-    };
-}
-
-/// The user a response is for and its attach data field, for responses the msg_server routes
-/// back to the requesting connection (spec/servers.md §3.4). `None` for other messages.
-pub fn reply_route(message: &mut AnyMessage) -> Option<(u32, &mut Option<Bytes>)> {
-    attach_fields!(message;
-        PushShieldRsp,
-        QueryPushShieldRsp,
-        RecentContactSessionRsp,
-        UsersInfoRsp,
-        RemoveSessionRsp,
-        AllUserRsp,
-        UsersStatRsp,
-        ChangeAvatarRsp,
-        DepartmentRsp,
-        ChangeSignInfoRsp,
-        UnreadMsgCntRsp,
-        GetMsgListRsp,
-        GetLatestMsgIdRsp,
-        GetMsgByIdRsp,
-        NormalGroupListRsp,
-        GroupInfoListRsp,
-        GroupCreateRsp,
-        GroupChangeMemberRsp,
-        GroupShieldRsp,
-        FileHasOfflineRsp,
-    )
-}
+pub use crate::command::requests::{reply_route, set_requester};
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+    use crate::command::requests::{self, TABLE};
+    use crate::command::AnyMessage;
+    use crate::ids::CommandId;
+    use crate::msg_server::budget;
     use crate::proto::{group, message, switch_service};
 
     #[test]
@@ -134,5 +55,86 @@ mod tests {
         assert_eq!(attach.take().as_deref(), Some(&b"abc"[..]));
         let mut req = AnyMessage::from(message::ImClientTimeReq {});
         assert!(reply_route(&mut req).is_none());
+    }
+
+    /// Every message of the command table with its default body.
+    fn every_message() -> Vec<AnyMessage> {
+        CommandId::ALL
+            .iter()
+            .filter_map(|&c| AnyMessage::decode(c, &[][..]).ok())
+            .collect()
+    }
+
+    /// Every message with its identity and attach fields set, so a body that forgets to echo
+    /// one differs.
+    fn filled(message: &AnyMessage) -> AnyMessage {
+        let mut m = message.clone();
+        requests::set_requester(&mut m, 77);
+        requests::set_attach(&mut m, Bytes::from_static(b"attach-data-1234"));
+        m
+    }
+
+    #[test]
+    fn the_budget_counts_what_the_table_counts() {
+        for &command in CommandId::ALL {
+            assert_eq!(
+                budget::counts(command),
+                requests::counts(command),
+                "{command}"
+            );
+        }
+    }
+
+    #[test]
+    fn set_attach_matches_the_msg_server_for_forwarded_requests() {
+        // The msg_server's own list (msg_server::set_attach) covers the requests it forwards
+        // with attach data; the table's adds the requests whose attach the msg_server writes
+        // elsewhere (a message when it is held, the msg_server's own db_proxy requests).
+        let elsewhere = [
+            CommandId::MSG_DATA,
+            CommandId::OTHER_VALIDATE_REQ,
+            CommandId::OTHER_GET_DEVICE_TOKEN_REQ,
+            CommandId::OTHER_GET_SHIELD_REQ,
+        ];
+        for message in every_message() {
+            let attach = Bytes::from_static(b"0123456789ab");
+            let (mut old, mut new) = (message.clone(), message.clone());
+            super::super::requests::set_attach(&mut old, attach.clone());
+            let written = requests::set_attach(&mut new, attach);
+            if elsewhere.contains(&message.command()) {
+                assert!(written, "{}", message.command());
+                assert_eq!(old, message, "{}", message.command());
+            } else {
+                assert_eq!(old, new, "{}", message.command());
+                assert_eq!(written, old != message, "{}", message.command());
+            }
+        }
+    }
+
+    #[test]
+    fn offline_answers_match_the_msg_server() {
+        for message in every_message() {
+            let message = filled(&message);
+            assert_eq!(
+                super::super::requests::offline_answer(&message),
+                requests::offline_answer(&message),
+                "{}",
+                message.command()
+            );
+        }
+    }
+
+    #[test]
+    fn every_routed_answer_of_the_table_has_a_reply_route() {
+        for rules in TABLE {
+            if let requests::Answer::Routed(rsp) | requests::Answer::EveryConnection(rsp) =
+                rules.answer
+            {
+                let Ok(mut answer) = AnyMessage::decode(rsp, &[][..]) else {
+                    panic!("{rsp} has no message");
+                };
+                assert!(reply_route(&mut answer).is_some(), "{rsp}");
+            }
+        }
     }
 }

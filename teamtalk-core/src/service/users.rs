@@ -19,17 +19,7 @@ use crate::guard::{LoginAccount, LoginSource};
 use crate::password::verify_password;
 use crate::store::{Department, StoreResult, User, UserStore};
 
-/// `IMValidateRsp.result_code` values.
-pub(crate) mod validate {
-    /// Credentials accepted.
-    pub(crate) const OK: u32 = 0;
-    /// Unknown user, inactive user or wrong password.
-    pub(crate) const REFUSED: u32 = 1;
-    /// The server could not check (storage error).
-    pub(crate) const INTERNAL_ERROR: u32 = 2;
-    /// More than 10 failures in 30 minutes.
-    pub(crate) const BLOCKED: u32 = 6;
-}
+pub(crate) use crate::command::failures::validate;
 
 impl<S: UserStore, C: Clock> DbProxy<S, C> {
     /// CID_OTHER_VALIDATE_REQ: checks a login with the source unknown

@@ -20,7 +20,7 @@ impl ::prost::Name for IpAddr {
     }
 }
 /// Sub-message (never a PDU body on its own). One IMUser row as sent to clients. Filled from IMUser
-/// columns (see storage.md).
+/// columns (docs/storage.md § MySQL tables).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct UserInfo {
     /// IMUser.id
@@ -168,7 +168,7 @@ pub struct UnreadInfo {
     /// SINGLE or GROUP
     #[prost(enumeration = "SessionType", required, tag = "2")]
     pub session_type: i32,
-    /// number of unread messages (see storage.md for the counter arithmetic)
+    /// number of unread messages (docs/storage.md § Unread counters)
     #[prost(uint32, required, tag = "3")]
     pub unread_cnt: u32,
     /// msgId of the newest message of the session
@@ -436,7 +436,7 @@ impl ::prost::Name for PushShieldStatus {
     }
 }
 /// Value of the header service_id. Servers never dispatch on it, but clients do; every PDU a server
-/// builds carries the SID listed in wire.md.
+/// builds carries the SID listed in docs/protocol.md § Services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum ServiceId {
@@ -493,35 +493,35 @@ impl ServiceId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum LoginCmdId {
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginReqMsgserver = 257,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginResMsgserver = 258,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginReqUserlogin = 259,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginResUserlogin = 260,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginReqLoginout = 261,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginResLoginout = 262,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginKickUser = 263,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginReqDevicetoken = 264,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginResDevicetoken = 265,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginReqKickpcclient = 266,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginResKickpcclient = 267,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginReqPushShield = 268,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginResPushShield = 269,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginReqQueryPushShield = 270,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidLoginResQueryPushShield = 271,
 }
 impl LoginCmdId {
@@ -574,47 +574,47 @@ impl LoginCmdId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum BuddyListCmdId {
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListRecentContactSessionRequest = 513,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListRecentContactSessionResponse = 514,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListStatusNotify = 515,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListUserInfoRequest = 516,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListUserInfoResponse = 517,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListRemoveSessionReq = 518,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListRemoveSessionRes = 519,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListAllUserRequest = 520,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListAllUserResponse = 521,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListUsersStatusRequest = 522,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListUsersStatusResponse = 523,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListChangeAvatarRequest = 524,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListChangeAvatarResponse = 525,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListPcLoginStatusNotify = 526,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListRemoveSessionNotify = 527,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListDepartmentRequest = 528,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListDepartmentResponse = 529,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListAvatarChangedNotify = 530,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListChangeSignInfoRequest = 531,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListChangeSignInfoResponse = 532,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidBuddyListSignInfoChangedNotify = 533,
 }
 impl BuddyListCmdId {
@@ -735,33 +735,33 @@ impl BuddyListCmdId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum MessageCmdId {
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgData = 769,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgDataAck = 770,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgReadAck = 771,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgReadNotify = 772,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgTimeRequest = 773,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgTimeResponse = 774,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgUnreadCntRequest = 775,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgUnreadCntResponse = 776,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgListRequest = 777,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgListResponse = 778,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgGetLatestMsgIdReq = 779,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgGetLatestMsgIdRsp = 780,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgGetByMsgIdReq = 781,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidMsgGetByMsgIdRes = 782,
 }
 impl MessageCmdId {
@@ -812,27 +812,27 @@ impl MessageCmdId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum GroupCmdId {
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidGroupNormalListRequest = 1025,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidGroupNormalListResponse = 1026,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidGroupInfoRequest = 1027,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidGroupInfoResponse = 1028,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidGroupCreateRequest = 1029,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidGroupCreateResponse = 1030,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidGroupChangeMemberRequest = 1031,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidGroupChangeMemberResponse = 1032,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidGroupShieldGroupRequest = 1033,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidGroupShieldGroupResponse = 1034,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidGroupChangeMemberNotify = 1035,
 }
 impl GroupCmdId {
@@ -879,29 +879,29 @@ impl GroupCmdId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum FileCmdId {
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidFileLoginReq = 1281,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidFileLoginRes = 1282,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidFileState = 1283,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidFilePullDataReq = 1284,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidFilePullDataRsp = 1285,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidFileRequest = 1286,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidFileResponse = 1287,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidFileNotify = 1288,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidFileHasOfflineReq = 1289,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidFileHasOfflineRes = 1290,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidFileAddOfflineReq = 1291,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidFileDelOfflineReq = 1292,
 }
 impl FileCmdId {
@@ -948,7 +948,7 @@ impl FileCmdId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum SwitchServiceCmdId {
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidSwitchP2pCmd = 1537,
 }
 impl SwitchServiceCmdId {
@@ -973,47 +973,47 @@ impl SwitchServiceCmdId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum OtherCmdId {
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherHeartbeat = 1793,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherStopRecvPacket = 1794,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherValidateReq = 1795,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherValidateRsp = 1796,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherGetDeviceTokenReq = 1797,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherGetDeviceTokenRsp = 1798,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherRoleSet = 1799,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherOnlineUserInfo = 1800,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherMsgServInfo = 1801,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherUserStatusUpdate = 1802,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherUserCntUpdate = 1803,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherServerKickUser = 1805,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherLoginStatusNotify = 1806,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherPushToUserReq = 1807,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherPushToUserRsp = 1808,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherGetShieldReq = 1809,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherGetShieldRsp = 1810,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherFileTransferReq = 1841,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherFileTransferRsp = 1842,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherFileServerIpReq = 1843,
-    /// command id, see wire.md
+    /// command id, see docs/protocol.md § Commands
     CidOtherFileServerIpRsp = 1844,
 }
 impl OtherCmdId {

@@ -8,9 +8,9 @@ pub struct ImRecentContactSessionReq {
     /// client's newest known session update time; only sessions with updated > this are returned
     #[prost(uint32, required, tag = "2")]
     pub latest_update_time: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -35,9 +35,9 @@ pub struct ImRecentContactSessionRsp {
     pub contact_session_list: ::prost::alloc::vec::Vec<
         super::base_define::ContactSessionInfo,
     >,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -77,9 +77,9 @@ pub struct ImUsersInfoReq {
     /// ids to fetch (no limit)
     #[prost(uint32, repeated, packed = "false", tag = "2")]
     pub user_id_list: ::prost::alloc::vec::Vec<u32>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -102,9 +102,9 @@ pub struct ImUsersInfoRsp {
     /// users found (any status)
     #[prost(message, repeated, tag = "2")]
     pub user_info_list: ::prost::alloc::vec::Vec<super::base_define::UserInfo>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -130,9 +130,9 @@ pub struct ImRemoveSessionReq {
     /// peer user id or group id
     #[prost(uint32, required, tag = "3")]
     pub session_id: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -161,9 +161,9 @@ pub struct ImRemoveSessionRsp {
     /// echo
     #[prost(uint32, required, tag = "4")]
     pub session_id: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -186,9 +186,9 @@ pub struct ImAllUserReq {
     /// client's newest known IMUser.updated; 0 = full sync
     #[prost(uint32, required, tag = "2")]
     pub latest_update_time: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -211,12 +211,12 @@ pub struct ImAllUserRsp {
     /// max(IMUser.updated) of the returned rows, or the request value when nothing was returned
     #[prost(uint32, required, tag = "2")]
     pub latest_update_time: u32,
-    /// changed users (see storage.md for the exact filter)
+    /// changed users (docs/storage.md § Change filters)
     #[prost(message, repeated, tag = "3")]
     pub user_list: ::prost::alloc::vec::Vec<super::base_define::UserInfo>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -240,9 +240,9 @@ pub struct ImUsersStatReq {
     /// users to query
     #[prost(uint32, repeated, packed = "false", tag = "2")]
     pub user_id_list: ::prost::alloc::vec::Vec<u32>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -265,9 +265,9 @@ pub struct ImUsersStatRsp {
     /// one entry per queried id, in request order
     #[prost(message, repeated, tag = "2")]
     pub user_stat_list: ::prost::alloc::vec::Vec<super::base_define::UserStat>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -291,9 +291,9 @@ pub struct ImChangeAvatarReq {
     /// new avatar URL
     #[prost(string, required, tag = "2")]
     pub avatar_url: ::prost::alloc::string::String,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -317,9 +317,9 @@ pub struct ImChangeAvatarRsp {
     /// 0 = success, non-zero = failure (see message notes for concrete values)
     #[prost(uint32, required, tag = "2")]
     pub result_code: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -385,9 +385,9 @@ pub struct ImDepartmentReq {
     /// client's newest known IMDepart.updated; departments with updated > this are returned
     #[prost(uint32, required, tag = "2")]
     pub latest_update_time: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -413,9 +413,9 @@ pub struct ImDepartmentRsp {
     /// changed departments
     #[prost(message, repeated, tag = "3")]
     pub dept_list: ::prost::alloc::vec::Vec<super::base_define::DepartInfo>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -459,9 +459,9 @@ pub struct ImChangeSignInfoReq {
     /// new signature, max 128 bytes (longer -> failure)
     #[prost(string, required, tag = "2")]
     pub sign_info: ::prost::alloc::string::String,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -487,9 +487,9 @@ pub struct ImChangeSignInfoRsp {
     /// set on success; used by msg_server to build the notify; clients ignore it
     #[prost(string, optional, tag = "3")]
     pub sign_info: ::core::option::Option<::prost::alloc::string::String>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }

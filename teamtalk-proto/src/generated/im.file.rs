@@ -231,9 +231,9 @@ pub struct ImFileHasOfflineReq {
     /// overwritten by msg_server
     #[prost(uint32, required, tag = "1")]
     pub user_id: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -259,9 +259,9 @@ pub struct ImFileHasOfflineRsp {
     /// added by msg_server: addresses of one file_server
     #[prost(message, repeated, tag = "3")]
     pub ip_addr_list: ::prost::alloc::vec::Vec<super::base_define::IpAddr>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }

@@ -5,9 +5,9 @@ pub struct ImNormalGroupListReq {
     /// overwritten by msg_server
     #[prost(uint32, required, tag = "1")]
     pub user_id: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -33,9 +33,9 @@ pub struct ImNormalGroupListRsp {
     pub group_version_list: ::prost::alloc::vec::Vec<
         super::base_define::GroupVersionInfo,
     >,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -60,9 +60,9 @@ pub struct ImGroupInfoListReq {
     pub group_version_list: ::prost::alloc::vec::Vec<
         super::base_define::GroupVersionInfo,
     >,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -85,9 +85,9 @@ pub struct ImGroupInfoListRsp {
     /// only groups whose Redis member hash exists AND whose DB version > requested version
     #[prost(message, repeated, tag = "2")]
     pub group_info_list: ::prost::alloc::vec::Vec<super::base_define::GroupInfo>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -125,9 +125,9 @@ pub struct ImGroupCreateReq {
     /// empty)
     #[prost(uint32, repeated, packed = "false", tag = "5")]
     pub member_id_list: ::prost::alloc::vec::Vec<u32>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -159,9 +159,9 @@ pub struct ImGroupCreateRsp {
     /// de-duplicated member list as requested
     #[prost(uint32, repeated, packed = "false", tag = "5")]
     pub user_id_list: ::prost::alloc::vec::Vec<u32>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -190,9 +190,9 @@ pub struct ImGroupChangeMemberReq {
     /// users to add/remove
     #[prost(uint32, repeated, packed = "false", tag = "4")]
     pub member_id_list: ::prost::alloc::vec::Vec<u32>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -227,9 +227,9 @@ pub struct ImGroupChangeMemberRsp {
     /// ADD: ids actually added (already-present ones removed); DEL: ids requested for removal
     #[prost(uint32, repeated, packed = "false", tag = "6")]
     pub chg_user_id_list: ::prost::alloc::vec::Vec<u32>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -255,9 +255,9 @@ pub struct ImGroupShieldReq {
     /// 1 shield (no push for this group), 0 unshield
     #[prost(uint32, required, tag = "3")]
     pub shield_status: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -283,9 +283,9 @@ pub struct ImGroupShieldRsp {
     /// 0 ok, 1 failed (also when not a member)
     #[prost(uint32, required, tag = "3")]
     pub result_code: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }

@@ -19,13 +19,13 @@ pub struct ImMsgData {
     /// MsgType; selects single/group path
     #[prost(enumeration = "super::base_define::MsgType", required, tag = "5")]
     pub msg_type: i32,
-    /// text: base64 of AES-256-ECB ciphertext (see wire.md); audio: 4-byte BE duration + audio
-    /// bytes. Empty = discarded
+    /// text: base64 of AES-256-ECB ciphertext (docs/protocol.md § Message encryption); audio:
+    /// 4-byte BE duration + audio bytes. Empty = discarded
     #[prost(bytes = "bytes", required, tag = "6")]
     pub msg_data: ::prost::bytes::Bytes,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -153,9 +153,9 @@ pub struct ImUnreadMsgCntReq {
     /// overwritten by msg_server
     #[prost(uint32, required, tag = "1")]
     pub user_id: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -182,9 +182,9 @@ pub struct ImUnreadMsgCntRsp {
     /// then groups in IMGroupMember order (updated DESC, id DESC)
     #[prost(message, repeated, tag = "3")]
     pub unreadinfo_list: ::prost::alloc::vec::Vec<super::base_define::UnreadInfo>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -216,9 +216,9 @@ pub struct ImGetMsgListReq {
     /// maximum number of messages (used directly as SQL LIMIT; not capped)
     #[prost(uint32, required, tag = "5")]
     pub msg_cnt: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -251,9 +251,9 @@ pub struct ImGetMsgListRsp {
     /// requester joined
     #[prost(message, repeated, tag = "5")]
     pub msg_list: ::prost::alloc::vec::Vec<super::base_define::MsgInfo>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -279,9 +279,9 @@ pub struct ImGetLatestMsgIdReq {
     /// peer user id or group id
     #[prost(uint32, required, tag = "3")]
     pub session_id: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -310,9 +310,9 @@ pub struct ImGetLatestMsgIdRsp {
     /// msgId of newest non-deleted message, 0 if none
     #[prost(uint32, required, tag = "4")]
     pub latest_msg_id: u32,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -341,9 +341,9 @@ pub struct ImGetMsgByIdReq {
     /// message ids wanted
     #[prost(uint32, repeated, packed = "false", tag = "4")]
     pub msg_id_list: ::prost::alloc::vec::Vec<u32>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -372,9 +372,9 @@ pub struct ImGetMsgByIdRsp {
     /// found messages, newest first, at most 100
     #[prost(message, repeated, tag = "4")]
     pub msg_list: ::prost::alloc::vec::Vec<super::base_define::MsgInfo>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }

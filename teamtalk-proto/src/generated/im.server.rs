@@ -26,9 +26,9 @@ pub struct ImValidateReq {
     /// client MD5 hex from IMLoginReq
     #[prost(string, required, tag = "2")]
     pub password: ::prost::alloc::string::String,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }
@@ -57,9 +57,9 @@ pub struct ImValidateRsp {
     /// set on success
     #[prost(message, optional, tag = "4")]
     pub user_info: ::core::option::Option<super::base_define::UserInfo>,
-    /// opaque server-side routing blob; clients never set it (see wire.md section attach_data);
+    /// opaque server-side routing blob; clients never set it (docs/protocol.md § attach_data);
     /// msg_server clears it before forwarding responses to clients (some paths leave it set, see
-    /// quirks.md)
+    /// docs/compatibility.md Q-23)
     #[prost(bytes = "bytes", optional, tag = "20")]
     pub attach_data: ::core::option::Option<::prost::bytes::Bytes>,
 }

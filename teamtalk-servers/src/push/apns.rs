@@ -7,8 +7,8 @@
 //! at most every 20 minutes, none older than an hour); when APNs answers
 //! `ExpiredProviderToken` a fresh one is signed and the push is sent once more.
 //!
-//! The payload keeps the original push_server's shape (spec/servers.md §7.3), so existing iOS
-//! clients read it unchanged: push type 1 `{"aps":{"alert":{"body":…},"badge":…,"sound":…},
+//! The payload keeps the original push_server's shape (docs/protocol.md § push_server), so existing
+//! iOS clients read it unchanged: push type 1 `{"aps":{"alert":{"body":…},"badge":…,"sound":…},
 //! "custom":…}`, push type 2 (silent, a PC of the user is online) `{"aps":{"badge":…},
 //! "custom":…}`.
 

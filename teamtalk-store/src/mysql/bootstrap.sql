@@ -1,6 +1,6 @@
--- The original TeamTalk tables (auto_setup/mariadb/conf/ttopen.sql, spec/storage.md §2), for a
--- fresh install. Idempotent: existing tables and data are left alone. IMTransmitFile is not in
--- either original DDL file; its columns are those the original code reads and writes.
+-- The original TeamTalk tables (auto_setup/mariadb/conf/ttopen.sql, docs/storage.md § MySQL
+-- tables), for a fresh install. Idempotent: existing tables and data are left alone. IMTransmitFile
+-- is not in either original DDL file; its columns are those the original code reads and writes.
 
 CREATE TABLE IF NOT EXISTS `IMUser` (
   `id` int(11) unsigned NOT NULL AUTO_INCREMENT,

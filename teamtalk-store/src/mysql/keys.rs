@@ -1,4 +1,4 @@
-//! Every Redis key of the original db_proxy_server (spec/storage.md §5.2), in one place.
+//! Every Redis key of the original db_proxy_server (docs/storage.md § Redis keys), in one place.
 //!
 //! An optional prefix (empty for a real deployment) lets tests and shared Redis servers keep
 //! several key spaces apart.

@@ -1,7 +1,7 @@
 //! MySQL + Redis with the **original TeamTalk tables and Redis keys**: point it at the
 //! database and Redis of an existing TeamTalk deployment and keep its data.
 //!
-//! - Tables as in spec/storage.md §2 (IMUser, IMDepart, IMGroup, IMGroupMember,
+//! - Tables as in docs/storage.md § MySQL tables (IMUser, IMDepart, IMGroup, IMGroupMember,
 //!   IMMessage_0..7 by `relateId % 8`, IMGroupMessage_0..7 by `groupId % 8`, IMRecentSession,
 //!   IMRelationShip, IMTransmitFile); [`MysqlRedisStore::bootstrap`] creates them for a fresh
 //!   install and leaves existing ones alone.

@@ -1,6 +1,6 @@
-//! Audio bytes in msfs, where the original db_proxy keeps them (spec/servers.md §7.1,
-//! storage.md §6.3): a multipart upload (field `file`, file name `1.audio`) answered with JSON
-//! `{"error_code":0,"url":…}`, and a plain GET of that URL to read them back.
+//! Audio bytes in msfs, where the original db_proxy keeps them (docs/protocol.md § msfs,
+//! docs/storage.md § Audio messages): a multipart upload (field `file`, file name `1.audio`)
+//! answered with JSON `{"error_code":0,"url":…}`, and a plain GET of that URL to read them back.
 //!
 //! A deliberately small HTTP/1.1 client: one request per connection (`Connection: close`),
 //! bodies with `Content-Length` or read to the end, bounded sizes and a timeout.
