@@ -6,6 +6,25 @@
 //! Third parties can write their own TeamTalk servers, bots and tools on it; our servers
 //! (`teamtalk-servers`) are thin shells over it.
 //!
+//! # Write your own server
+//!
+//! `examples/single_process_server.rs` is a complete TeamTalk server in one process (login,
+//! 1:1 and group chat, presence, history, unread) in under 150 lines of tokio over this crate
+//! and a store picked at run time; the stock clients, `tt` among them, use it.
+//!
+//! A login needs three links of its msg_server ([`msg_server::MsgServer`]): a db_proxy link
+//! (the store: login check, messages, unread counts; else `REFUSE_REASON_NO_DB_SERVER`), a
+//! login_server link (the registry that hands the msg_server's address to clients; else
+//! `REFUSE_REASON_NO_LOGIN_SERVER`, unless `MsgServerConfig::require_login_server` is off)
+//! and a route_server link (presence and delivery between msg_servers; else
+//! `REFUSE_REASON_NO_ROUTE_SERVER`). Separate processes provide them over TCP. In one process
+//! a [`local::Node`] provides them in memory: it owns the msg_servers, the route hub
+//! ([`routing::RouteHub`]) and the login registry ([`balance::Registry`]), hands the route and
+//! login frames between them in order without encoding, and gives each db_proxy request to
+//! the shell ([`local::LocalOutput::Db`]), which answers it with a [`service::Handler`]
+//! ([`service::DbProxy`] over any [`store::Store`]) and hands the answer back. The shell
+//! left is sockets and a timer (docs/architecture.md, "One process").
+//!
 //! # Reading a frame
 //!
 //! ```
@@ -164,6 +183,7 @@ pub mod ids;
 pub mod kick;
 pub mod limits;
 pub mod link;
+pub mod local;
 pub mod message;
 pub mod msg_server;
 pub mod multipart;

@@ -134,6 +134,20 @@ impl ConfFile {
             .transpose()
     }
 
+    /// The value of an on/off `key`: `1`/`true` or `0`/`false` (a TOML boolean reads as
+    /// `1`/`0`); `default` when absent or empty.
+    pub fn switch(&self, key: &str, default: bool) -> Result<bool, ConfError> {
+        match self.get(key) {
+            None | Some("") => Ok(default),
+            Some("1" | "true") => Ok(true),
+            Some("0" | "false") => Ok(false),
+            Some(_) => Err(ConfError::Invalid {
+                key: key.to_owned(),
+                expected: "1 (on) or 0 (off)",
+            }),
+        }
+    }
+
     /// The `;`-separated addresses of a listen-IP key (empty parts dropped).
     pub fn addresses(&self, key: &str) -> Vec<String> {
         self.get(key)

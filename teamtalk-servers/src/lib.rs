@@ -35,6 +35,7 @@ pub mod limits;
 pub mod link;
 pub mod link_stream;
 mod link_write;
+pub mod local;
 pub mod login_server;
 pub mod msfs;
 pub mod msg_server;

@@ -46,6 +46,34 @@ impl Default for LoginServerConfig {
 
 type SharedRegistry = Arc<Mutex<Registry>>;
 
+/// Where the HTTP discovery reads the registry: the login_server's own, or the one of an
+/// in-process [`teamtalk_core::local::Node`] (`teamtalk serve`, [`crate::local`]).
+pub trait RegistryView: Send + Sync + 'static {
+    /// Calls `read` with the registry.
+    fn with_registry(&self, read: &mut dyn FnMut(&Registry));
+}
+
+impl RegistryView for Mutex<Registry> {
+    fn with_registry(&self, read: &mut dyn FnMut(&Registry)) {
+        read(&self.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+/// Serves the HTTP discovery (`/msg_server`, `/health`) on `http` from `registry` until
+/// `shutdown`; `epoch` is the clock the registry's inputs are given on.
+pub async fn serve_discovery(
+    config: LoginServerConfig,
+    http: impl Into<Listeners>,
+    registry: Arc<dyn RegistryView>,
+    epoch: Epoch,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let http: Listeners = http.into();
+    info!(http = ?http.local_addrs(), "login_server HTTP listening");
+    serve_http(http, registry, config, epoch, shutdown).await;
+    Ok(())
+}
+
 /// Serves HTTP discovery on `http` and msg_server links on `msg_servers` until `shutdown`.
 pub async fn run(
     config: LoginServerConfig,
@@ -60,7 +88,7 @@ pub async fn run(
     let epoch = Epoch::start();
     let http_task = tokio::spawn(serve_http(
         http,
-        registry.clone(),
+        registry.clone() as Arc<dyn RegistryView>,
         config.clone(),
         epoch,
         shutdown.clone(),
@@ -135,7 +163,7 @@ pub async fn run(
 
 async fn serve_http(
     listener: Listeners,
-    registry: SharedRegistry,
+    registry: Arc<dyn RegistryView>,
     config: LoginServerConfig,
     epoch: Epoch,
     mut shutdown: Shutdown,
@@ -152,7 +180,7 @@ async fn serve_http(
         let (registry, config) = (registry.clone(), config.clone());
         let timeout = config.http_timeout;
         let respond = move |request: Request<Incoming>| {
-            let answer = answer(&request, peer, &registry, &config, epoch.now());
+            let answer = answer(&request, peer, &*registry, &config, epoch.now());
             async move { answer }
         };
         tokio::spawn(limits::serve_http(
@@ -173,16 +201,15 @@ async fn serve_http(
 fn answer(
     request: &Request<Incoming>,
     peer: SocketAddr,
-    registry: &Mutex<Registry>,
+    registry: &dyn RegistryView,
     config: &LoginServerConfig,
     now: Now,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path_and_query().map_or("", |p| p.as_str());
     if request.uri().path() == "/health" {
-        let (healthy, body) = {
-            let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
-            teamtalk_core::balance::health_json(&registry, now)
-        };
+        let mut health = (false, String::new());
+        registry.with_registry(&mut |r| health = teamtalk_core::balance::health_json(r, now));
+        let (healthy, body) = health;
         let mut response = Response::new(Full::new(Bytes::from(body)));
         if !healthy {
             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -202,15 +229,10 @@ fn answer(
         std::net::IpAddr::V4(_) => true,
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
     };
-    let body = {
-        let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
-        discovery_json(
-            registry.pick(now),
-            &config.msfs,
-            &config.discovery,
-            peer_is_ipv4,
-        )
-    };
+    let mut body = String::new();
+    registry.with_registry(&mut |r| {
+        body = discovery_json(r.pick(now), &config.msfs, &config.discovery, peer_is_ipv4);
+    });
     let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

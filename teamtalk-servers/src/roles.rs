@@ -183,8 +183,9 @@ pub fn login_server(
 /// `IpAddr2`, `MaxConnCnt`, `DBServerIP{n}`/`DBServerPort{n}`, `ConcurrentDBConnCnt`,
 /// `LoginServerIP{n}`/`LoginServerPort{n}`, `RouteServerIP{n}`/`RouteServerPort{n}`,
 /// `PushServerIP{n}`/`PushServerPort{n}`, `aesKey` (32 characters), and
-/// `MaxMsgsPerSecond` (ours, 20), `MaxRequestsInFlight` (ours, 2 per client) and
-/// `MaxRequestsInFlightTotal` (ours, 4 for all clients).
+/// `MaxMsgsPerSecond` (ours, 20), `MaxRequestsInFlight` (ours, 2 per client),
+/// `MaxRequestsInFlightTotal` (ours, 4 for all clients) and `RequireLoginServer` (ours, 1;
+/// 0 accepts logins without a login_server link).
 pub fn msg_server(conf: &ConfFile) -> Result<(Vec<SocketAddr>, MsgServerSettings), ConfError> {
     let listen = listen_addrs(conf, "ListenIP", "ListenPort", "0.0.0.0", 8000)?;
     let mut settings = MsgServerSettings::default();
@@ -204,6 +205,7 @@ pub fn msg_server(conf: &ConfFile) -> Result<(Vec<SocketAddr>, MsgServerSettings
     if let Some(max) = conf.parsed("MaxRequestsInFlightTotal", "a number")? {
         settings.core.max_requests_in_flight_total = max;
     }
+    settings.core.require_login_server = conf.switch("RequireLoginServer", true)?;
     settings.core.host_name = crate::serve::host_name();
     settings.db_servers = peer_addrs(conf, "DBServerIP", "DBServerPort")?;
     if settings.db_servers.is_empty() {
@@ -313,6 +315,21 @@ mod tests {
         );
         let db = db_proxy_server(&conf).unwrap();
         assert_eq!(db.stop_linger, Duration::from_millis(1500));
+        assert!(s.core.require_login_server, "as the original by default");
+        let without = |value: &str| {
+            let text = format!(
+                "IpAddr1=10.0.0.5\nDBServerIP1=127.0.0.1\nDBServerPort1=10600\nRequireLoginServer={value}\n"
+            );
+            msg_server(&ConfFile::parse(&text)).map(|(_, s)| s.core.require_login_server)
+        };
+        assert!(!without("0").unwrap());
+        assert!(without("1").unwrap());
+        assert!(matches!(without("maybe"), Err(ConfError::Invalid { .. })));
+        let toml = ConfFile::parse_toml(
+            "IpAddr1 = \"10.0.0.5\"\nDBServerIP1 = \"127.0.0.1\"\nDBServerPort1 = 10600\nRequireLoginServer = false\n",
+        )
+        .unwrap();
+        assert!(!msg_server(&toml).unwrap().1.core.require_login_server);
         let defaults = db_proxy_server(&ConfFile::parse("")).unwrap();
         assert_eq!(defaults.stop_linger, Duration::from_secs(4));
         assert!(db_proxy_server(&ConfFile::parse("StopLingerMs=soon\n")).is_err());

@@ -1,7 +1,8 @@
-//! Everything in one process: login_server, route_server, db_proxy_server and msg_server
-//! wired together over loopback TCP, as `teamtalk serve` runs them. The roles talk through
-//! the same links and core code as separate processes would, so a msg_server on another
-//! machine can join this system through its ports.
+//! Everything in one process, as `teamtalk serve` runs it: msg_servers, route_server and
+//! login_server share one in-memory [`teamtalk_core::local::Node`] ([`crate::local`]), whose
+//! db requests the store answers directly (docs/architecture.md, "One process"). The route,
+//! login and db_proxy ports stay open with the same frames as separate processes, so a
+//! msg_server on another machine (or http_msg_server) can join this system through them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -19,8 +20,6 @@ use tracing::warn;
 use crate::clock::SystemClock;
 use crate::db_proxy::DbProxyServerConfig;
 use crate::login_server::LoginServerConfig;
-use crate::msg_server::MsgServerSettings;
-use crate::route_server::RouteServerConfig;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 
 /// Where the all-in-one system listens and how it behaves.
@@ -422,13 +421,8 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         shutdown.clone(),
     ));
     tasks.spawn(sync_groups(
-        proxy,
+        proxy.clone(),
         config.group_sync_interval,
-        shutdown.clone(),
-    ));
-    tasks.spawn(crate::route_server::run(
-        RouteServerConfig::default(),
-        route,
         shutdown.clone(),
     ));
     let advertise = config.advertise.clone().unwrap_or_else(|| ip.to_string());
@@ -445,10 +439,17 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         msfs_config.upload_wait = config.msfs_upload_wait;
         tasks.spawn(crate::msfs::run(msfs_config, listener, shutdown.clone()));
     }
-    tasks.spawn(crate::login_server::run(
-        login_config,
+    // msg_servers, route_server and login_server share one node (docs/architecture.md,
+    // "One process"); the HTTP discovery reads its registry.
+    let node: crate::local::SharedNode = Arc::new(std::sync::Mutex::new(
+        teamtalk_core::local::Node::new(Default::default()),
+    ));
+    let epoch = teamtalk_core::time::Epoch::start();
+    tasks.spawn(crate::login_server::serve_discovery(
+        login_config.clone(),
         http,
-        login,
+        node.clone(),
+        epoch,
         shutdown.clone(),
     ));
     let file_servers = match files {
@@ -493,31 +494,40 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
             shutdown.clone(),
         ));
     }
+    let mut servers = Vec::new();
     for listener in msg_listeners {
         let port = listener.local_addr()?.port();
-        let settings = MsgServerSettings {
+        servers.push(crate::local::LocalMsgServer {
+            listener,
             core: MsgServerConfig {
                 ip1: advertise.clone(),
                 ip2: advertise.clone(),
                 port: u32::from(port),
                 host_name: host_name(),
-                // msg_server::run advertises no more than its listener's cap.
+                // local::run advertises no more than its listener's cap.
                 ..config.msg.clone()
             },
-            db_servers: vec![running.db_proxy],
-            route_servers: vec![running.route],
-            login_servers: vec![running.login],
             push_servers: push_servers.clone(),
             file_servers: file_servers.clone(),
-            reconnect_delay: config.reconnect_delay,
-            ..MsgServerSettings::default()
-        };
-        let settings = MsgServerSettings {
-            upstream_link: guard.link(settings.upstream_link.clone()),
-            ..settings
-        };
-        tasks.spawn(crate::msg_server::run(settings, listener, shutdown.clone()));
+        });
     }
+    let defaults = crate::local::LocalSettings::default();
+    let settings = crate::local::LocalSettings {
+        upstream_link: guard.link(defaults.upstream_link.clone()),
+        external_link: login_config.link.clone(),
+        reconnect_delay: config.reconnect_delay,
+        ..defaults
+    };
+    tasks.spawn(crate::local::run(
+        settings,
+        servers,
+        route,
+        login,
+        node,
+        epoch,
+        proxy,
+        shutdown.clone(),
+    ));
     Ok(running)
 }
 

@@ -187,6 +187,12 @@ pub struct MsgServerConfig {
     /// connections with waiting requests take turns ([`budget`]). 4 (measured:
     /// docs/benchmarks.md, "Heavy clients").
     pub max_requests_in_flight_total: usize,
+    /// Whether logins are refused (`REFUSE_REASON_NO_LOGIN_SERVER`) while no login_server
+    /// link is open. True (as the original); false for a msg_server whose clients are given
+    /// its address directly, without a login_server's discovery (`RequireLoginServer=0`,
+    /// docs/architecture.md "Without a login_server"). Login_servers it is linked to still
+    /// learn its load either way.
+    pub require_login_server: bool,
 }
 
 impl Default for MsgServerConfig {
@@ -204,6 +210,7 @@ impl Default for MsgServerConfig {
             mobile_timeout_ms: 300_000,
             max_requests_in_flight: 2,
             max_requests_in_flight_total: 4,
+            require_login_server: true,
         }
     }
 }
@@ -267,8 +274,9 @@ struct DbLink {
 /// Links a login needs: a login is refused at once (and the connection closed) with
 /// `REFUSE_REASON_NO_DB_SERVER` unless a usable db_proxy link is open (one not stopped by
 /// `CID_OTHER_STOP_RECV_PACKET`), with `REFUSE_REASON_NO_LOGIN_SERVER` unless a login_server
-/// link is open, and with `REFUSE_REASON_NO_ROUTE_SERVER` unless a route_server link is open
-/// (checked in that order). A login waiting for its check on a db_proxy link that closes is
+/// link is open (unless [`MsgServerConfig::require_login_server`] is off), and with
+/// `REFUSE_REASON_NO_ROUTE_SERVER` unless a route_server link is open (checked in that
+/// order). A login waiting for its check on a db_proxy link that closes is
 /// refused with `REFUSE_REASON_NO_DB_SERVER`. push_server and file_server links are optional:
 /// without them pushes are not sent and file requests fail.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ impl MsgServer {
         };
         let missing = if !self.db.iter().any(|l| l.usable) {
             Some(bd::ResultType::RefuseReasonNoDbServer)
-        } else if self.logins.is_empty() {
+        } else if self.config.require_login_server && self.logins.is_empty() {
             Some(bd::ResultType::RefuseReasonNoLoginServer)
         } else if self.routes.is_empty() {
             Some(bd::ResultType::RefuseReasonNoRouteServer)

@@ -275,3 +275,40 @@ fn the_next_wake_up_is_the_earliest_deadline_and_idle_time_restarts_with_each_fr
     assert_eq!(h.ms.poll_timeout(), Some(220_000));
     assert!(closes(&h.tick(220_000), pc));
 }
+
+#[test]
+fn a_msg_server_without_a_login_server_accepts_logins_only_when_configured_so() {
+    let request = login::ImLoginReq {
+        user_name: "alice".into(),
+        password: "x".into(),
+        online_status: 1,
+        client_type: 1,
+        client_version: None,
+    };
+    for required in [true, false] {
+        let mut h = Harness::new();
+        h.ms = MsgServer::new(MsgServerConfig {
+            require_login_server: required,
+            ..MsgServerConfig::default()
+        });
+        let mut out = Vec::new();
+        let db = h.link_opened(Upstream::Db(DbRange::Login), &mut out);
+        h.link_opened(Upstream::Route, &mut out);
+        let conn = h.open_client(None);
+        let out = h.client(conn, &request, 1);
+        if required {
+            let res: login::ImLoginRes = to_client(&out, conn)[0].decode_body().unwrap();
+            assert_eq!(
+                res.result_code,
+                bd::ResultType::RefuseReasonNoLoginServer as i32
+            );
+            assert!(closes(&out, conn));
+        } else {
+            let validate: server::ImValidateReq = only_upstream(&out, db).decode_body().unwrap();
+            assert_eq!(
+                validate.user_name, "alice",
+                "checked with db_proxy, not refused"
+            );
+        }
+    }
+}

@@ -43,6 +43,7 @@ Config file (TOML, every key optional):
   http_port = 8080   msg_port = 8000   login_port = 8100   route_port = 8200
   db_proxy_port = 10600   msfs_port = 8700 (files in DATA_DIR/msfs)   max_msgs_per_sec = 20
   max_requests_in_flight = 2 (per client)   max_requests_in_flight_total = 4 (all clients)
+  require_login_server = 1 (0: msg_servers accept logins with no login_server link)
   msfs_upload_budget_mb = 64   msfs_upload_wait_secs = 5
   http_msg_port = 8400   http_api_key = \"…\" (default: generated into DATA_DIR/http_api_key)
   push_webhook = \"http://…\" (push notifications POSTed there; no pushes without)   push_port = 8500

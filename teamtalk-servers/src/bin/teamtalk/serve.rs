@@ -120,6 +120,7 @@ fn serve_config(conf: &ConfFile) -> Result<ServeConfig, Failure> {
     {
         config.msg.max_requests_in_flight_total = max;
     }
+    config.msg.require_login_server = conf.switch("require_login_server", true).map_err(bad)?;
     config.msfs_port = port("msfs_port", 8700)?;
     let mut msfs = teamtalk_servers::msfs::MsfsConfig::new("");
     msfs.apply_upload_keys(conf, "msfs_upload_budget_mb", "msfs_upload_wait_secs")
