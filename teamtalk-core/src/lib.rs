@@ -1,10 +1,4 @@
-//! The TeamTalk protocol core: framing, ids, message dispatch and (later) domain logic, with
-//! **no I/O, no async runtime and no clock reads**. Everything here takes inputs and returns
-//! outputs; time, sockets and storage belong to the caller. That makes it usable from any
-//! runtime (or none) and testable without sockets.
-//!
-//! Third parties can write their own TeamTalk servers, bots and tools on it; our servers
-//! (`teamtalk-servers`) are thin shells over it.
+#![doc = include_str!("../README.md")]
 //!
 //! # Write your own server
 //!
@@ -25,36 +19,20 @@
 //! ([`service::DbProxy`] over any [`store::Store`]) and hands the answer back. The shell
 //! left is sockets and a timer (docs/architecture.md, "One process").
 //!
-//! # Reading a frame
-//!
-//! ```
-//! use bytes::BytesMut;
-//! use teamtalk_core::{proto::message::ImMsgData, AnyMessage, CommandId, Pdu, PduDecoder};
-//!
-//! let msg = ImMsgData { from_user_id: 1, to_session_id: 2, msg_type: 1,
-//!                       msg_data: "aGVsbG8=".into(), ..Default::default() };
-//! let mut buf = BytesMut::from(&Pdu::encode_message(&msg, 5).to_bytes()[..]);
-//!
-//! let pdu = PduDecoder::default().decode(&mut buf)?.expect("one whole frame");
-//! assert_eq!(pdu.command(), CommandId::MSG_DATA);
-//! match pdu.decode_any()? {
-//!     AnyMessage::MsgData(data) => assert_eq!(data.to_session_id, 2),
-//!     other => panic!("unexpected {other:?}"),
-//! }
-//! # Ok::<(), teamtalk_core::PduError>(())
-//! ```
-//!
 //! # Run loop
 //!
 //! Every state machine of this crate is driven the same way, through the [`time::Machine`]
 //! trait (the manner of str0m and quinn-proto): [`routing::RouteHub`] (route_server),
 //! [`balance::Registry`] (login_server), [`file_transfer::FileTasks`] (file_server),
 //! [`client::ClientSession`] (one client connection), [`link::LinkTimer`] (heartbeats and
-//! idle timeout of one server link), and the msg_server's `MsgServer`, whose inputs are
-//! `handle_client_opened(now, peer_ip) -> ConnId`, `handle_client_frame(now, conn, pdu)`,
-//! `handle_client_closed(now, conn)`, `handle_upstream_opened(now, kind) -> LinkId`,
-//! `handle_upstream_frame(now, link, pdu)` and `handle_upstream_closed(now, link)`, and whose
-//! outputs are `Action::{ToClient, Close, ToUpstream, PauseReading, ResumeReading}`.
+//! idle timeout of one server link), the msg_server's [`msg_server::MsgServer`], whose inputs are
+//! [`handle_client_opened`](msg_server::MsgServer::handle_client_opened),
+//! [`handle_client_frame`](msg_server::MsgServer::handle_client_frame),
+//! [`handle_client_closed`](msg_server::MsgServer::handle_client_closed),
+//! [`handle_upstream_opened`](msg_server::MsgServer::handle_upstream_opened),
+//! [`handle_upstream_frame`](msg_server::MsgServer::handle_upstream_frame) and
+//! [`handle_upstream_closed`](msg_server::MsgServer::handle_upstream_closed), and whose outputs
+//! are [`msg_server::Action`]s; and [`local::Node`], all of them in one process.
 //!
 //! A machine never blocks, never reads a clock, never touches a socket and never fails an
 //! input: bad input is logged and ignored, or answered with an output (often a close). The
@@ -138,6 +116,8 @@
 //!
 //! # Layout
 //!
+//! - [`local`]: [`local::Node`], msg_servers, the route hub and the login registry linked in
+//!   memory for one process.
 //! - [`pdu`]: the 16-byte header, [`Pdu`], the streaming [`PduDecoder`] and [`FrameError`].
 //! - [`ids`]: [`ServiceId`] and [`CommandId`], printing their original names.
 //! - [`command`]: the command table: every command, its name, its message and who sends it;

@@ -2,7 +2,7 @@
 //! logged-in users and the upstream links to db_proxy, route_server and login_server.
 //!
 //! The shell reports what happens — a client connected, a frame arrived from a client or an
-//! upstream, a link opened or closed, a deadline passed — each with its [`Now`](crate::time::Now),
+//! upstream, a link opened or closed, a deadline passed — each with its [`Now`],
 //! then drains the [`Action`]s ([`Machine::poll_output`](crate::time::Machine::poll_output))
 //! and sleeps until [`Machine::poll_timeout`](crate::time::Machine::poll_timeout): send a frame
 //! to a client or an upstream, close a client, pause or resume its reading. No sockets, no

@@ -16,7 +16,7 @@
 //! them. Backends live in `teamtalk-store` (memory, SQLite, MySQL + Redis); a third party can
 //! bring its own by implementing the traits.
 //!
-//! The traits are object-safe: their methods are `async fn`s turned by [`async_trait`] into
+//! The traits are object-safe: their methods are `async fn`s turned by [`async_trait`](macro@async_trait) into
 //! methods returning a boxed `Future + Send`, so a backend chosen at run time is an
 //! `Arc<dyn Store>` (or a `&dyn UserStore`, …) and the services can run on a multi-threaded
 //! runtime. Implementations are written as `async fn` under `#[async_trait]` (re-exported here,
