@@ -113,7 +113,7 @@ impl Conn {
     /// records on its own time); panics with `waiting_for` after 10 s.
     async fn offline_files_until(
         &mut self,
-        done: impl Fn(&Vec<teamtalk_core::proto::base_define::OfflineFileInfo>) -> bool,
+        done: impl Fn(&file::ImFileHasOfflineRsp) -> bool,
         waiting_for: &str,
     ) -> file::ImFileHasOfflineRsp {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -124,7 +124,7 @@ impl Conn {
             };
             self.send(request, 5).await;
             let (list, _) = self.expect::<file::ImFileHasOfflineRsp>().await;
-            if done(&list.offline_file_list) {
+            if done(&list) {
                 return list;
             }
             assert!(Instant::now() < deadline, "{waiting_for}");
@@ -426,8 +426,11 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
 
     let mut bob = Conn::login(ms, "bob").await;
     // The record is written by db_proxy on its own time: ask until it is there.
-    bob.offline_files_until(|files| !files.is_empty(), "the offline record never came")
-        .await;
+    bob.offline_files_until(
+        |list| !list.offline_file_list.is_empty(),
+        "the offline record never came",
+    )
+    .await;
 
     // The whole system restarts before bob downloads: the file_server finds the file on disk
     // again (its header says whose it is) and the record is still in the store.
@@ -441,9 +444,12 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
     let ms = running.msg_servers[0];
     let mut bob = Conn::login(ms, "bob").await;
     let list = bob
+        // The file_server's link to the msg_server comes up on its own time after the restart
+        // (logins no longer wait for TCP links between the other roles): ask until both are
+        // there.
         .offline_files_until(
-            |files| !files.is_empty(),
-            "the record is kept across the restart",
+            |list| !list.offline_file_list.is_empty() && !list.ip_addr_list.is_empty(),
+            "the record is kept across the restart, with the file_server's address",
         )
         .await;
     assert_eq!(list.offline_file_list.len(), 1, "{list:?}");
@@ -499,8 +505,11 @@ async fn online_and_offline_transfers_arrive_byte_identical() {
         6,
     )
     .await;
-    bob.offline_files_until(Vec::is_empty, "the record was never deleted")
-        .await;
+    bob.offline_files_until(
+        |list| list.offline_file_list.is_empty(),
+        "the record was never deleted",
+    )
+    .await;
 
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
