@@ -212,6 +212,15 @@ pub enum FrameError {
         /// The decoder's limit.
         max: u32,
     },
+    /// A frame handed over whole ([`PduDecoder::decode_frame`]) whose length field is not its
+    /// length.
+    #[error("frame length field {length} does not match the {actual} bytes handed over")]
+    LengthMismatch {
+        /// The length field read.
+        length: u32,
+        /// The bytes of the frame.
+        actual: usize,
+    },
 }
 
 /// Streaming PDU decoder over a [`BytesMut`] read buffer.
@@ -289,6 +298,55 @@ impl PduDecoder {
             header,
             body: frame.slice(HEADER_LEN..),
         }))
+    }
+
+    /// Reads one whole encoded frame (as [`Pdu::to_bytes`] makes it) handed over in memory,
+    /// with the same checks as [`PduDecoder::decode`] plus one: the length field must be the
+    /// frame's length. The body shares `frame`'s memory; nothing is copied.
+    ///
+    /// ```
+    /// use teamtalk_core::{proto::other::ImHeartBeat, CommandId, Pdu, PduDecoder};
+    ///
+    /// let frame = Pdu::encode_message(&ImHeartBeat {}, 3).to_bytes();
+    /// let pdu = PduDecoder::default().decode_frame(frame.clone())?;
+    /// assert_eq!((pdu.command(), pdu.seq_num()), (CommandId::OTHER_HEARTBEAT, 3));
+    /// assert!(PduDecoder::default().decode_frame(frame.slice(..15)).is_err());
+    /// # Ok::<(), teamtalk_core::FrameError>(())
+    /// ```
+    pub fn decode_frame(&self, frame: Bytes) -> Result<Pdu, FrameError> {
+        let Some(&[a, b, c, d]) = frame.get(..4) else {
+            return Err(FrameError::TooShort {
+                length: u32::try_from(frame.len()).unwrap_or(0),
+            });
+        };
+        let length = u32::from_be_bytes([a, b, c, d]);
+        if length < HEADER_LEN as u32 {
+            return Err(FrameError::TooShort { length });
+        }
+        if length > self.max_frame_len {
+            return Err(FrameError::TooLong {
+                length,
+                max: self.max_frame_len,
+            });
+        }
+        if u32::try_from(frame.len()).ok() != Some(length) {
+            return Err(FrameError::LengthMismatch {
+                length,
+                actual: frame.len(),
+            });
+        }
+        let Some(head) = frame
+            .get(..HEADER_LEN)
+            .and_then(|h| <&[u8; HEADER_LEN]>::try_from(h).ok())
+        else {
+            // unreachable: the frame is `length` >= HEADER_LEN bytes long
+            return Err(FrameError::TooShort { length });
+        };
+        let (_, header) = PduHeader::decode(head);
+        Ok(Pdu {
+            header,
+            body: frame.slice(HEADER_LEN..),
+        })
     }
 }
 

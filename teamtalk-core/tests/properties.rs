@@ -87,6 +87,29 @@ proptest! {
     }
 
     #[test]
+    fn a_frame_handed_over_whole_reads_as_the_stream_decoder_reads_it(
+        frame in pdu(),
+        wire in proptest::collection::vec(any::<u8>(), 0..64),
+        max in prop_oneof![Just(teamtalk_core::pdu::DEFAULT_MAX_FRAME_LEN), 0u32..200],
+    ) {
+        // An encoded frame: the same PDU, sharing the frame's memory.
+        let bytes = frame.to_bytes();
+        let whole = PduDecoder::default().decode_frame(bytes.clone()).unwrap();
+        prop_assert_eq!(&whole, &frame);
+        // Arbitrary bytes: accepted exactly when the stream decoder finds one frame in them
+        // and nothing after it.
+        let decoder = PduDecoder::new(max);
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut streaming = decoder;
+        let streamed = streaming.decode(&mut buf);
+        let expected = match streamed {
+            Ok(Some(pdu)) if buf.is_empty() => Some(pdu),
+            _ => None,
+        };
+        prop_assert_eq!(decoder.decode_frame(Bytes::from(wire)).ok(), expected);
+    }
+
+    #[test]
     fn arbitrary_bodies_never_panic_any_message_decode(
         command in prop_oneof![
             proptest::sample::select(CommandId::ALL.to_vec()),

@@ -76,7 +76,9 @@ pub async fn run<H: Handler + 'static>(
             (stream, peer) = link::accept_link(&listener) => {
                 next_id += 1;
                 let span = tracing::info_span!("db_proxy_link", id = next_id, %peer);
-                let served = serve_link(stream, next_id, peer.ip(), handler.clone(), config.clone(), shutdown.clone());
+                // An in-process link has no network peer to name.
+                let ip = (peer != link::IN_PROCESS).then(|| peer.ip());
+                let served = serve_link(stream, next_id, ip, handler.clone(), config.clone(), shutdown.clone());
                 links.spawn(served.instrument(span));
             }
             _ = shutdown.wait() => break,
@@ -97,7 +99,7 @@ pub async fn run<H: Handler + 'static>(
 async fn serve_link<H: Handler + 'static>(
     conn: link::Accepted,
     id: u64,
-    peer: IpAddr,
+    peer: Option<IpAddr>,
     handler: Arc<H>,
     config: DbProxyServerConfig,
     mut shutdown: Shutdown,
@@ -185,7 +187,7 @@ async fn serve_link<H: Handler + 'static>(
 async fn answer<H: Handler>(
     handler: Arc<H>,
     pdu: Pdu,
-    peer: IpAddr,
+    peer: Option<IpAddr>,
     outbox: Outbox,
     permit: OwnedSemaphorePermit,
 ) {
@@ -196,7 +198,7 @@ async fn answer<H: Handler>(
             return;
         }
     };
-    if let Some(reply) = handler.handle_from(request, Some(peer)).await {
+    if let Some(reply) = handler.handle_from(request, peer).await {
         let _ = outbox
             .send_wait(reply.to_pdu(pdu.seq_num()).to_bytes())
             .await;

@@ -15,7 +15,6 @@
 //! 12 更改群成员失败, 13 发送消息失败 (ours).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -35,7 +34,7 @@ use teamtalk_core::{AnyMessage, AttachType, DbAttach, Pdu};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::link::{self, Backoff, LinkConfig, LinkEvent, Listeners, Outbox};
+use crate::link::{self, Backoff, LinkConfig, LinkEvent, LinkTarget, Listeners, Outbox};
 use crate::shutdown::Shutdown;
 
 /// Settings of http_msg_server.
@@ -43,12 +42,12 @@ use crate::shutdown::Shutdown;
 pub struct HttpMsgConfig {
     /// The key every request must carry.
     pub api_key: String,
-    /// db_proxy_servers.
-    pub db_servers: Vec<SocketAddr>,
+    /// db_proxy_servers (addresses, or in-process listeners in `teamtalk serve`).
+    pub db_servers: Vec<LinkTarget>,
     /// Connections per db_proxy_server (`ConcurrentDBConnCnt`, 2).
     pub db_connections: usize,
-    /// route_servers.
-    pub route_servers: Vec<SocketAddr>,
+    /// route_servers (addresses, or in-process listeners).
+    pub route_servers: Vec<LinkTarget>,
     /// How long to wait for db_proxy (5 s).
     pub timeout: Duration,
     /// The message key (`aesKey`) to encrypt texts of SendMessage.
@@ -61,16 +60,16 @@ pub struct HttpMsgConfig {
 
 impl HttpMsgConfig {
     /// Settings with this API key and upstreams.
-    pub fn new(
+    pub fn new<D: Into<LinkTarget>, R: Into<LinkTarget>>(
         api_key: &str,
-        db_servers: Vec<SocketAddr>,
-        route_servers: Vec<SocketAddr>,
+        db_servers: impl IntoIterator<Item = D>,
+        route_servers: impl IntoIterator<Item = R>,
     ) -> HttpMsgConfig {
         HttpMsgConfig {
             api_key: api_key.to_owned(),
-            db_servers,
+            db_servers: db_servers.into_iter().map(Into::into).collect(),
             db_connections: 2,
-            route_servers,
+            route_servers: route_servers.into_iter().map(Into::into).collect(),
             timeout: Duration::from_secs(5),
             message_key: teamtalk_core::crypt::DEFAULT_KEY.to_owned(),
             reconnect_delay: Duration::from_secs(4),
@@ -120,12 +119,12 @@ pub async fn run(
     let (events_tx, events) = mpsc::channel::<LinkEvent<Up>>(1024);
     let mut n = 0;
     let upstream = config.upstream_link.clone();
-    for addr in &config.db_servers {
+    for target in &config.db_servers {
         for _ in 0..config.db_connections.max(1) {
             n += 1;
             let backoff = Backoff::new(config.reconnect_delay, 5);
             tokio::spawn(link::dial(
-                *addr,
+                target.clone(),
                 Up::Db(n),
                 upstream.clone(),
                 backoff,
@@ -134,11 +133,11 @@ pub async fn run(
             ));
         }
     }
-    for addr in &config.route_servers {
+    for target in &config.route_servers {
         n += 1;
         let backoff = Backoff::new(config.reconnect_delay, 5);
         tokio::spawn(link::dial(
-            *addr,
+            target.clone(),
             Up::Route(n),
             upstream.clone(),
             backoff,

@@ -9,7 +9,8 @@
 //! - [`file_server`]: file_server: online relay and offline files.
 //! - [`http_msg`]: http_msg_server: the administration HTTP API.
 //! - [`limits`]: connection caps, listen backlog, HTTP timeouts, the descriptor limit.
-//! - [`link`]: framed links (heartbeats, timeouts, bounded queues) and reconnecting dials.
+//! - [`link`]: framed links (heartbeats, timeouts, bounded queues) and reconnecting dials;
+//!   [`link::memory`]: the same links between roles of one process, without sockets.
 //! - [`login_server`]: login_server: HTTP discovery and the msg_server registry.
 //! - [`msfs`]: msfs: the HTTP blob store (images, avatars, audio).
 //! - [`msg_server`]: msg_server: client connections and their upstream links.
@@ -20,7 +21,7 @@
 //! - [`serve`]: every role in one process (`teamtalk serve`).
 //! - [`db_proxy_conf`]: an original `dbproxyserver.conf` as db_proxy_server settings.
 //! - [`trust`]: who may use an internal port (allow-lists of peer addresses).
-//! - [`link_stream`]: the stream under a link, plain TCP or TLS.
+//! - [`link_stream`]: the stream under a link: plain TCP, TLS, or an in-process end.
 //! - `tls` (cargo feature `tls`): mutual TLS between our roles.
 //!
 //! [`Handler`]: teamtalk_core::service::Handler

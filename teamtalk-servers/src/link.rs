@@ -7,6 +7,9 @@
 //! backpressure), and the hub answers through each link's [`Outbox`] (bounded too: a peer that
 //! does not read is disconnected instead of growing memory). [`dial`] keeps an outgoing link
 //! up with the original's reconnect backoff.
+//!
+//! Roles of one process link through [`memory`] instead: the same events, outbox and bounds,
+//! frames handed over in memory.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,6 +34,9 @@ pub use crate::limits::{Conn, HttpTimeouts, ListenConfig};
 pub use crate::link_stream::LinkStream;
 use crate::link_write::WriteBuf;
 use crate::shutdown::Shutdown;
+
+pub mod memory;
+pub use memory::{LinkTarget, MemoryConnector, MemoryEnd, IN_PROCESS};
 
 /// How a link behaves.
 #[derive(Clone, Debug)]
@@ -154,8 +160,22 @@ impl Queue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Appends up to `max` frames to `out`, or reports a change of the owner's wishes.
-    async fn next_batch(&self, out: &mut WriteBuf, max: usize) -> Next {
+    /// An empty queue with one owner, bounded as `config` says.
+    fn new(config: &LinkConfig) -> Arc<Queue> {
+        Arc::new(Queue {
+            state: std::sync::Mutex::new(QueueState {
+                owners: 1,
+                ..QueueState::default()
+            }),
+            ready: tokio::sync::Notify::new(),
+            room: tokio::sync::Notify::new(),
+            capacity: config.outbox.max(1),
+            max_bytes: config.outbox_bytes.max(1),
+        })
+    }
+
+    /// Hands up to `max` frames to `out`, or reports a change of the owner's wishes.
+    async fn next_batch(&self, max: usize, mut out: impl FnMut(Bytes)) -> Next {
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
@@ -171,7 +191,7 @@ impl Queue {
                     let mut taken = 0;
                     for frame in state.frames.drain(..n) {
                         taken += frame.len();
-                        out.push(frame);
+                        out(frame);
                     }
                     state.bytes = state.bytes.saturating_sub(taken);
                     if state.frames.is_empty() && state.frames.capacity() > 16 {
@@ -203,10 +223,10 @@ impl Queue {
     }
 
     /// Takes every queued frame (the link is closing).
-    fn take_all(&self, out: &mut WriteBuf) {
+    fn take_all(&self, mut out: impl FnMut(Bytes)) {
         let mut state = self.lock();
         for frame in state.frames.drain(..) {
-            out.push(frame);
+            out(frame);
         }
         state.bytes = 0;
         drop(state);
@@ -367,16 +387,14 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
             return;
         }
     };
-    let queue = Arc::new(Queue {
-        state: std::sync::Mutex::new(QueueState {
-            owners: 1,
-            ..QueueState::default()
-        }),
-        ready: tokio::sync::Notify::new(),
-        room: tokio::sync::Notify::new(),
-        capacity: config.outbox.max(1),
-        max_bytes: config.outbox_bytes.max(1),
-    });
+    let stream = match stream {
+        // Boxed: its state would otherwise grow every TCP link's future.
+        LinkStream::Memory(end) => {
+            return Box::pin(memory::serve(end, id, config, events, shutdown)).await;
+        }
+        stream => stream,
+    };
+    let queue = Queue::new(&config);
     if events
         .send(LinkEvent::Opened(id, Outbox(queue.clone())))
         .await
@@ -451,7 +469,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                     // TLS records still buffered: out before the link calls itself idle.
                     Io::Flushed(std::future::poll_fn(|cx| std::pin::Pin::new(&mut writer).poll_flush(cx)).await)
                 } else if out.is_empty() {
-                    Io::Next(queue.next_batch(&mut out, 64).await)
+                    Io::Next(queue.next_batch(64, |frame| out.push(frame)).await)
                 } else {
                     Io::Written(std::future::poll_fn(|cx| out.poll_write(cx, &mut writer)).await)
                 }
@@ -505,7 +523,7 @@ pub async fn serve<Id: Copy + Send + fmt::Debug + 'static>(
                 draining = true;
                 if !config.drain_on_shutdown {
                     // Flush what is queued (within a short time), then close.
-                    queue.take_all(&mut out);
+                    queue.take_all(|frame| out.push(frame));
                     closing = true;
                     close_by = Some(Instant::now() + SHUTDOWN_FLUSH);
                 }
@@ -617,6 +635,8 @@ pub struct Listeners {
     tls: Option<crate::tls::TlsAcceptor>,
     http: HttpTimeouts,
     reserve: Reserve,
+    /// In-process links of this process's other roles ([`Listeners::connector`]).
+    door: memory::Door,
     refused: WarnEvery,
     exhausted: WarnEvery,
 }
@@ -658,9 +678,16 @@ impl Listeners {
             tls: None,
             http: config.http,
             reserve: Reserve::open(),
+            door: memory::Door::new(),
             refused: WarnEvery::default(),
             exhausted: WarnEvery::default(),
         }
+    }
+
+    /// Opens in-process links to this listener: what comes through it is taken by
+    /// [`accept_link`] beside the TCP connections (see [`memory`]).
+    pub fn connector(&self) -> MemoryConnector {
+        self.door.connector()
     }
 
     /// Lowers the cap of connections held at once to `max` (0: leaves it).
@@ -851,8 +878,14 @@ impl From<TcpStream> for Accepted {
 
 /// The next link on `listener` (an internal port): as [`accept`], with the TLS handshake
 /// still to be made when the listeners have TLS (`Listeners::with_tls`, cargo feature `tls`).
+///
+/// In-process links ([`Listeners::connector`]) come out of it too, with the peer address
+/// [`IN_PROCESS`], no TLS and no slot in the caps.
 pub async fn accept_link(listener: &Listeners) -> (Accepted, SocketAddr) {
-    let (conn, peer) = accept(listener).await;
+    let (conn, peer) = tokio::select! {
+        accepted = accept(listener) => accepted,
+        end = listener.door.accept() => return (Accepted::from(end), IN_PROCESS),
+    };
     #[cfg(feature = "tls")]
     if let Some(tls) = &listener.tls {
         let (stream, permit) = conn.into_parts();
@@ -947,49 +980,31 @@ impl Backoff {
     }
 }
 
-/// Keeps a link to `addr` up until `shutdown`: connects, serves it as link `id` (reporting
-/// [`LinkEvent::Opened`] … [`LinkEvent::Closed`] for every connection), and after a failure
-/// or a close waits per `backoff` before the next attempt.
+/// Keeps a link to `target` (an address, or an in-process listener) up until `shutdown`:
+/// connects, serves it as link `id` (reporting [`LinkEvent::Opened`] … [`LinkEvent::Closed`]
+/// for every connection), and after a failure or a close waits per `backoff` before the next
+/// attempt.
 pub async fn dial<Id: Copy + Send + fmt::Debug + 'static>(
-    addr: SocketAddr,
+    target: impl Into<LinkTarget>,
     id: Id,
     config: LinkConfig,
     mut backoff: Backoff,
     events: mpsc::Sender<LinkEvent<Id>>,
     mut shutdown: Shutdown,
 ) {
-    let span = tracing::info_span!("upstream", ?id, %addr);
+    let target = target.into();
+    let span = tracing::info_span!("upstream", ?id, %target);
     async move {
         loop {
-            let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr));
             let connected = tokio::select! {
-                result = connect => result,
+                stream = connect(&target, &config) => stream,
                 _ = shutdown.wait() => return,
             };
-            match connected {
-                Ok(Ok(stream)) => {
-                    #[cfg(feature = "tls")]
-                    let stream = match &config.tls {
-                        Some(tls) => match LinkStream::connect_tls(stream, addr.ip(), tls).await {
-                            Ok(stream) => Some(stream),
-                            Err(error) => {
-                                info!(%error, "TLS handshake failed");
-                                None
-                            }
-                        },
-                        None => Some(LinkStream::from(stream)),
-                    };
-                    #[cfg(not(feature = "tls"))]
-                    let stream = Some(LinkStream::from(stream));
-                    if let Some(stream) = stream {
-                        info!("connected");
-                        backoff.reset();
-                        serve(stream, id, config.clone(), events.clone(), shutdown.clone()).await;
-                        info!("disconnected");
-                    }
-                }
-                Ok(Err(error)) => debug!(%error, "connect failed"),
-                Err(_) => debug!("connect timed out"),
+            if let Some(stream) = connected {
+                info!("connected");
+                backoff.reset();
+                serve(stream, id, config.clone(), events.clone(), shutdown.clone()).await;
+                info!("disconnected");
             }
             if shutdown.is_triggered() || events.is_closed() {
                 return;
@@ -1003,6 +1018,48 @@ pub async fn dial<Id: Copy + Send + fmt::Debug + 'static>(
     }
     .instrument(span)
     .await
+}
+
+/// One attempt to reach `target` (TCP connections time out after 5 s; TLS per `config`).
+/// Failures are logged at debug.
+async fn connect(target: &LinkTarget, config: &LinkConfig) -> Option<LinkStream> {
+    let addr = match target {
+        LinkTarget::Tcp(addr) => *addr,
+        LinkTarget::Memory(connector) => {
+            return match connector.connect().await {
+                Ok(end) => Some(LinkStream::Memory(end)),
+                Err(error) => {
+                    debug!(%error, "connect failed");
+                    None
+                }
+            };
+        }
+    };
+    let stream = match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            debug!(%error, "connect failed");
+            return None;
+        }
+        Err(_) => {
+            debug!("connect timed out");
+            return None;
+        }
+    };
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &config.tls {
+        return match LinkStream::connect_tls(stream, addr.ip(), tls).await {
+            Ok(stream) => Some(stream),
+            Err(error) => {
+                info!(%error, "TLS handshake failed");
+                None
+            }
+        };
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = config;
+    Some(LinkStream::from(stream))
 }
 
 #[cfg(test)]

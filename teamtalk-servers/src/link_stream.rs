@@ -1,4 +1,5 @@
-//! The byte stream under a link: plain TCP, or TLS between our roles (cargo feature `tls`).
+//! The stream under a link: plain TCP, TLS between our roles (cargo feature `tls`), or an
+//! in-process end (roles of one process, [`crate::link::memory`]).
 //!
 //! Plain TCP reads through readiness and a stack buffer, so an idle link holds no read buffer
 //! (memory per idle connection is a published benchmark); TLS keeps rustls's buffers.
@@ -32,6 +33,8 @@ pub enum LinkStream {
     /// TLS, handshake done.
     #[cfg(feature = "tls")]
     Tls(Box<Tls>),
+    /// One end of an in-process link ([`crate::link::memory`]): frames handed over in memory.
+    Memory(crate::link::memory::MemoryEnd),
 }
 
 impl From<TcpStream> for LinkStream {
@@ -111,6 +114,8 @@ impl LinkStream {
             }
             #[cfg(feature = "tls")]
             LinkStream::TlsPending(..) => (LinkReader::Failed, LinkWriter::Failed),
+            // Served by the in-process link task, never as bytes.
+            LinkStream::Memory(_) => (LinkReader::Failed, LinkWriter::Failed),
         }
     }
 }
@@ -121,7 +126,7 @@ pub(crate) enum LinkReader {
     Plain(OwnedReadHalf),
     #[cfg(feature = "tls")]
     Tls(tokio::io::ReadHalf<Tls>),
-    #[cfg(feature = "tls")]
+    /// A stream that is not read or written here (a pending handshake, an in-process end).
     Failed,
 }
 
@@ -151,8 +156,7 @@ impl LinkReader {
                 buf.extend_from_slice(read.filled());
                 Poll::Ready(Ok(read.filled().len()))
             }
-            #[cfg(feature = "tls")]
-            LinkReader::Failed => Poll::Ready(Err(io::Error::other("TLS handshake not made"))),
+            LinkReader::Failed => Poll::Ready(Err(io::Error::other("not a byte stream"))),
         }
     }
 }
@@ -167,7 +171,7 @@ pub(crate) enum LinkWriter {
         /// rustls holds records not yet on the socket: flush before calling the link idle.
         unflushed: bool,
     },
-    #[cfg(feature = "tls")]
+    /// A stream that is not read or written here (a pending handshake, an in-process end).
     Failed,
 }
 
@@ -202,8 +206,7 @@ impl AsyncWrite for LinkWriter {
                 }
                 Poll::Ready(Ok(n))
             }
-            #[cfg(feature = "tls")]
-            LinkWriter::Failed => Poll::Ready(Err(io::Error::other("TLS handshake not made"))),
+            LinkWriter::Failed => Poll::Ready(Err(io::Error::other("not a byte stream"))),
         }
     }
 
@@ -224,8 +227,7 @@ impl AsyncWrite for LinkWriter {
                 }
                 Poll::Ready(Ok(n))
             }
-            #[cfg(feature = "tls")]
-            LinkWriter::Failed => Poll::Ready(Err(io::Error::other("TLS handshake not made"))),
+            LinkWriter::Failed => Poll::Ready(Err(io::Error::other("not a byte stream"))),
         }
     }
 
@@ -234,7 +236,6 @@ impl AsyncWrite for LinkWriter {
             LinkWriter::Plain(writer) => writer.is_write_vectored(),
             #[cfg(feature = "tls")]
             LinkWriter::Tls { half, .. } => half.is_write_vectored(),
-            #[cfg(feature = "tls")]
             LinkWriter::Failed => false,
         }
     }
@@ -248,7 +249,6 @@ impl AsyncWrite for LinkWriter {
                 *unflushed = false;
                 Poll::Ready(Ok(()))
             }
-            #[cfg(feature = "tls")]
             LinkWriter::Failed => Poll::Ready(Ok(())),
         }
     }
@@ -258,7 +258,6 @@ impl AsyncWrite for LinkWriter {
             LinkWriter::Plain(writer) => Pin::new(writer).poll_shutdown(cx),
             #[cfg(feature = "tls")]
             LinkWriter::Tls { half, .. } => Pin::new(half).poll_shutdown(cx),
-            #[cfg(feature = "tls")]
             LinkWriter::Failed => Poll::Ready(Ok(())),
         }
     }

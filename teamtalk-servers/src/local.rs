@@ -3,8 +3,10 @@
 //!
 //! The node's db requests are answered through a [`Handler`] on their own tasks (the node
 //! bounds them per db link as db_proxy_server does). msg_servers of other processes still
-//! link to the route hub and the login registry over TCP (`route` and `login` listeners),
-//! and push_server / file_server links are dialled as a msg_server dials them.
+//! link to the route hub and the login registry over TCP (`route` and `login` listeners;
+//! roles of this process, such as http_msg_server, come in through their in-process doors),
+//! and push_server / file_server links are dialled as a msg_server dials them — in memory
+//! when they are [`LinkTarget::Memory`] ([`crate::link::memory`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use teamtalk_core::Pdu;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::link::{self, Backoff, LinkConfig, LinkEvent, Listeners, Outbox};
+use crate::link::{self, Backoff, LinkConfig, LinkEvent, LinkTarget, Listeners, Outbox};
 use crate::shutdown::Shutdown;
 
 /// The node of a process, shared with the login_server's HTTP discovery
@@ -46,10 +48,10 @@ pub struct LocalMsgServer {
     pub listener: Listeners,
     /// The core settings (advertised address, limits, timeouts).
     pub core: MsgServerConfig,
-    /// push_servers' addresses.
-    pub push_servers: Vec<SocketAddr>,
-    /// file_servers' msg_server ports.
-    pub file_servers: Vec<SocketAddr>,
+    /// push_servers: addresses, or listeners of this process.
+    pub push_servers: Vec<LinkTarget>,
+    /// file_servers' msg_server ports: addresses, or listeners of this process.
+    pub file_servers: Vec<LinkTarget>,
 }
 
 /// Links of the node's shell.
@@ -135,11 +137,11 @@ pub async fn run<H: Handler + 'static>(
             (msg.push_servers, Upstream::Push),
             (msg.file_servers, Upstream::File),
         ] {
-            for addr in addrs {
+            for target in addrs {
                 let index = kinds.len();
                 kinds.push((id, kind));
                 tokio::spawn(link::dial(
-                    addr,
+                    target,
                     Peer::Up(index),
                     settings.upstream_link.clone(),
                     Backoff::new(settings.reconnect_delay, 5),
@@ -240,7 +242,7 @@ pub async fn run<H: Handler + 'static>(
                     }
                     Peer::Route(id) => {
                         let link = node.handle_route_link_opened(now);
-                        info!(id, %link, "msg_server of another process linked to route_server");
+                        info!(id, %link, "linked to route_server");
                         route_outboxes.insert(link, outbox.clone());
                         routes.insert(id, (link, outbox));
                     }
@@ -281,14 +283,14 @@ pub async fn run<H: Handler + 'static>(
                     }
                     Peer::Route(id) => {
                         if let Some((link, _)) = routes.remove(&id) {
-                            info!(id, %link, "route link of another process closed");
+                            info!(id, %link, "route link closed");
                             route_outboxes.remove(&link);
                             node.handle_route_link_closed(now, link);
                         }
                     }
                     Peer::Login(id) => {
                         if let Some((link, _)) = logins.remove(&id) {
-                            info!(id, %link, "login link of another process closed");
+                            info!(id, %link, "login link closed");
                             node.handle_login_link_closed(now, link);
                         }
                     }

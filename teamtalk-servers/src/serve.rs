@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::limits::{ListenConfig, ServeLimits, ServePort};
-use crate::link::Listeners;
+use crate::link::{LinkTarget, Listeners};
 use teamtalk_core::domain::Timestamp;
 use teamtalk_core::msg_server::MsgServerConfig;
 use teamtalk_core::service::DbProxy;
@@ -33,8 +33,9 @@ pub struct ServeConfig {
     /// Default 127.0.0.1; only an explicit setting puts them elsewhere (docs/deploy.md
     /// "Trust model").
     pub internal_listen: IpAddr,
-    /// Peers allowed on the internal ports besides this process's own roles, which connect
-    /// from 127.0.0.1, ::1 or `internal_listen` (always allowed). Default: none beyond those.
+    /// Peers allowed on the internal ports besides 127.0.0.1, ::1 and `internal_listen`
+    /// (always allowed: roles of other processes on this machine). Default: none beyond
+    /// those. (This process's own roles link in memory and need no port.)
     pub allowed_peers: crate::trust::AllowedPeers,
     /// Address of http_msg_server (the key-protected admin API). Default: `internal_listen`.
     pub http_msg_listen: Option<IpAddr>,
@@ -165,6 +166,10 @@ pub struct Running {
     pub http_msg: Option<SocketAddr>,
     /// file_server's client port, when started.
     pub file_server: Option<SocketAddr>,
+    /// file_server's port for msg_servers of other processes, when started.
+    pub file_server_links: Option<SocketAddr>,
+    /// push_server's port for msg_servers of other processes, when started.
+    pub push_server: Option<SocketAddr>,
     trigger: ShutdownTrigger,
     tasks: JoinSet<std::io::Result<()>>,
 }
@@ -275,8 +280,8 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
     };
     let internal_cfg = limits.listen(ServePort::Internal);
     let internal = config.internal_listen;
-    // This process's own roles dial the internal ports from 127.0.0.1 or ::1 (or the
-    // internal address itself).
+    // Roles of other processes on this machine come from 127.0.0.1 or ::1 (or the internal
+    // address itself); this process's own roles link in memory and use no port.
     let mut allowed = config
         .allowed_peers
         .clone()
@@ -405,6 +410,14 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
             Some((clients, _, _)) => Some(clients.local_addr()?),
             None => None,
         },
+        file_server_links: match &files {
+            Some((_, links, _)) => Some(links.local_addr()?),
+            None => None,
+        },
+        push_server: match &push {
+            Some((listener, _)) => Some(listener.local_addr()?),
+            None => None,
+        },
         http_msg: match &http_msg {
             Some((listener, _)) => Some(listener.local_addr()?),
             None => None,
@@ -412,6 +425,9 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
         trigger,
         tasks: JoinSet::new(),
     };
+    // This process's roles reach each other through the listeners' in-process doors
+    // (docs/architecture.md, "One process"); the ports serve other processes.
+    let (db_door, route_door) = (db.connector(), route.connector());
     let proxy = Arc::new(DbProxy::new(store, SystemClock, Default::default()));
     let tasks = &mut running.tasks;
     tasks.spawn(crate::db_proxy::run(
@@ -454,7 +470,7 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
     ));
     let file_servers = match files {
         Some((clients, links, dir)) => {
-            let addr = links.local_addr()?;
+            let door = links.connector();
             let port = u32::from(clients.local_addr()?.port());
             let file_config = crate::file_server::FileServerConfig {
                 dir,
@@ -467,25 +483,24 @@ pub async fn start<S: Store + 'static>(config: ServeConfig, store: S) -> std::io
                 links,
                 shutdown.clone(),
             ));
-            vec![addr]
+            vec![LinkTarget::from(door)]
         }
         None => Vec::new(),
     };
     let push_servers = match push {
         Some((listener, backend)) => {
-            let addr = listener.local_addr()?;
+            let door = listener.connector();
             tasks.spawn(crate::push::run(
                 Arc::new(backend),
                 listener,
                 shutdown.clone(),
             ));
-            vec![addr]
+            vec![LinkTarget::from(door)]
         }
         None => Vec::new(),
     };
     if let Some((listener, key)) = http_msg {
-        let mut http_config =
-            crate::http_msg::HttpMsgConfig::new(&key, vec![running.db_proxy], vec![running.route]);
+        let mut http_config = crate::http_msg::HttpMsgConfig::new(&key, [db_door], [route_door]);
         http_config.reconnect_delay = config.reconnect_delay;
         http_config.upstream_link = guard.link(http_config.upstream_link);
         tasks.spawn(crate::http_msg::run(

@@ -200,6 +200,15 @@ async fn run_all<S: Store + 'static>(config: ServeConfig, store: S) -> Result<()
         "  internal:   login_server {}, route_server {}, db_proxy_server {}",
         running.login, running.route, running.db_proxy
     );
+    if let Some(links) = running.file_server_links {
+        println!("              file_server (msg_servers) {links}");
+    }
+    if let Some(push) = running.push_server {
+        println!("              push_server {push}");
+    }
+    println!(
+        "  (the roles of this process link in memory; the internal ports serve other processes)"
+    );
     println!("  stop with Ctrl-C or SIGTERM");
     tokio::select! {
         () = signals.recv() => {
