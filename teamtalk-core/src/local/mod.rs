@@ -58,7 +58,10 @@ pub struct NodeConfig {
     /// `max_in_flight`); further ones wait on their link, in order. Default 256.
     pub db_in_flight: usize,
     /// Requests that may wait on one db link (the upstream link's send queue); beyond, a
-    /// request is dropped with a warning, as a full send queue drops it. Default 65536.
+    /// request is answered at once with db_proxy's failure reply for it (the request table's
+    /// `failure_reply`, as for a storage error) and a warning is logged; a request whose
+    /// answer cannot say "failed" then gets none, as a full send queue drops it. Default
+    /// 65536.
     pub db_queue: usize,
 }
 
@@ -414,7 +417,19 @@ impl Node {
             } else if db.waiting.len() < self.config.db_queue {
                 db.waiting.push_back(frame.pdu());
             } else {
-                tracing::warn!(?server, ?link, command = %frame.command(), "db request dropped: its link's queue is full");
+                // Not dropped in silence: answered as db_proxy answers a request it cannot
+                // serve (the request table's failure reply), so the client hears of it.
+                tracing::warn!(?server, ?link, command = %frame.command(), "db request refused: its link's queue is full");
+                let pdu = frame.pdu();
+                let refusal = pdu
+                    .decode_any()
+                    .ok()
+                    .and_then(|request| crate::command::requests::failure_reply(&request));
+                if let Some(answer) = refusal {
+                    local
+                        .server
+                        .handle_upstream_frame(now, link, answer.to_pdu(pdu.seq_num()));
+                }
             }
         } else {
             self.out

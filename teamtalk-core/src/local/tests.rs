@@ -186,6 +186,43 @@ fn db_requests_in_flight_are_bounded_per_link_and_wait_in_order() {
 }
 
 #[test]
+fn a_db_request_beyond_the_queue_is_answered_as_a_storage_failure() {
+    let config = NodeConfig {
+        db_links: 1,
+        db_in_flight: 1,
+        db_queue: 1,
+    };
+    let mut node = Node::new(config);
+    let server = node
+        .add_msg_server(at(0), MsgServerConfig::default())
+        .unwrap();
+    drain(&mut node);
+    // Three users, one request each (the msg_server's own per-connection budget stays out
+    // of the way).
+    let conns: Vec<ConnId> = (7..10).map(|id| login(&mut node, server, id)).collect();
+    for (user, &conn) in (7..10).zip(&conns) {
+        let request = login::ImPushShieldReq {
+            user_id: user,
+            shield_status: 1,
+            attach_data: None,
+        };
+        node.handle_client_frame(at(0), server, conn, Pdu::encode_message(&request, 20));
+    }
+    let out = drain(&mut node);
+    // One in flight, one waiting, and the third answered at once with db_proxy's failure
+    // reply (not dropped: the client hears of it).
+    assert_eq!(db_requests(&out).len(), 1);
+    assert!(to_client(&out, server, conns[0]).is_empty());
+    assert!(to_client(&out, server, conns[1]).is_empty());
+    let answers = to_client(&out, server, conns[2]);
+    assert_eq!(answers.len(), 1, "{out:#?}");
+    assert_eq!(answers[0].seq_num(), 20);
+    let refused: login::ImPushShieldRsp = answers[0].decode_body().unwrap();
+    assert_eq!(refused.user_id, 9);
+    assert_ne!(refused.result_code, 0, "a failure code");
+}
+
+#[test]
 fn the_registry_keeps_offering_local_msg_servers() {
     let mut node = Node::new(NodeConfig::default());
     node.add_msg_server(at(0), MsgServerConfig::default())
