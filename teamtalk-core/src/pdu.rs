@@ -268,7 +268,18 @@ impl PduDecoder {
         let Some(&[a, b, c, d]) = src.get(..4) else {
             return Ok(None);
         };
-        let length = u32::from_be_bytes([a, b, c, d]);
+        let length = self.checked_length([a, b, c, d])? as usize;
+        if src.len() < length {
+            src.reserve(length - src.len());
+            return Ok(None);
+        }
+        // Checked before anything was reserved; the split frame is read as a whole one.
+        self.decode_frame(src.split_to(length).freeze()).map(Some)
+    }
+
+    /// The length field `field`, refused below the header or above the limit.
+    fn checked_length(&self, field: [u8; 4]) -> Result<u32, FrameError> {
+        let length = u32::from_be_bytes(field);
         if length < HEADER_LEN as u32 {
             return Err(FrameError::TooShort { length });
         }
@@ -278,26 +289,7 @@ impl PduDecoder {
                 max: self.max_frame_len,
             });
         }
-        let length = length as usize;
-        if src.len() < length {
-            src.reserve(length - src.len());
-            return Ok(None);
-        }
-        let frame = src.split_to(length).freeze();
-        let Some(head) = frame
-            .get(..HEADER_LEN)
-            .and_then(|h| <&[u8; HEADER_LEN]>::try_from(h).ok())
-        else {
-            // unreachable: `length` >= HEADER_LEN was checked above
-            return Err(FrameError::TooShort {
-                length: length as u32,
-            });
-        };
-        let (_, header) = PduHeader::decode(head);
-        Ok(Some(Pdu {
-            header,
-            body: frame.slice(HEADER_LEN..),
-        }))
+        Ok(length)
     }
 
     /// Reads one whole encoded frame (as [`Pdu::to_bytes`] makes it) handed over in memory,
@@ -319,16 +311,7 @@ impl PduDecoder {
                 length: u32::try_from(frame.len()).unwrap_or(0),
             });
         };
-        let length = u32::from_be_bytes([a, b, c, d]);
-        if length < HEADER_LEN as u32 {
-            return Err(FrameError::TooShort { length });
-        }
-        if length > self.max_frame_len {
-            return Err(FrameError::TooLong {
-                length,
-                max: self.max_frame_len,
-            });
-        }
+        let length = self.checked_length([a, b, c, d])?;
         if u32::try_from(frame.len()).ok() != Some(length) {
             return Err(FrameError::LengthMismatch {
                 length,
